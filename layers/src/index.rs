@@ -1,0 +1,173 @@
+//! Published layer versions loaded for serving: a memory-mapped FlatGeobuf file and a
+//! bulk-loaded `rstar` R-tree over its features' bboxes, swapped in atomically.
+//!
+//! [`Registry`] holds the loaded version of every layer behind an `ArcSwap`: readers
+//! take a snapshot without locking and keep using it even while a newer version is
+//! being loaded or swapped in, so they never block and never see half a layer.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use memmap2::Mmap;
+use rstar::primitives::{GeomWithData, Rectangle};
+use rstar::{RTree, AABB};
+
+use crate::fgb::FgbView;
+use crate::store::{FsStore, LayerMeta, LayerStore, StoredVersion};
+use crate::{Error, Result};
+
+type Entry = GeomWithData<Rectangle<[f64; 2]>, u32>;
+
+/// One layer version ready for queries.
+pub struct LoadedLayer {
+    pub meta: LayerMeta,
+    view: FgbView<Mmap>,
+    tree: RTree<Entry>,
+    /// (feature id, byte offset), sorted by id: the order every listing uses, so
+    /// paging is stable and follows the source.
+    by_fid: Vec<(i64, u64)>,
+}
+
+impl LoadedLayer {
+    pub fn load(v: &StoredVersion) -> Result<Self> {
+        let file = File::open(&v.fgb_path).map_err(|e| Error::io(&v.fgb_path, e))?;
+        // SAFETY: published version files are never modified in place (new versions are
+        // new files, old ones are only deleted), so the mapping cannot change under us.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&v.fgb_path, e))?;
+        let view = FgbView::open(mmap)?;
+        let leaves = view.leaves()?;
+        let mut by_fid = Vec::with_capacity(leaves.len());
+        for leaf in &leaves {
+            by_fid.push((view.fid(leaf.offset)?, leaf.offset));
+        }
+        by_fid.sort_unstable();
+        let pos: HashMap<u64, u32> = by_fid
+            .iter()
+            .enumerate()
+            .map(|(i, (_, off))| (*off, i as u32))
+            .collect();
+        let entries: Vec<Entry> = leaves
+            .iter()
+            .map(|l| {
+                let rect = Rectangle::from_corners([l.bbox[0], l.bbox[1]], [l.bbox[2], l.bbox[3]]);
+                GeomWithData::new(rect, pos.get(&l.offset).copied().unwrap_or(0))
+            })
+            .collect();
+        Ok(LoadedLayer {
+            meta: v.meta.clone(),
+            view,
+            tree: RTree::bulk_load(entries),
+            by_fid,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_fid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_fid.is_empty()
+    }
+
+    /// Positions (in id order) of the features whose bbox intersects `bbox`
+    /// ([minx, miny, maxx, maxy], lon/lat).
+    pub fn query_bbox(&self, bbox: [f64; 4]) -> Vec<u32> {
+        let env = AABB::from_corners([bbox[0], bbox[1]], [bbox[2], bbox[3]]);
+        let mut hits: Vec<u32> = self
+            .tree
+            .locate_in_envelope_intersecting(&env)
+            .map(|e| e.data)
+            .collect();
+        hits.sort_unstable();
+        hits
+    }
+
+    /// The feature at position `pos` of the id order: (id, offset).
+    pub fn at(&self, pos: u32) -> Option<(i64, u64)> {
+        self.by_fid.get(pos as usize).copied()
+    }
+
+    /// Offset of the feature with DataHub id `fid`.
+    pub fn find(&self, fid: i64) -> Option<u64> {
+        self.by_fid
+            .binary_search_by_key(&fid, |(f, _)| *f)
+            .ok()
+            .map(|i| self.by_fid[i].1)
+    }
+
+    pub fn write_geojson(&self, offset: u64, out: &mut Vec<u8>) -> Result<()> {
+        self.view.write_geojson(offset, out)
+    }
+
+    pub fn geometry(&self, offset: u64) -> Result<Option<geo::Geometry<f64>>> {
+        self.view.geometry(offset)
+    }
+}
+
+/// The loaded current version of every layer.
+pub struct Registry {
+    store: FsStore,
+    layers: ArcSwap<HashMap<String, Arc<LoadedLayer>>>,
+}
+
+impl Registry {
+    pub fn new(store: FsStore) -> Self {
+        Registry {
+            store,
+            layers: ArcSwap::from_pointee(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &FsStore {
+        &self.store
+    }
+
+    /// A consistent snapshot of all loaded layers.
+    pub fn snapshot(&self) -> Arc<HashMap<String, Arc<LoadedLayer>>> {
+        self.layers.load_full()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<LoadedLayer>> {
+        self.layers.load().get(id).cloned()
+    }
+
+    /// Loads every layer whose current version changed (published by this or another
+    /// process) and drops layers that disappeared. Blocking: call from a blocking task.
+    /// Returns the ids that were (re)loaded.
+    pub fn refresh(&self) -> Result<Vec<String>> {
+        let old = self.layers.load_full();
+        let mut next = HashMap::new();
+        let mut changed = Vec::new();
+        for id in self.store.layer_ids()? {
+            let current = self.store.current_number(&id)?;
+            match old.get(&id) {
+                Some(l) if Some(l.meta.version) == current => {
+                    next.insert(id, l.clone());
+                }
+                _ => {
+                    let Some(v) = self.store.current(&id)? else { continue };
+                    match LoadedLayer::load(&v) {
+                        Ok(l) => {
+                            tracing::info!(layer = %id, version = l.meta.version, features = l.len(), "layer loaded");
+                            next.insert(id.clone(), Arc::new(l));
+                            changed.push(id);
+                        }
+                        Err(e) => {
+                            // Keep serving the old version rather than dropping the layer.
+                            tracing::error!(layer = %id, error = %e, "cannot load layer version");
+                            if let Some(l) = old.get(&id) {
+                                next.insert(id, l.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !changed.is_empty() || next.len() != old.len() {
+            self.layers.store(Arc::new(next));
+        }
+        Ok(changed)
+    }
+}

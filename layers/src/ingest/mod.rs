@@ -1,0 +1,673 @@
+//! Ingest: a source file becomes a published layer version.
+//!
+//! Steps: [`source::locate`] (unpack archives safely, find datasets) →
+//! [`source::choose`] (the one layer to read) → [`source::source_crs`] → a streaming
+//! pipeline → [`crate::store::LayerStore::publish`].
+//!
+//! The pipeline uses every core: this thread reads features with GDAL (GDAL objects are
+//! not `Send`, so they stay here) and sends batches of WKB + attributes to workers that
+//! parse, transform with PROJ and validate/repair; a writer thread puts the results back
+//! in source order and streams them into the FlatGeobuf file. Memory stays bounded by
+//! the channel capacity, not by the source size.
+
+pub mod archive;
+pub mod source;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use gdal::vector::{FieldValue, LayerAccess, OGRFieldType};
+use geo::{BoundingRect, CoordsIter};
+use geozero::ToGeo;
+use sha2::{Digest, Sha256};
+
+pub use archive::Limits;
+
+use crate::crs::{SourceCrs, ToStorage};
+use crate::fgb::{Field, FieldType, LayerWriter, Value2};
+use crate::quality::{normalize, IngestReport, Kind, Outcome};
+use crate::store::{LayerMeta, LayerStore};
+use crate::{Error, Result};
+
+/// What to ingest and how.
+#[derive(Debug, Clone)]
+pub struct IngestRequest {
+    pub source: PathBuf,
+    pub layer_id: String,
+    pub title: Option<String>,
+    pub ministry: String,
+    pub description: String,
+    pub synthetic: bool,
+    /// `--crs`: the source CRS when the source lacks it (or to override it).
+    pub crs: Option<String>,
+    /// `--source-layer`: which layer of a multi-layer source.
+    pub source_layer: Option<String>,
+    /// `--id-field`: an integer attribute with unique values to use as feature id.
+    pub id_field: Option<String>,
+    /// Store the good rows of a CSV with bad coordinates instead of failing.
+    pub skip_invalid: bool,
+    pub limits: Limits,
+}
+
+/// Progress of a running ingest, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub read: u64,
+    pub total: Option<u64>,
+}
+
+/// The result of a successful ingest.
+#[derive(Debug, Clone)]
+pub struct IngestSummary {
+    pub meta: LayerMeta,
+}
+
+const BATCH: usize = 1024;
+
+struct Raw {
+    fid_hint: i64,
+    /// CSV line / source row, for messages.
+    row: i64,
+    wkb: Option<Vec<u8>>,
+    notes: Vec<(Kind, String)>,
+    values: Vec<Value2>,
+}
+
+struct Done {
+    row: i64,
+    fid_hint: i64,
+    geom: Option<geo::Geometry<f64>>,
+    notes: Vec<(Kind, String)>,
+    repaired: bool,
+    values: Vec<Value2>,
+}
+
+/// Runs one ingest to completion (blocking). `progress` is called every batch.
+pub fn ingest(
+    store: &dyn LayerStore,
+    tmp_root: &Path,
+    req: &IngestRequest,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<IngestSummary> {
+    let started = Instant::now();
+    crate::store::validate_id(&req.layer_id)?;
+    if req.ministry.trim().is_empty() {
+        return Err(Error::bad("--ministry is required (e.g. desarrollo-urbano)"));
+    }
+    let staging = store.begin(&req.layer_id)?;
+    // Unpacked archives live inside the staging dir, so they go with it on any failure.
+    let work = staging.dir.join("work");
+    std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    let _ = tmp_root;
+
+    let sha = sha256_file(&req.source)?;
+    let cands = source::locate(&req.source, &work, req.limits)?;
+    let unpack_root = work.join("unpacked");
+    let opened = source::choose(cands, req.source_layer.as_deref(), &unpack_root)?;
+    let mut report = IngestReport::default();
+    report.notes.extend(opened.candidate.notes.iter().cloned());
+    let crs = source::source_crs(&opened, req.crs.as_deref(), &mut report.notes)?;
+    if crs.how == "identified" {
+        report.notes.push(format!(
+            "the source's CRS has no EPSG code; identified as {}",
+            crs.label()
+        ));
+    }
+    let driver = opened.dataset.driver().short_name();
+
+    let mut layer = opened.dataset.layer(opened.layer_index)?;
+    let (schema, bool_fields) = read_schema(&layer)?;
+    let id_index = match &req.id_field {
+        Some(name) => Some(schema.iter().position(|f| &f.name == name).ok_or_else(|| {
+            Error::bad(format!(
+                "--id-field '{name}' is not a field of the source; fields: {}",
+                schema.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?),
+        None => None,
+    };
+    if let Some(i) = id_index {
+        if !matches!(schema[i].ftype, FieldType::Int | FieldType::Long) {
+            return Err(Error::bad(format!(
+                "--id-field '{}' must be an integer field (it is {:?})",
+                schema[i].name, schema[i].ftype
+            )));
+        }
+    }
+    let total = layer.try_feature_count();
+    let is_csv = opened.candidate.ext == "csv";
+
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(1);
+    let (raw_tx, raw_rx) = bounded::<(u64, Vec<Raw>)>(workers * 2);
+    let (done_tx, done_rx) = bounded::<(u64, Vec<Done>)>(workers * 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let read_count = AtomicU64::new(0);
+
+    let fgb_path = staging.fgb_path();
+    let layer_name = req.layer_id.clone();
+    let outcome = std::thread::scope(|scope| -> Result<WriterResult> {
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            let rx = raw_rx.clone();
+            let tx = done_tx.clone();
+            let crs = crs.clone();
+            let stop = stop.clone();
+            handles.push(scope.spawn(move || worker(rx, tx, &crs, &stop)));
+        }
+        drop(done_tx);
+        let schema_w = schema.clone();
+        let stop_w = stop.clone();
+        let (layer_name, fgb_path) = (&layer_name, &fgb_path);
+        let writer = scope.spawn(move || {
+            let r = write_all(done_rx, layer_name, &schema_w, fgb_path, id_index, is_csv);
+            if r.is_err() {
+                stop_w.store(true, Ordering::Relaxed);
+            }
+            r
+        });
+
+        let read_result = read_features(
+            &mut layer,
+            &schema,
+            &bool_fields,
+            is_csv,
+            &raw_tx,
+            &stop,
+            &read_count,
+            total,
+            progress,
+        );
+        drop(raw_tx);
+        for h in handles {
+            h.join()
+                .map_err(|_| Error::Internal("ingest worker panicked".into()))??;
+        }
+        let written = writer
+            .join()
+            .map_err(|_| Error::Internal("ingest writer panicked".into()))?;
+        // The writer's error is the cause when the reader stopped because of it.
+        let written = written?;
+        read_result?;
+        Ok(written)
+    })?;
+
+    let WriterResult {
+        report: wr,
+        stored,
+        bbox,
+        types,
+        bad_rows,
+    } = outcome;
+    report.features_read = read_count.load(Ordering::Relaxed);
+    report.features_stored = stored;
+    report.features_repaired = wr.features_repaired;
+    report.features_rejected = wr.features_rejected;
+    report.problems = wr.problems;
+    if !bad_rows.is_empty() && !req.skip_invalid {
+        let shown: Vec<String> = bad_rows.iter().take(10).map(|r| r.to_string()).collect();
+        return Err(Error::bad(format!(
+            "{} row(s) have missing or unreadable coordinates (file lines {}{}); fix them, or \
+             pass --skip-invalid to store the other rows",
+            bad_rows.len(),
+            shown.join(", "),
+            if bad_rows.len() > 10 { ", ..." } else { "" }
+        )));
+    }
+    if stored == 0 && report.features_read > 0 {
+        let why = report
+            .problems
+            .iter()
+            .map(|(k, p)| format!("{k}: {}", p.count))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let hint = if is_csv {
+            ". A CSV needs lon/lat columns (lon, lng, longitude, longitud, x / lat, latitude, latitud, y) or a WKT column (wkt, geom, geometry)"
+        } else {
+            ""
+        };
+        return Err(Error::bad(format!(
+            "no feature could be stored ({why}){hint}"
+        )));
+    }
+
+    let meta = LayerMeta {
+        id: req.layer_id.clone(),
+        version: 0,
+        title: req.title.clone().unwrap_or_else(|| req.layer_id.clone()),
+        ministry: req.ministry.clone(),
+        description: req.description.clone(),
+        synthetic: req.synthetic,
+        source_file: req
+            .source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        source_sha256: sha,
+        source_format: driver,
+        source_layer: opened.layer_name.clone(),
+        source_crs: crs,
+        feature_count: stored,
+        bbox,
+        geometry_types: types.into_iter().collect(),
+        schema,
+        id_field: req.id_field.clone(),
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        duration_ms: started.elapsed().as_millis() as u64,
+        report,
+    };
+    drop(layer);
+    drop(opened.dataset);
+    let _ = std::fs::remove_dir_all(&work);
+    let version = store.publish(staging, meta.clone())?;
+    Ok(IngestSummary {
+        meta: LayerMeta { version, ..meta },
+    })
+}
+
+fn sha256_file(p: &Path) -> Result<String> {
+    let mut h = Sha256::new();
+    if p.is_dir() {
+        // A .gdb folder: hash its files in name order.
+        let mut files: Vec<_> = std::fs::read_dir(p)
+            .map_err(|e| Error::io(p, e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        for f in files {
+            h.update(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            hash_into(&f, &mut h)?;
+        }
+    } else {
+        hash_into(p, &mut h)?;
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn hash_into(p: &Path, h: &mut Sha256) -> Result<()> {
+    let mut f = File::open(p).map_err(|e| Error::bad(format!("cannot read {}: {e}", p.display())))?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(p, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+fn read_schema(layer: &gdal::vector::Layer) -> Result<(Vec<Field>, Vec<bool>)> {
+    let mut schema = Vec::new();
+    let mut bools = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, f) in layer.defn().fields().enumerate() {
+        // SAFETY: the defn pointer is valid while the layer lives; index < field count.
+        let subtype = unsafe {
+            let fd = gdal_sys::OGR_FD_GetFieldDefn(layer.defn().c_defn(), i as i32);
+            gdal_sys::OGR_Fld_GetSubType(fd)
+        };
+        let is_bool = subtype == gdal_sys::OGRFieldSubType::OFSTBoolean;
+        let ftype = match f.field_type() {
+            OGRFieldType::OFTInteger if is_bool => FieldType::Bool,
+            OGRFieldType::OFTInteger => FieldType::Int,
+            OGRFieldType::OFTInteger64 => FieldType::Long,
+            OGRFieldType::OFTReal => FieldType::Float,
+            OGRFieldType::OFTDate => FieldType::Date,
+            OGRFieldType::OFTDateTime => FieldType::Datetime,
+            _ => FieldType::String,
+        };
+        let mut name = f.name();
+        if name == crate::fgb::FID_COLUMN || !seen.insert(name.clone()) {
+            name = format!("{name}_{i}");
+        }
+        schema.push(Field { name, ftype });
+        bools.push(is_bool);
+    }
+    Ok((schema, bools))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_features(
+    layer: &mut gdal::vector::Layer,
+    schema: &[Field],
+    _bools: &[bool],
+    is_csv: bool,
+    tx: &Sender<(u64, Vec<Raw>)>,
+    stop: &AtomicBool,
+    count: &AtomicU64,
+    total: Option<u64>,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<()> {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut batch_no = 0u64;
+    let mut n = 0i64;
+    for feature in layer.features() {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        n += 1;
+        let row = if is_csv {
+            feature.fid().map_or(n + 1, |f| f as i64 + 1)
+        } else {
+            n
+        };
+        let mut notes = Vec::new();
+        let wkb = match feature.geometry() {
+            Some(g) if !g.is_empty() => Some(geometry_wkb(g, &mut notes)?),
+            _ => None,
+        };
+        let mut values = Vec::with_capacity(schema.len());
+        for (i, f) in schema.iter().enumerate() {
+            let v = match feature.field(i) {
+                Ok(v) => to_value(v, f.ftype),
+                Err(e) => {
+                    notes.push((Kind::BadAttribute, format!("{}: {e}", f.name)));
+                    Value2::Null
+                }
+            };
+            values.push(v);
+        }
+        batch.push(Raw {
+            fid_hint: n,
+            row,
+            wkb,
+            notes,
+            values,
+        });
+        if batch.len() == BATCH {
+            count.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if tx.send((batch_no, full)).is_err() {
+                return Ok(()); // the writer failed; its error is reported
+            }
+            batch_no += 1;
+            progress(Progress {
+                read: count.load(Ordering::Relaxed),
+                total,
+            });
+        }
+    }
+    count.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    if !batch.is_empty() {
+        let _ = tx.send((batch_no, batch));
+    }
+    progress(Progress {
+        read: count.load(Ordering::Relaxed),
+        total,
+    });
+    Ok(())
+}
+
+/// 2D linear WKB of a GDAL geometry, noting what had to change.
+fn geometry_wkb(g: &gdal::vector::Geometry, notes: &mut Vec<(Kind, String)>) -> Result<Vec<u8>> {
+    let t = g.geometry_type();
+    let has_z = gdal::vector::geometry_type_has_z(t);
+    let has_m = gdal::vector::geometry_type_has_m(t);
+    // SAFETY: plain queries/copies on a valid geometry handle owned by the feature.
+    let nonlinear = unsafe { gdal_sys::OGR_GT_IsNonLinear(t) != 0 };
+    if !has_z && !has_m && !nonlinear {
+        return Ok(g.wkb()?);
+    }
+    if has_z {
+        notes.push((Kind::ZDropped, String::new()));
+    }
+    if has_m {
+        notes.push((Kind::MDropped, String::new()));
+    }
+    let raw = unsafe {
+        if nonlinear {
+            notes.push((Kind::CurveLinearized, g.geometry_name()));
+            gdal_sys::OGR_G_GetLinearGeometry(g.c_geometry(), 0.0, std::ptr::null_mut())
+        } else {
+            gdal_sys::OGR_G_Clone(g.c_geometry())
+        }
+    };
+    if raw.is_null() {
+        return Err(Error::Gdal("cannot copy a geometry".into()));
+    }
+    unsafe {
+        gdal_sys::OGR_G_FlattenTo2D(raw);
+        let size = gdal_sys::OGR_G_WkbSize(raw);
+        let mut buf = vec![0u8; usize::try_from(size).unwrap_or(0)];
+        let rc = gdal_sys::OGR_G_ExportToWkb(raw, gdal_sys::OGRwkbByteOrder::wkbNDR, buf.as_mut_ptr());
+        gdal_sys::OGR_G_DestroyGeometry(raw);
+        if rc != gdal_sys::OGRErr::OGRERR_NONE {
+            return Err(Error::Gdal("cannot export a geometry as WKB".into()));
+        }
+        Ok(buf)
+    }
+}
+
+fn to_value(v: Option<FieldValue>, t: FieldType) -> Value2 {
+    let Some(v) = v else { return Value2::Null };
+    match (t, v) {
+        (FieldType::Bool, FieldValue::IntegerValue(n)) => Value2::Bool(n != 0),
+        (FieldType::Int, FieldValue::IntegerValue(n)) => Value2::Int(n),
+        (FieldType::Long, FieldValue::Integer64Value(n)) => Value2::Long(n),
+        (FieldType::Long, FieldValue::IntegerValue(n)) => Value2::Long(n.into()),
+        (FieldType::Float, FieldValue::RealValue(x)) => Value2::Float(x),
+        (FieldType::Date, FieldValue::DateValue(d)) => Value2::Text(d.format("%Y-%m-%d").to_string()),
+        (FieldType::Date, FieldValue::DateTimeValue(d)) => Value2::Text(d.format("%Y-%m-%d").to_string()),
+        (FieldType::Datetime, FieldValue::DateTimeValue(d)) => {
+            Value2::Text(d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        }
+        (_, FieldValue::StringValue(s)) => Value2::Text(s),
+        (_, FieldValue::IntegerValue(n)) => Value2::Text(n.to_string()),
+        (_, FieldValue::Integer64Value(n)) => Value2::Text(n.to_string()),
+        (_, FieldValue::RealValue(x)) => Value2::Text(x.to_string()),
+        (_, FieldValue::StringListValue(l)) => Value2::Text(serde_json::to_string(&l).unwrap_or_default()),
+        (_, FieldValue::IntegerListValue(l)) => Value2::Text(serde_json::to_string(&l).unwrap_or_default()),
+        (_, FieldValue::Integer64ListValue(l)) => Value2::Text(serde_json::to_string(&l).unwrap_or_default()),
+        (_, FieldValue::RealListValue(l)) => Value2::Text(serde_json::to_string(&l).unwrap_or_default()),
+        (_, FieldValue::DateValue(d)) => Value2::Text(d.to_string()),
+        (_, FieldValue::DateTimeValue(d)) => Value2::Text(d.to_rfc3339()),
+    }
+}
+
+fn worker(
+    rx: Receiver<(u64, Vec<Raw>)>,
+    tx: Sender<(u64, Vec<Done>)>,
+    crs: &SourceCrs,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let to_storage = ToStorage::new(crs)?;
+    for (no, batch) in rx {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let out: Vec<Done> = batch.into_iter().map(|r| process(r, &to_storage)).collect();
+        if tx.send((no, out)).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn process(raw: Raw, to_storage: &ToStorage) -> Done {
+    let mut notes = raw.notes;
+    let done = |geom, repaired, notes| Done {
+        row: raw.row,
+        fid_hint: raw.fid_hint,
+        geom,
+        notes,
+        repaired,
+        values: Vec::new(),
+    };
+    let Some(wkb) = raw.wkb else {
+        notes.push((Kind::EmptyGeometry, String::new()));
+        let mut d = done(None, false, notes);
+        d.values = raw.values;
+        return d;
+    };
+    let parsed = geozero::wkb::Wkb(wkb).to_geo();
+    let mut geom = match parsed {
+        Ok(g) if g.coords_count() > 0 => g,
+        Ok(_) => {
+            notes.push((Kind::EmptyGeometry, String::new()));
+            return Done { values: raw.values, ..done(None, false, notes) };
+        }
+        Err(e) => {
+            notes.push((Kind::BadCoordinates, e.to_string()));
+            return Done { values: raw.values, ..done(None, false, notes) };
+        }
+    };
+    if let Err(e) = to_storage.apply(&mut geom) {
+        notes.push((Kind::TransformFailed, e));
+        return Done { values: raw.values, ..done(None, false, notes) };
+    }
+    let (geom, repaired) = match normalize(geom) {
+        Outcome::Clean(g) => (g, false),
+        Outcome::Repaired(g, why) => {
+            notes.push((Kind::InvalidRepaired, why));
+            (g, true)
+        }
+        Outcome::Kept(g, why) => {
+            notes.push((Kind::InvalidKept, why));
+            (g, false)
+        }
+    };
+    Done {
+        values: raw.values,
+        ..done(Some(geom), repaired, notes)
+    }
+}
+
+struct WriterResult {
+    report: IngestReport,
+    stored: u64,
+    bbox: Option<[f64; 4]>,
+    types: BTreeSet<String>,
+    /// CSV file lines whose coordinates were missing or unreadable.
+    bad_rows: Vec<i64>,
+}
+
+fn geometry_type_name(g: &geo::Geometry<f64>) -> &'static str {
+    match g {
+        geo::Geometry::Point(_) => "Point",
+        geo::Geometry::Line(_) | geo::Geometry::LineString(_) => "LineString",
+        geo::Geometry::Polygon(_) | geo::Geometry::Rect(_) | geo::Geometry::Triangle(_) => "Polygon",
+        geo::Geometry::MultiPoint(_) => "MultiPoint",
+        geo::Geometry::MultiLineString(_) => "MultiLineString",
+        geo::Geometry::MultiPolygon(_) => "MultiPolygon",
+        geo::Geometry::GeometryCollection(_) => "GeometryCollection",
+    }
+}
+
+fn write_all(
+    rx: Receiver<(u64, Vec<Done>)>,
+    name: &str,
+    schema: &[Field],
+    path: &Path,
+    id_index: Option<usize>,
+    is_csv: bool,
+) -> Result<WriterResult> {
+    let mut writer = LayerWriter::new(name, schema)?;
+    let mut res = WriterResult {
+        report: IngestReport::default(),
+        stored: 0,
+        bbox: None,
+        types: BTreeSet::new(),
+        bad_rows: Vec::new(),
+    };
+    let mut pending: BTreeMap<u64, Vec<Done>> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut ids: HashMap<i64, i64> = HashMap::new();
+    for (no, batch) in rx {
+        pending.insert(no, batch);
+        while let Some(batch) = pending.remove(&next) {
+            next += 1;
+            for d in batch {
+                write_one(&mut writer, &mut res, d, id_index, is_csv, &mut ids, schema)?;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        return Err(Error::Internal("ingest pipeline lost a batch".into()));
+    }
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    writer.finish(&mut out)?;
+    out.into_inner()
+        .map_err(|e| Error::io(path, e.into_error()))?
+        .sync_all()
+        .map_err(|e| Error::io(path, e))?;
+    Ok(res)
+}
+
+fn write_one(
+    writer: &mut LayerWriter,
+    res: &mut WriterResult,
+    d: Done,
+    id_index: Option<usize>,
+    is_csv: bool,
+    ids: &mut HashMap<i64, i64>,
+    schema: &[Field],
+) -> Result<()> {
+    let mut rejected = false;
+    for (kind, detail) in &d.notes {
+        let kind = if is_csv && *kind == Kind::EmptyGeometry {
+            Kind::BadCoordinates
+        } else {
+            *kind
+        };
+        let detail = if is_csv && detail.is_empty() {
+            format!("file line {}", d.row)
+        } else {
+            detail.clone()
+        };
+        res.report.add(kind, d.row, detail);
+        if kind.rejects() {
+            rejected = true;
+            if is_csv && kind == Kind::BadCoordinates {
+                res.bad_rows.push(d.row);
+            }
+        }
+    }
+    let Some(geom) = d.geom.filter(|_| !rejected) else {
+        res.report.features_rejected += 1;
+        return Ok(());
+    };
+    let fid = match id_index {
+        Some(i) => {
+            let id = match &d.values[i] {
+                Value2::Int(n) => i64::from(*n),
+                Value2::Long(n) => *n,
+                _ => {
+                    return Err(Error::bad(format!(
+                        "--id-field '{}' is empty in source row {}; every feature needs an id",
+                        schema[i].name, d.row
+                    )))
+                }
+            };
+            if let Some(first) = ids.insert(id, d.row) {
+                return Err(Error::bad(format!(
+                    "--id-field '{}' is not unique: value {id} in source rows {first} and {}",
+                    schema[i].name, d.row
+                )));
+            }
+            id
+        }
+        None => d.fid_hint,
+    };
+    if d.repaired {
+        res.report.features_repaired += 1;
+    }
+    if let Some(r) = geom.bounding_rect() {
+        let b = res.bbox.get_or_insert([f64::MAX, f64::MAX, f64::MIN, f64::MIN]);
+        b[0] = b[0].min(r.min().x);
+        b[1] = b[1].min(r.min().y);
+        b[2] = b[2].max(r.max().x);
+        b[3] = b[3].max(r.max().y);
+    }
+    res.types.insert(geometry_type_name(&geom).to_string());
+    writer.add(fid, geom, &d.values)?;
+    res.stored += 1;
+    Ok(())
+}

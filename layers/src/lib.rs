@@ -1,0 +1,26 @@
+//! `layers`: a ministry's source file becomes a clean, versioned, indexed layer.
+//!
+//! The flow reads top to bottom, one module per step:
+//!
+//! - [`ingest`]: open any source (zip, shp, gpkg, geojson, kml/kmz, csv, fgb, gdb) with
+//!   GDAL, safely unpacking archives first, and stream its features through a pipeline.
+//! - [`crs`]: the only code that calls PROJ: identify the source CRS and transform to
+//!   the storage CRS (EPSG:4326, lon/lat order).
+//! - [`quality`]: what was wrong with each geometry, what was repaired, what was rejected;
+//!   the ingest report stored with every version.
+//! - [`store`]: layer versions on disk (FlatGeobuf + `meta.json`), atomic publish,
+//!   retention; behind the [`store::LayerStore`] trait.
+//! - [`index`]: one bulk-loaded R-tree per published version, bbox queries, and
+//!   decoding of stored features to GeoJSON.
+//!
+//! Nothing here knows about HTTP: the service crate maps [`Error`] to status codes.
+
+pub mod crs;
+pub mod error;
+pub mod fgb;
+pub mod index;
+pub mod ingest;
+pub mod quality;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,0 +1,368 @@
+//! Layer versions on disk: each version a FlatGeobuf file plus `meta.json`, published
+//! atomically, with retention of old versions.
+//!
+//! Layout under the data dir:
+//!
+//! ```text
+//! layers/<id>/v<n>/layer.fgb      the features (EPSG:4326, packed R-tree)
+//! layers/<id>/v<n>/meta.json      LayerMeta: catalogue record + ingest report
+//! layers/<id>/CURRENT             "<n>": the served version
+//! locks/<id>.lock                 flock held by the one ingest of <id> at a time
+//! tmp/<id>.<pid>.<nanos>/         staging of an ingest in progress
+//! ```
+//!
+//! Publishing writes everything into a staging dir, fsyncs, renames the dir to
+//! `v<n>` and then atomically replaces `CURRENT`: a reader sees version n or n+1,
+//! never half of one. A failed ingest drops its staging dir; one killed outright leaves
+//! it behind, and [`FsStore::clean_stale`] removes it at the next start or ingest.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fs2::FileExt;
+use serde::{Deserialize, Serialize};
+
+use crate::crs::SourceCrs;
+use crate::fgb::Field;
+use crate::quality::IngestReport;
+use crate::{Error, Result};
+
+/// Catalogue record of one layer version.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LayerMeta {
+    pub id: String,
+    pub version: u32,
+    pub title: String,
+    pub ministry: String,
+    #[serde(default)]
+    pub description: String,
+    /// Demo layers are generated, not real city data; said so wherever they are shown.
+    #[serde(default)]
+    pub synthetic: bool,
+    pub source_file: String,
+    pub source_sha256: String,
+    /// GDAL driver that read the source (e.g. "ESRI Shapefile").
+    pub source_format: String,
+    pub source_layer: String,
+    pub source_crs: SourceCrs,
+    pub feature_count: u64,
+    /// [minx, miny, maxx, maxy] in lon/lat; None for an empty layer.
+    pub bbox: Option<[f64; 4]>,
+    /// Geometry types present, e.g. ["Polygon", "MultiPolygon"].
+    pub geometry_types: Vec<String>,
+    pub schema: Vec<Field>,
+    /// Name of the source field used as feature id, if any.
+    #[serde(default)]
+    pub id_field: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    pub duration_ms: u64,
+    pub report: IngestReport,
+}
+
+/// A stored version: its record and where its features are.
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    pub meta: LayerMeta,
+    pub fgb_path: PathBuf,
+}
+
+/// Where layer versions live. The filesystem store is the one backend today; the trait
+/// is the seam for a PostGIS backend.
+pub trait LayerStore: Send + Sync {
+    /// Ids of all layers with a published version.
+    fn layer_ids(&self) -> Result<Vec<String>>;
+    /// The served version of a layer.
+    fn current(&self, id: &str) -> Result<Option<StoredVersion>>;
+    /// All kept versions of a layer, oldest first.
+    fn versions(&self, id: &str) -> Result<Vec<StoredVersion>>;
+    /// Start writing a new version: takes the layer's ingest lock.
+    fn begin(&self, id: &str) -> Result<Staging>;
+    /// Publish a staged version atomically; returns its number.
+    fn publish(&self, staging: Staging, meta: LayerMeta) -> Result<u32>;
+}
+
+/// Layer ids appear in URLs and paths: lowercase ASCII letters, digits, `-` and `_`.
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad(format!(
+            "invalid layer id '{id}': use 1-64 lowercase letters, digits, '-' or '_', \
+             starting with a letter or digit (e.g. parques, red-agua_2024)"
+        )))
+    }
+}
+
+/// A version being written: a private dir under `tmp/` and the layer's lock.
+/// Dropping it without publishing removes the dir.
+pub struct Staging {
+    pub dir: PathBuf,
+    id: String,
+    _lock: File,
+    published: bool,
+}
+
+impl Staging {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    pub fn fgb_path(&self) -> PathBuf {
+        self.dir.join("layer.fgb")
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    root: PathBuf,
+    /// How many versions of each layer to keep (the current one included).
+    pub keep_versions: usize,
+}
+
+impl FsStore {
+    pub fn open(root: impl Into<PathBuf>, keep_versions: usize) -> Result<Self> {
+        let root = root.into();
+        for d in ["layers", "locks", "tmp"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        }
+        Ok(FsStore {
+            root,
+            keep_versions: keep_versions.max(1),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Scratch space for an ingest (unpacked archives, transcoded CSVs).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn layer_dir(&self, id: &str) -> PathBuf {
+        self.root.join("layers").join(id)
+    }
+
+    /// Removes staging dirs left by ingests that were killed (their process is gone).
+    pub fn clean_stale(&self) -> Result<usize> {
+        let tmp = self.tmp_dir();
+        let mut removed = 0;
+        let entries = fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
+            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if !alive {
+                let _ = fs::remove_dir_all(entry.path()).or_else(|_| fs::remove_file(entry.path()));
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn version_numbers(&self, id: &str) -> Result<Vec<u32>> {
+        let dir = self.layer_dir(id);
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if let Some(n) = name.to_str().and_then(|s| s.strip_prefix('v')).and_then(|s| s.parse().ok()) {
+                out.push(n);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn read_version(&self, id: &str, n: u32) -> Result<StoredVersion> {
+        let dir = self.layer_dir(id).join(format!("v{n}"));
+        let meta_path = dir.join("meta.json");
+        let text = fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+        let meta: LayerMeta = serde_json::from_str(&text)
+            .map_err(|e| Error::Corrupt(format!("{}: {e}", meta_path.display())))?;
+        Ok(StoredVersion {
+            meta,
+            fgb_path: dir.join("layer.fgb"),
+        })
+    }
+
+    /// The version number `CURRENT` points at.
+    pub fn current_number(&self, id: &str) -> Result<Option<u32>> {
+        let p = self.layer_dir(id).join("CURRENT");
+        match fs::read_to_string(&p) {
+            Ok(s) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| Error::Corrupt(format!("{}: not a version number", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+impl LayerStore for FsStore {
+    fn layer_ids(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("layers");
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?.flatten() {
+            if let Some(name) = entry.file_name().to_str() {
+                if validate_id(name).is_ok() && self.current_number(name)?.is_some() {
+                    ids.push(name.to_string());
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn current(&self, id: &str) -> Result<Option<StoredVersion>> {
+        validate_id(id)?;
+        match self.current_number(id)? {
+            Some(n) => self.read_version(id, n).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn versions(&self, id: &str) -> Result<Vec<StoredVersion>> {
+        validate_id(id)?;
+        let current = self.current_number(id)?;
+        self.version_numbers(id)?
+            .into_iter()
+            // A version dir newer than CURRENT is one whose publish was interrupted
+            // between the two renames: complete, but never served.
+            .filter(|n| current.is_some_and(|c| *n <= c))
+            .map(|n| self.read_version(id, n))
+            .collect()
+    }
+
+    fn begin(&self, id: &str) -> Result<Staging> {
+        validate_id(id)?;
+        let lock_path = self.root.join("locks").join(format!("{id}.lock"));
+        let lock = File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+        // Retry briefly: a child process forked by another thread may hold a copy of a
+        // just-released lock descriptor until it execs.
+        let mut tries = 0;
+        while lock.try_lock_exclusive().is_err() {
+            tries += 1;
+            if tries > 20 {
+                return Err(Error::Busy(id.to_string()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir = self
+            .tmp_dir()
+            .join(format!("{id}.{}.{nanos}", std::process::id()));
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(Staging {
+            dir,
+            id: id.to_string(),
+            _lock: lock,
+            published: false,
+        })
+    }
+
+    fn publish(&self, mut staging: Staging, mut meta: LayerMeta) -> Result<u32> {
+        let id = staging.id.clone();
+        let layer_dir = self.layer_dir(&id);
+        fs::create_dir_all(&layer_dir).map_err(|e| Error::io(&layer_dir, e))?;
+        let n = self.version_numbers(&id)?.last().copied().unwrap_or(0) + 1;
+        meta.version = n;
+        let meta_path = staging.dir.join("meta.json");
+        let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut f = File::create(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+        f.write_all(&json)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(&meta_path, e))?;
+        let fgb = staging.fgb_path();
+        File::open(&fgb)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&fgb, e))?;
+        fsync_dir(&staging.dir)?;
+
+        let target = layer_dir.join(format!("v{n}"));
+        fs::rename(&staging.dir, &target).map_err(|e| Error::io(&target, e))?;
+        staging.published = true;
+        fsync_dir(&layer_dir)?;
+
+        let cur_tmp = layer_dir.join("CURRENT.tmp");
+        let mut f = File::create(&cur_tmp).map_err(|e| Error::io(&cur_tmp, e))?;
+        f.write_all(format!("{n}\n").as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(&cur_tmp, e))?;
+        fs::rename(&cur_tmp, layer_dir.join("CURRENT")).map_err(|e| Error::io(&cur_tmp, e))?;
+        fsync_dir(&layer_dir)?;
+
+        // Retention: the newest `keep_versions`, never the one just published.
+        let all = self.version_numbers(&id)?;
+        if all.len() > self.keep_versions {
+            for old in &all[..all.len() - self.keep_versions] {
+                let p = layer_dir.join(format!("v{old}"));
+                if let Err(e) = fs::remove_dir_all(&p) {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot remove old version");
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(validate_id("parques").is_ok());
+        assert!(validate_id("red-agua_2024").is_ok());
+        for bad in ["", "../x", "Parques", "a b", "-x", "colonias/centro"] {
+            assert!(validate_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn failed_staging_leaves_nothing_and_lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path(), 3).unwrap();
+        let s = store.begin("parques").unwrap();
+        assert!(s.dir.exists());
+        assert!(matches!(store.begin("parques"), Err(Error::Busy(_))));
+        let d = s.dir.clone();
+        drop(s);
+        assert!(!d.exists());
+        assert!(store.begin("parques").is_ok());
+        assert!(store.layer_ids().unwrap().is_empty());
+    }
+}
