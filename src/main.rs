@@ -1,1 +1,280 @@
-fn main(){}
+//! The `datahub` command: `ingest`, `serve`, `layers`, `versions`, `demo`.
+//! Thin: parses arguments into settings and calls the library.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use datahub::config::{FileSettings, Settings};
+use datahub::http::{self, AppState};
+use layers::index::Registry;
+use layers::ingest::{self, IngestRequest, Limits, Progress};
+use layers::store::{FsStore, LayerStore};
+
+#[derive(Parser)]
+#[command(name = "datahub", version, about = "Monterrey DataHub: ingest, normalize and serve the city's geodata")]
+struct Cli {
+    /// Data directory (layer versions, staging).
+    #[arg(long, global = true, env = "DATAHUB_DATA")]
+    data: Option<PathBuf>,
+    /// Optional TOML settings file.
+    #[arg(long, global = true, env = "DATAHUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Versions kept per layer (the current one included).
+    #[arg(long, global = true, env = "DATAHUB_KEEP_VERSIONS")]
+    keep_versions: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Ingest a source file as a new version of a layer.
+    Ingest {
+        /// Zipped Shapefile, .shp, .gpkg, .geojson, .kml/.kmz, .csv, .fgb, .gdb or .gdb.zip
+        source: PathBuf,
+        /// Layer id (lowercase letters, digits, - and _), e.g. parques
+        #[arg(long)]
+        layer: String,
+        /// Owning ministry, e.g. desarrollo-urbano
+        #[arg(long)]
+        ministry: String,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// CRS of the source when it declares none (or to override it), e.g. EPSG:6372
+        #[arg(long)]
+        crs: Option<String>,
+        /// Which layer of a multi-layer source (GPKG, FileGDB, KML folders, zip of several .shp)
+        #[arg(long)]
+        source_layer: Option<String>,
+        /// Integer attribute with unique values to use as the feature id
+        #[arg(long)]
+        id_field: Option<String>,
+        /// Store the good rows of a CSV whose other rows have bad coordinates
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Print the summary as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the layers over HTTP.
+    Serve {
+        #[arg(long, env = "DATAHUB_ADDR")]
+        addr: Option<SocketAddr>,
+    },
+    /// List layers and their current versions.
+    Layers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the kept versions of a layer.
+    Versions {
+        layer: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate and ingest the synthetic Monterrey demo layers (skips existing ones).
+    Demo,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DATAHUB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    datahub::demo::init_gdal();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let user = e
+                .downcast_ref::<layers::Error>()
+                .is_some_and(layers::Error::is_user_error);
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::from(if user { 2 } else { 1 })
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = FileSettings::load(cli.config.as_deref())?;
+    let addr = match &cli.cmd {
+        Cmd::Serve { addr } => *addr,
+        _ => None,
+    };
+    let settings = Settings::resolve(file, addr, cli.data.clone(), cli.keep_versions);
+    let store = FsStore::open(&settings.data, settings.keep_versions)?;
+    store.clean_stale()?;
+    match cli.cmd {
+        Cmd::Ingest {
+            source,
+            layer,
+            ministry,
+            title,
+            description,
+            crs,
+            source_layer,
+            id_field,
+            skip_invalid,
+            json,
+        } => {
+            let req = IngestRequest {
+                source,
+                layer_id: layer,
+                title,
+                ministry,
+                description,
+                synthetic: false,
+                crs,
+                source_layer,
+                id_field,
+                skip_invalid,
+                limits: Limits {
+                    max_uncompressed: settings.max_unzipped_mb << 20,
+                    ..Limits::default()
+                },
+            };
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {msg} [{elapsed_precise}] {wide_bar} {pos}/{len} features",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let progress = |p: Progress| {
+                if let Some(t) = p.total {
+                    bar.set_length(t);
+                }
+                bar.set_position(p.read);
+            };
+            bar.set_message(format!("ingesting {}", req.layer_id));
+            let result = ingest::ingest(&store, store.root(), &req, &progress);
+            bar.finish_and_clear();
+            let summary = result?;
+            let m = &summary.meta;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, m)?;
+                writeln!(out)?;
+            } else {
+                let r = &m.report;
+                writeln!(out, "layer {} version {} published", m.id, m.version)?;
+                writeln!(out, "  source       {} ({}, layer {})", m.source_file, m.source_format, m.source_layer)?;
+                writeln!(out, "  source CRS   {} [{}]", m.source_crs.label(), m.source_crs.how)?;
+                writeln!(out, "  features     read {} / stored {} / repaired {} / rejected {}", r.features_read, r.features_stored, r.features_repaired, r.features_rejected)?;
+                if let Some(b) = m.bbox {
+                    writeln!(out, "  bbox lon/lat {:.6}, {:.6}, {:.6}, {:.6}", b[0], b[1], b[2], b[3])?;
+                }
+                writeln!(out, "  geometry     {}", m.geometry_types.join(", "))?;
+                writeln!(out, "  time         {:.2} s", m.duration_ms as f64 / 1000.0)?;
+                for (k, p) in &r.problems {
+                    writeln!(out, "  problem      {k}: {} ({})", p.count, p.description)?;
+                }
+                for n in &r.notes {
+                    writeln!(out, "  note         {n}")?;
+                }
+            }
+            Ok(())
+        }
+        Cmd::Serve { .. } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let registry = Arc::new(Registry::new(store));
+                let r = registry.clone();
+                tokio::task::spawn_blocking(move || r.refresh()).await??;
+                let listener = tokio::net::TcpListener::bind(settings.addr).await?;
+                let local = listener.local_addr()?;
+                tracing::info!(addr = %local, layers = registry.snapshot().len(), "serving");
+                // Tests and scripts read the bound address (port 0 = any free port).
+                println!("listening on http://{local}");
+                std::io::stdout().flush()?;
+                http::serve(
+                    listener,
+                    AppState { registry },
+                    Duration::from_secs(settings.refresh_secs),
+                    shutdown_signal(),
+                )
+                .await?;
+                tracing::info!("shut down cleanly");
+                Ok(())
+            })
+        }
+        Cmd::Layers { json } => {
+            let mut metas = Vec::new();
+            for id in store.layer_ids()? {
+                if let Some(v) = store.current(&id)? {
+                    metas.push(v.meta);
+                }
+            }
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &metas)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "{:<24} {:>4} {:>10}  {:<22} title", "layer", "ver", "features", "ministry")?;
+                for m in metas {
+                    writeln!(out, "{:<24} {:>4} {:>10}  {:<22} {}", m.id, m.version, m.feature_count, m.ministry, m.title)?;
+                }
+            }
+            Ok(())
+        }
+        Cmd::Versions { layer, json } => {
+            let versions = store.versions(&layer)?;
+            if versions.is_empty() {
+                return Err(layers::Error::UnknownLayer(layer).into());
+            }
+            let current = store.current_number(&layer)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let metas: Vec<_> = versions.into_iter().map(|v| v.meta).collect();
+                serde_json::to_writer_pretty(&mut out, &metas)?;
+                writeln!(out)?;
+            } else {
+                for v in versions {
+                    let m = v.meta;
+                    let mark = if Some(m.version) == current { "*" } else { " " };
+                    writeln!(out, "{mark} v{:<4} {}  {:>10} features  {}  sha256 {}", m.version, m.created_at, m.feature_count, m.source_file, &m.source_sha256[..12.min(m.source_sha256.len())])?;
+                }
+            }
+            Ok(())
+        }
+        Cmd::Demo => {
+            let made = datahub::demo::ensure_demo(&store)?;
+            for line in made {
+                println!("{line}");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing requests in flight");
+}

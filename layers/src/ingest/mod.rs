@@ -671,3 +671,25 @@ fn write_one(
     res.stored += 1;
     Ok(())
 }
+
+/// Process-wide GDAL settings; call once at start-up.
+pub fn init_gdal() {
+    // GDAL's own messages go to our log instead of raw stderr; the errors that matter
+    // come back to us as `Result`s with context.
+    gdal::config::set_error_handler(|class, code, msg| {
+        tracing::debug!(?class, code, msg, "GDAL");
+    });
+    for (k, v) in [
+        // Large GeoJSON files are refused by default above 200 MB.
+        ("OGR_GEOJSON_MAX_OBJ_SIZE", "0"),
+        // Never rebuild a missing .shx silently: a broken Shapefile is reported.
+        ("SHAPE_RESTORE_SHX", "NO"),
+        // No network access from inside GDAL.
+        ("GDAL_HTTP_TIMEOUT", "1"),
+        ("CPL_VSIL_CURL_ALLOWED_EXTENSIONS", ".none"),
+    ] {
+        if let Err(e) = gdal::config::set_config_option(k, v) {
+            tracing::warn!(key = k, error = %e, "cannot set GDAL option");
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Settings: flags and `DATAHUB_*` environment variables (handled by clap) win over an
+//! optional TOML file (`--config`), which wins over the defaults below. Unknown keys
+//! in the file are an error, so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Keys accepted in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    pub addr: Option<SocketAddr>,
+    pub data: Option<PathBuf>,
+    pub keep_versions: Option<usize>,
+    pub refresh_secs: Option<u64>,
+    pub max_unzipped_mb: Option<u64>,
+}
+
+impl FileSettings {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    }
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+    pub keep_versions: usize,
+    /// How often the server looks for versions published by other processes.
+    pub refresh_secs: u64,
+    pub max_unzipped_mb: u64,
+}
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+
+impl Settings {
+    pub fn resolve(
+        file: FileSettings,
+        addr: Option<SocketAddr>,
+        data: Option<PathBuf>,
+        keep_versions: Option<usize>,
+    ) -> Self {
+        let default_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
+        Settings {
+            addr: addr.or(file.addr).unwrap_or(default_addr),
+            data: data.or(file.data).unwrap_or_else(|| PathBuf::from("data")),
+            keep_versions: keep_versions.or(file.keep_versions).unwrap_or(5),
+            refresh_secs: file.refresh_secs.unwrap_or(2).max(1),
+            max_unzipped_mb: file.max_unzipped_mb.unwrap_or(8192),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = toml::from_str::<FileSettings>("adr = \"1.2.3.4:5\"").unwrap_err();
+        assert!(e.to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let file: FileSettings = toml::from_str("data = \"/srv/x\"\nkeep_versions = 9").unwrap();
+        let s = Settings::resolve(file, None, Some("/y".into()), None);
+        assert_eq!(s.data, PathBuf::from("/y"));
+        assert_eq!(s.keep_versions, 9);
+        assert_eq!(s.addr.to_string(), DEFAULT_ADDR);
+    }
+}

@@ -1,0 +1,17 @@
+//! `datahub`: the Monterrey DataHub service and command line.
+//!
+//! Map of the crate (the data flows top to bottom):
+//!
+//! - [`config`]: settings from flags, `DATAHUB_*` variables and an optional TOML file,
+//!   parsed once into typed structs.
+//! - `layers` (separate crate): ingest → CRS → quality → store → index.
+//! - [`features`]: OGC API – Features semantics over a loaded layer: parameters,
+//!   paging, GeoJSON documents. Knows nothing of axum.
+//! - [`http`]: axum routers, the one place errors become status codes, graceful
+//!   shutdown, the background refresh that picks up new versions.
+//! - [`demo`]: the generated (synthetic) Monterrey demo layers used by `make run`.
+
+pub mod config;
+pub mod demo;
+pub mod features;
+pub mod http;
