@@ -9,7 +9,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use gdal::spatial_ref::SpatialRef;
-use gdal::vector::{Feature, FieldDefn, Geometry, LayerAccess, LayerOptions, OGRFieldType, OGRwkbGeometryType};
+use gdal::vector::{
+    Feature, FieldDefn, Geometry, LayerAccess, LayerOptions, OGRFieldType, OGRwkbGeometryType,
+};
 use gdal::DriverManager;
 use layers::crs::FromStorage;
 use layers::ingest::{self, IngestRequest, Limits};
@@ -21,17 +23,40 @@ pub use layers::ingest::init_gdal;
 pub const EXTENT: [f64; 4] = [-100.42, 25.62, -100.18, 25.78];
 
 const COLONIAS: &[&str] = &[
-    "Centro", "Obispado", "Mitras Centro", "Independencia", "Tecnológico", "San Jerónimo",
-    "Cumbres", "Contry", "Buenos Aires", "Niño Artillero", "Moderna", "Anáhuac",
-    "Vista Hermosa", "Chepevera", "María Luisa", "Del Norte", "Garza Nieto", "Terminal",
-    "Valle de Santa Lucía", "Loma Larga", "Altavista", "Satélite", "La Pastora", "Rincón de la Sierra",
+    "Centro",
+    "Obispado",
+    "Mitras Centro",
+    "Independencia",
+    "Tecnológico",
+    "San Jerónimo",
+    "Cumbres",
+    "Contry",
+    "Buenos Aires",
+    "Niño Artillero",
+    "Moderna",
+    "Anáhuac",
+    "Vista Hermosa",
+    "Chepevera",
+    "María Luisa",
+    "Del Norte",
+    "Garza Nieto",
+    "Terminal",
+    "Valle de Santa Lucía",
+    "Loma Larga",
+    "Altavista",
+    "Satélite",
+    "La Pastora",
+    "Rincón de la Sierra",
 ];
 
 /// A small deterministic generator (no external randomness: the demo is reproducible).
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 11) as f64) / ((1u64 << 53) as f64)
     }
 }
@@ -58,8 +83,16 @@ fn write_colonias(dir: &Path) -> layers::Result<PathBuf> {
     let mut nodes = vec![vec![(0.0, 0.0); cols + 1]; rows + 1];
     for (r, row) in nodes.iter_mut().enumerate() {
         for (c, node) in row.iter_mut().enumerate() {
-            let dx = if c == 0 || c == cols { 0.0 } else { (rng.next() - 0.5) * 0.01 };
-            let dy = if r == 0 || r == rows { 0.0 } else { (rng.next() - 0.5) * 0.008 };
+            let dx = if c == 0 || c == cols {
+                0.0
+            } else {
+                (rng.next() - 0.5) * 0.01
+            };
+            let dy = if r == 0 || r == rows {
+                0.0
+            } else {
+                (rng.next() - 0.5) * 0.008
+            };
             *node = (
                 x0 + (x1 - x0) * c as f64 / cols as f64 + dx,
                 y0 + (y1 - y0) * r as f64 / rows as f64 + dy,
@@ -72,7 +105,9 @@ fn write_colonias(dir: &Path) -> layers::Result<PathBuf> {
     fs::create_dir_all(&shp_dir).map_err(|e| layers::Error::io(&shp_dir, e))?;
     {
         let driver = DriverManager::get_driver_by_name("ESRI Shapefile").map_err(gdal_err)?;
-        let mut ds = driver.create_vector_only(shp_dir.join("colonias.shp")).map_err(gdal_err)?;
+        let mut ds = driver
+            .create_vector_only(shp_dir.join("colonias.shp"))
+            .map_err(gdal_err)?;
         let srs = SpatialRef::from_epsg(6372).map_err(gdal_err)?;
         let layer = ds
             .create_layer(LayerOptions {
@@ -82,7 +117,12 @@ fn write_colonias(dir: &Path) -> layers::Result<PathBuf> {
                 options: Some(&["ENCODING=CP1252"]),
             })
             .map_err(gdal_err)?;
-        for (name, t) in [("nombre", OGRFieldType::OFTString), ("clave", OGRFieldType::OFTInteger), ("poblacion", OGRFieldType::OFTInteger), ("area_ha", OGRFieldType::OFTReal)] {
+        for (name, t) in [
+            ("nombre", OGRFieldType::OFTString),
+            ("clave", OGRFieldType::OFTInteger),
+            ("poblacion", OGRFieldType::OFTInteger),
+            ("area_ha", OGRFieldType::OFTReal),
+        ] {
             let f = FieldDefn::new(name, t).map_err(gdal_err)?;
             if name == "nombre" {
                 f.set_width(60);
@@ -92,7 +132,13 @@ fn write_colonias(dir: &Path) -> layers::Result<PathBuf> {
         for r in 0..rows {
             for c in 0..cols {
                 let i = r * cols + c;
-                let ring = [nodes[r][c], nodes[r][c + 1], nodes[r + 1][c + 1], nodes[r + 1][c], nodes[r][c]];
+                let ring = [
+                    nodes[r][c],
+                    nodes[r][c + 1],
+                    nodes[r + 1][c + 1],
+                    nodes[r + 1][c],
+                    nodes[r][c],
+                ];
                 let mut pts = Vec::new();
                 for (lon, lat) in ring {
                     let (x, y) = to6372.point(lon, lat)?;
@@ -102,13 +148,19 @@ fn write_colonias(dir: &Path) -> layers::Result<PathBuf> {
                 let geom = Geometry::from_wkt(&wkt).map_err(gdal_err)?;
                 let area = geom.area() / 10_000.0;
                 let base = COLONIAS[i % COLONIAS.len()];
-                let name = if i < COLONIAS.len() { base.to_string() } else { format!("{base} Sur") };
+                let name = if i < COLONIAS.len() {
+                    base.to_string()
+                } else {
+                    format!("{base} Sur")
+                };
                 let mut f = Feature::new(layer.defn()).map_err(gdal_err)?;
                 f.set_geometry(geom).map_err(gdal_err)?;
                 f.set_field_string(0, &name).map_err(gdal_err)?;
                 f.set_field_integer(1, 1000 + i as i32).map_err(gdal_err)?;
-                f.set_field_integer(2, 2000 + (rng.next() * 18000.0) as i32).map_err(gdal_err)?;
-                f.set_field_double(3, (area * 100.0).round() / 100.0).map_err(gdal_err)?;
+                f.set_field_integer(2, 2000 + (rng.next() * 18000.0) as i32)
+                    .map_err(gdal_err)?;
+                f.set_field_double(3, (area * 100.0).round() / 100.0)
+                    .map_err(gdal_err)?;
                 f.create(&layer).map_err(gdal_err)?;
             }
         }
@@ -123,13 +175,20 @@ fn write_colonias(dir: &Path) -> layers::Result<PathBuf> {
         .collect();
     entries.sort();
     for p in entries {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let bytes = fs::read(&p).map_err(|e| layers::Error::io(&p, e))?;
-        zip.start_file(format!("colonias/{name}"), zip::write::SimpleFileOptions::default())
-            .and_then(|_| zip.write_all(&bytes).map_err(Into::into))
-            .map_err(|e| layers::Error::Internal(format!("zip: {e}")))?;
+        zip.start_file(
+            format!("colonias/{name}"),
+            zip::write::SimpleFileOptions::default(),
+        )
+        .and_then(|_| zip.write_all(&bytes).map_err(Into::into))
+        .map_err(|e| layers::Error::Internal(format!("zip: {e}")))?;
     }
-    zip.finish().map_err(|e| layers::Error::Internal(format!("zip: {e}")))?;
+    zip.finish()
+        .map_err(|e| layers::Error::Internal(format!("zip: {e}")))?;
     let _ = fs::remove_dir_all(&shp_dir);
     Ok(zip_path)
 }
@@ -179,8 +238,16 @@ fn write_red_pluvial(dir: &Path) -> layers::Result<PathBuf> {
             options: None,
         })
         .map_err(gdal_err)?;
-    for (name, t) in [("nombre", OGRFieldType::OFTString), ("diametro_cm", OGRFieldType::OFTInteger), ("material", OGRFieldType::OFTString), ("instalado", OGRFieldType::OFTDate)] {
-        FieldDefn::new(name, t).map_err(gdal_err)?.add_to_layer(&layer).map_err(gdal_err)?;
+    for (name, t) in [
+        ("nombre", OGRFieldType::OFTString),
+        ("diametro_cm", OGRFieldType::OFTInteger),
+        ("material", OGRFieldType::OFTString),
+        ("instalado", OGRFieldType::OFTDate),
+    ] {
+        FieldDefn::new(name, t)
+            .map_err(gdal_err)?
+            .add_to_layer(&layer)
+            .map_err(gdal_err)?;
     }
     let materiales = ["Concreto", "PVC", "Polietileno de alta densidad", "Acero"];
     let [x0, y0, x1, y1] = EXTENT;
@@ -195,13 +262,18 @@ fn write_red_pluvial(dir: &Path) -> layers::Result<PathBuf> {
             lon = (lon + (rng.next() - 0.3) * 0.01).clamp(x0, x1);
             lat = (lat + (rng.next() - 0.5) * 0.01).clamp(y0, y1);
         }
-        let geom = Geometry::from_wkt(&format!("LINESTRING({})", pts.join(","))).map_err(gdal_err)?;
+        let geom =
+            Geometry::from_wkt(&format!("LINESTRING({})", pts.join(","))).map_err(gdal_err)?;
         let mut f = Feature::new(layer.defn()).map_err(gdal_err)?;
         f.set_geometry(geom).map_err(gdal_err)?;
-        f.set_field_string(0, &format!("Colector pluvial {}", i + 1)).map_err(gdal_err)?;
-        f.set_field_integer(1, [45, 61, 91, 122, 152][i % 5]).map_err(gdal_err)?;
-        f.set_field_string(2, materiales[i % materiales.len()]).map_err(gdal_err)?;
-        f.set_field_string(3, &format!("{}-0{}-15", 1995 + i, 1 + i % 9)).map_err(gdal_err)?;
+        f.set_field_string(0, &format!("Colector pluvial {}", i + 1))
+            .map_err(gdal_err)?;
+        f.set_field_integer(1, [45, 61, 91, 122, 152][i % 5])
+            .map_err(gdal_err)?;
+        f.set_field_string(2, materiales[i % materiales.len()])
+            .map_err(gdal_err)?;
+        f.set_field_string(3, &format!("{}-0{}-15", 1995 + i, 1 + i % 9))
+            .map_err(gdal_err)?;
         f.create(&layer).map_err(gdal_err)?;
     }
     Ok(path)
@@ -223,9 +295,21 @@ pub fn ensure_demo(store: &FsStore) -> layers::Result<Vec<String>> {
             continue;
         }
         let (title, ministry, desc) = match id {
-            "colonias" => ("Colonias (sintético)", "desarrollo-urbano", "Límites de colonias de Monterrey. DATOS SINTÉTICOS generados para demostración."),
-            "reportes" => ("Reportes ciudadanos (sintético)", "servicios-publicos", "Reportes de servicios públicos. DATOS SINTÉTICOS generados para demostración."),
-            _ => ("Red de drenaje pluvial (sintético)", "obras-publicas", "Colectores pluviales. DATOS SINTÉTICOS generados para demostración."),
+            "colonias" => (
+                "Colonias (sintético)",
+                "desarrollo-urbano",
+                "Límites de colonias de Monterrey. DATOS SINTÉTICOS generados para demostración.",
+            ),
+            "reportes" => (
+                "Reportes ciudadanos (sintético)",
+                "servicios-publicos",
+                "Reportes de servicios públicos. DATOS SINTÉTICOS generados para demostración.",
+            ),
+            _ => (
+                "Red de drenaje pluvial (sintético)",
+                "obras-publicas",
+                "Colectores pluviales. DATOS SINTÉTICOS generados para demostración.",
+            ),
         };
         let req = IngestRequest {
             source: path,
@@ -241,7 +325,10 @@ pub fn ensure_demo(store: &FsStore) -> layers::Result<Vec<String>> {
             limits: Limits::default(),
         };
         let s = ingest::ingest(store, store.root(), &req, &|_| {})?;
-        out.push(format!("{id}: version {} with {} features", s.meta.version, s.meta.feature_count));
+        out.push(format!(
+            "{id}: version {} with {} features",
+            s.meta.version, s.meta.feature_count
+        ));
     }
     Ok(out)
 }

@@ -40,7 +40,9 @@ pub fn parse_items_query(raw: Option<&str>) -> Result<ItemsQuery, BadParam> {
             )));
         }
         if !seen.insert(k.to_string()) {
-            return Err(BadParam(format!("query parameter '{k}' is given more than once")));
+            return Err(BadParam(format!(
+                "query parameter '{k}' is given more than once"
+            )));
         }
         match k.as_ref() {
             "bbox" => q.bbox = Some(parse_bbox(&v)?),
@@ -62,9 +64,7 @@ pub fn parse_items_query(raw: Option<&str>) -> Result<ItemsQuery, BadParam> {
             }
             "f" => {
                 if v != "json" && v != "geojson" {
-                    return Err(BadParam(format!(
-                        "f must be 'json' (GeoJSON), got '{v}'"
-                    )));
+                    return Err(BadParam(format!("f must be 'json' (GeoJSON), got '{v}'")));
                 }
             }
             _ => {}
@@ -79,7 +79,11 @@ pub fn parse_bbox(v: &str) -> Result<[f64; 4], BadParam> {
         .split(',')
         .map(|s| s.trim().parse::<f64>())
         .collect::<Result<_, _>>()
-        .map_err(|_| BadParam(format!("bbox must be 4 comma-separated numbers (minLon,minLat,maxLon,maxLat), got '{v}'")))?;
+        .map_err(|_| {
+            BadParam(format!(
+                "bbox must be 4 comma-separated numbers (minLon,minLat,maxLon,maxLat), got '{v}'"
+            ))
+        })?;
     let b = match nums.len() {
         4 => [nums[0], nums[1], nums[2], nums[3]],
         6 => [nums[0], nums[1], nums[3], nums[4]],
@@ -93,10 +97,14 @@ pub fn parse_bbox(v: &str) -> Result<[f64; 4], BadParam> {
         return Err(BadParam(format!("bbox has a non-finite number: '{v}'")));
     }
     if !(-180.0..=180.0).contains(&b[0]) || !(-180.0..=180.0).contains(&b[2]) {
-        return Err(BadParam(format!("bbox longitudes must be within -180..180, got '{v}'")));
+        return Err(BadParam(format!(
+            "bbox longitudes must be within -180..180, got '{v}'"
+        )));
     }
     if !(-90.0..=90.0).contains(&b[1]) || !(-90.0..=90.0).contains(&b[3]) {
-        return Err(BadParam(format!("bbox latitudes must be within -90..90, got '{v}'")));
+        return Err(BadParam(format!(
+            "bbox latitudes must be within -90..90, got '{v}'"
+        )));
     }
     if b[1] > b[3] {
         return Err(BadParam(format!(
@@ -138,7 +146,9 @@ pub fn items_page(
     out.extend_from_slice(br#"{"type":"FeatureCollection","features":["#);
     for (n, i) in (start..end).enumerate() {
         let pos = hits.as_ref().map_or(i as u32, |h| h[i]);
-        let Some((_, offset)) = layer.at(pos) else { continue };
+        let Some((_, offset)) = layer.at(pos) else {
+            continue;
+        };
         if n > 0 {
             out.push(b',');
         }

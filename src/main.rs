@@ -16,7 +16,11 @@ use layers::ingest::{self, IngestRequest, Limits, Progress};
 use layers::store::{FsStore, LayerStore};
 
 #[derive(Parser)]
-#[command(name = "datahub", version, about = "Monterrey DataHub: ingest, normalize and serve the city's geodata")]
+#[command(
+    name = "datahub",
+    version,
+    about = "Monterrey DataHub: ingest, normalize and serve the city's geodata"
+)]
 struct Cli {
     /// Data directory (layer versions, staging).
     #[arg(long, global = true, env = "DATAHUB_DATA")]
@@ -168,11 +172,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 let r = &m.report;
                 writeln!(out, "layer {} version {} published", m.id, m.version)?;
-                writeln!(out, "  source       {} ({}, layer {})", m.source_file, m.source_format, m.source_layer)?;
-                writeln!(out, "  source CRS   {} [{}]", m.source_crs.label(), m.source_crs.how)?;
-                writeln!(out, "  features     read {} / stored {} / repaired {} / rejected {}", r.features_read, r.features_stored, r.features_repaired, r.features_rejected)?;
+                writeln!(
+                    out,
+                    "  source       {} ({}, layer {})",
+                    m.source_file, m.source_format, m.source_layer
+                )?;
+                writeln!(
+                    out,
+                    "  source CRS   {} [{}]",
+                    m.source_crs.label(),
+                    m.source_crs.how
+                )?;
+                writeln!(
+                    out,
+                    "  features     read {} / stored {} / repaired {} / rejected {}",
+                    r.features_read, r.features_stored, r.features_repaired, r.features_rejected
+                )?;
                 if let Some(b) = m.bbox {
-                    writeln!(out, "  bbox lon/lat {:.6}, {:.6}, {:.6}, {:.6}", b[0], b[1], b[2], b[3])?;
+                    writeln!(
+                        out,
+                        "  bbox lon/lat {:.6}, {:.6}, {:.6}, {:.6}",
+                        b[0], b[1], b[2], b[3]
+                    )?;
                 }
                 writeln!(out, "  geometry     {}", m.geometry_types.join(", "))?;
                 writeln!(out, "  time         {:.2} s", m.duration_ms as f64 / 1000.0)?;
@@ -186,7 +207,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Serve { .. } => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move {
                 let registry = Arc::new(Registry::new(store));
                 let r = registry.clone();
@@ -220,9 +243,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 serde_json::to_writer_pretty(&mut out, &metas)?;
                 writeln!(out)?;
             } else {
-                writeln!(out, "{:<24} {:>4} {:>10}  {:<22} title", "layer", "ver", "features", "ministry")?;
+                writeln!(
+                    out,
+                    "{:<24} {:>4} {:>10}  {:<22} title",
+                    "layer", "ver", "features", "ministry"
+                )?;
                 for m in metas {
-                    writeln!(out, "{:<24} {:>4} {:>10}  {:<22} {}", m.id, m.version, m.feature_count, m.ministry, m.title)?;
+                    writeln!(
+                        out,
+                        "{:<24} {:>4} {:>10}  {:<22} {}",
+                        m.id, m.version, m.feature_count, m.ministry, m.title
+                    )?;
                 }
             }
             Ok(())
@@ -242,7 +273,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 for v in versions {
                     let m = v.meta;
                     let mark = if Some(m.version) == current { "*" } else { " " };
-                    writeln!(out, "{mark} v{:<4} {}  {:>10} features  {}  sha256 {}", m.version, m.created_at, m.feature_count, m.source_file, &m.source_sha256[..12.min(m.source_sha256.len())])?;
+                    writeln!(
+                        out,
+                        "{mark} v{:<4} {}  {:>10} features  {}  sha256 {}",
+                        m.version,
+                        m.created_at,
+                        m.feature_count,
+                        m.source_file,
+                        &m.source_sha256[..12.min(m.source_sha256.len())]
+                    )?;
                 }
             }
             Ok(())

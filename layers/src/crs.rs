@@ -121,8 +121,12 @@ impl ToStorage {
             return Ok(ToStorage { proj: None });
         }
         let def = SourceCrs::proj_def(src.epsg, &src.wkt);
-        let proj = Proj::new_known_crs(&def, "EPSG:4326", None)
-            .map_err(|e| Error::Proj(format!("cannot transform {} to EPSG:4326: {e}", src.label())))?;
+        let proj = Proj::new_known_crs(&def, "EPSG:4326", None).map_err(|e| {
+            Error::Proj(format!(
+                "cannot transform {} to EPSG:4326: {e}",
+                src.label()
+            ))
+        })?;
         Ok(ToStorage { proj: Some(proj) })
     }
 
@@ -144,7 +148,10 @@ impl ToStorage {
                 }
                 Ok(_) => failure = Some(format!("coordinate ({}, {}) has no lon/lat", c.x, c.y)),
                 Err(e) => {
-                    failure = Some(format!("coordinate ({}, {}) cannot be transformed: {e}", c.x, c.y))
+                    failure = Some(format!(
+                        "coordinate ({}, {}) cannot be transformed: {e}",
+                        c.x, c.y
+                    ))
                 }
             }
         });
@@ -196,18 +203,29 @@ pub fn for_each_coord_mut(g: &mut Geometry<f64>, f: &mut dyn FnMut(&mut Coord<f6
 }
 
 /// Coordinates that claim to be lon/lat must be inside [-180,180] x [-90,90]: a file of
-/// metres labelled as degrees would otherwise be stored as nonsense.
-fn check_lonlat(geom: &Geometry<f64>) -> std::result::Result<(), String> {
-    use geo::CoordsIter;
-    for c in geom.coords_iter() {
-        if !(c.x.is_finite() && c.y.is_finite() && (-180.0..=180.0).contains(&c.x) && (-90.0..=90.0).contains(&c.y)) {
-            return Err(format!(
-                "coordinate ({}, {}) is not a longitude/latitude: is the source CRS right?",
-                c.x, c.y
-            ));
+/// metres labelled as degrees would otherwise be stored as nonsense. Overshoots below
+/// a micro-degree (180.00000000000006 from a reprojection round trip) are clamped.
+fn check_lonlat(geom: &mut Geometry<f64>) -> std::result::Result<(), String> {
+    const SLACK: f64 = 1e-6;
+    let mut bad = None;
+    for_each_coord_mut(geom, &mut |c| {
+        let ok = c.x.is_finite()
+            && c.y.is_finite()
+            && c.x.abs() <= 180.0 + SLACK
+            && c.y.abs() <= 90.0 + SLACK;
+        if ok {
+            c.x = c.x.clamp(-180.0, 180.0);
+            c.y = c.y.clamp(-90.0, 90.0);
+        } else if bad.is_none() {
+            bad = Some((c.x, c.y));
         }
+    });
+    match bad {
+        None => Ok(()),
+        Some((x, y)) => Err(format!(
+            "coordinate ({x}, {y}) is not a longitude/latitude: is the source CRS right?"
+        )),
     }
-    Ok(())
 }
 
 /// Transforms lon/lat (EPSG:4326 storage) to another CRS, in that CRS's
@@ -237,7 +255,13 @@ mod tests {
     #[test]
     fn monterrey_round_trips_through_mexican_crss() {
         let (lon, lat) = (-100.31, 25.67);
-        for code in ["EPSG:6372", "EPSG:6369", "EPSG:4487", "EPSG:32614", "EPSG:4267"] {
+        for code in [
+            "EPSG:6372",
+            "EPSG:6369",
+            "EPSG:4487",
+            "EPSG:32614",
+            "EPSG:4267",
+        ] {
             let out = FromStorage::new(code).unwrap();
             let (x, y) = out.point(lon, lat).unwrap();
             let src = SourceCrs::from_user(code).unwrap();
@@ -245,14 +269,20 @@ mod tests {
             let mut g = Geometry::Point(geo::Point::new(x, y));
             back.apply(&mut g).unwrap();
             let Geometry::Point(p) = g else { panic!() };
-            assert!((p.x() - lon).abs() < 1e-7 && (p.y() - lat).abs() < 1e-7, "{code}: {p:?}");
+            assert!(
+                (p.x() - lon).abs() < 1e-7 && (p.y() - lat).abs() < 1e-7,
+                "{code}: {p:?}"
+            );
         }
     }
 
     #[test]
     fn easting_comes_first_for_lcc() {
         // EPSG:6372 is northing-first in authority order; we must hand out easting first.
-        let (x, y) = FromStorage::new("EPSG:6372").unwrap().point(-100.31, 25.67).unwrap();
+        let (x, y) = FromStorage::new("EPSG:6372")
+            .unwrap()
+            .point(-100.31, 25.67)
+            .unwrap();
         assert!((2_000_000.0..3_000_000.0).contains(&x), "x={x}");
         assert!((1_000_000.0..2_500_000.0).contains(&y), "y={y}");
     }

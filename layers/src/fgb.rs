@@ -111,6 +111,15 @@ impl<'a> LayerWriter<'a> {
     }
 
     pub fn add(&mut self, fid: i64, geom: geo::Geometry<f64>, values: &[Value2]) -> Result<()> {
+        // GDAL 3.6's FlatGeobuf reader (Debian 12, so QGIS there) cannot read a
+        // one-part MultiLineString, which the writer encodes without part ends: store
+        // it as the LineString it is.
+        let geom = match geom {
+            geo::Geometry::MultiLineString(mut ml) if ml.0.len() == 1 => {
+                geo::Geometry::LineString(ml.0.remove(0))
+            }
+            g => g,
+        };
         let names = &self.names;
         let mut failed: Option<String> = None;
         self.fgb
@@ -178,7 +187,9 @@ impl<B: AsRef<[u8]>> FgbView<B> {
             .map_err(|_| Error::Corrupt("feature count".into()))?;
         let node_size = header.index_node_size();
         if node_size == 0 && count > 0 {
-            return Err(Error::Corrupt("stored FlatGeobuf has no spatial index".into()));
+            return Err(Error::Corrupt(
+                "stored FlatGeobuf has no spatial index".into(),
+            ));
         }
         let index_start = 12 + header_len;
         let index_size = if count > 0 {

@@ -147,7 +147,9 @@ impl Registry {
                     next.insert(id, l.clone());
                 }
                 _ => {
-                    let Some(v) = self.store.current(&id)? else { continue };
+                    let Some(v) = self.store.current(&id)? else {
+                        continue;
+                    };
                     match LoadedLayer::load(&v) {
                         Ok(l) => {
                             tracing::info!(layer = %id, version = l.meta.version, features = l.len(), "layer loaded");

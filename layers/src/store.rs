@@ -188,7 +188,11 @@ impl FsStore {
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if let Some(n) = name.to_str().and_then(|s| s.strip_prefix('v')).and_then(|s| s.parse().ok()) {
+            if let Some(n) = name
+                .to_str()
+                .and_then(|s| s.strip_prefix('v'))
+                .and_then(|s| s.parse().ok())
+            {
                 out.push(n);
             }
         }
@@ -233,7 +237,10 @@ impl LayerStore for FsStore {
     fn layer_ids(&self) -> Result<Vec<String>> {
         let dir = self.root.join("layers");
         let mut ids = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?.flatten() {
+        for entry in fs::read_dir(&dir)
+            .map_err(|e| Error::io(&dir, e))?
+            .flatten()
+        {
             if let Some(name) = entry.file_name().to_str() {
                 if validate_id(name).is_ok() && self.current_number(name)?.is_some() {
                     ids.push(name.to_string());

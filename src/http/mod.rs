@@ -198,7 +198,10 @@ async fn collections(State(state): State<AppState>, headers: HeaderMap) -> Json<
     let snap = state.registry.snapshot();
     let mut ids: Vec<&String> = snap.keys().collect();
     ids.sort();
-    let cols: Vec<Value> = ids.iter().map(|id| collection_json(&snap[*id], &base)).collect();
+    let cols: Vec<Value> = ids
+        .iter()
+        .map(|id| collection_json(&snap[*id], &base))
+        .collect();
     Json(json!({
         "collections": cols,
         "links": [{"href": format!("{base}/collections"), "rel": "self", "type": "application/json", "title": "this document"}],

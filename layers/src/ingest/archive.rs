@@ -41,8 +41,11 @@ fn mib(n: u64) -> String {
 pub fn extract_zip(zip_path: &Path, dest: &Path, limits: Limits) -> Result<()> {
     let name = zip_path.display();
     let file = File::open(zip_path).map_err(|e| Error::io(zip_path, e))?;
-    let mut zip = zip::ZipArchive::new(file)
-        .map_err(|e| Error::bad(format!("{name} is not a readable zip archive (corrupt or truncated): {e}")))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| {
+        Error::bad(format!(
+            "{name} is not a readable zip archive (corrupt or truncated): {e}"
+        ))
+    })?;
     if zip.len() > limits.max_entries {
         return Err(Error::bad(format!(
             "{name} has {} entries, more than the limit of {}",
@@ -99,9 +102,8 @@ pub fn extract_zip(zip_path: &Path, dest: &Path, limits: Limits) -> Result<()> {
         }
         let mut f = File::create(&out).map_err(|e| Error::io(&out, e))?;
         let budget = limits.max_uncompressed - written.min(limits.max_uncompressed);
-        let n = io::copy(&mut (&mut entry).take(budget + 1), &mut f).map_err(|e| {
-            Error::bad(format!("{name}: entry '{}' is corrupt: {e}", entry.name()))
-        })?;
+        let n = io::copy(&mut (&mut entry).take(budget + 1), &mut f)
+            .map_err(|e| Error::bad(format!("{name}: entry '{}' is corrupt: {e}", entry.name())))?;
         written += n;
         if n > budget {
             return Err(Error::bad(format!(

@@ -98,7 +98,9 @@ pub fn ingest(
     let started = Instant::now();
     crate::store::validate_id(&req.layer_id)?;
     if req.ministry.trim().is_empty() {
-        return Err(Error::bad("--ministry is required (e.g. desarrollo-urbano)"));
+        return Err(Error::bad(
+            "--ministry is required (e.g. desarrollo-urbano)",
+        ));
     }
     let staging = store.begin(&req.layer_id)?;
     // Unpacked archives live inside the staging dir, so they go with it on any failure.
@@ -122,12 +124,21 @@ pub fn ingest(
     let driver = opened.dataset.driver().short_name();
 
     let mut layer = opened.dataset.layer(opened.layer_index)?;
-    let (schema, bool_fields) = read_schema(&layer)?;
+    let (schema, source_index, skipped) = read_schema(&layer)?;
+    for name in skipped {
+        report.notes.push(format!(
+            "binary field '{name}' is not kept (binary data is not served)"
+        ));
+    }
     let id_index = match &req.id_field {
         Some(name) => Some(schema.iter().position(|f| &f.name == name).ok_or_else(|| {
             Error::bad(format!(
                 "--id-field '{name}' is not a field of the source; fields: {}",
-                schema.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                schema
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?),
         None => None,
@@ -143,7 +154,9 @@ pub fn ingest(
     let total = layer.try_feature_count();
     let is_csv = opened.candidate.ext == "csv";
 
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(1);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(1);
     let (raw_tx, raw_rx) = bounded::<(u64, Vec<Raw>)>(workers * 2);
     let (done_tx, done_rx) = bounded::<(u64, Vec<Done>)>(workers * 2);
     let stop = Arc::new(AtomicBool::new(false));
@@ -175,7 +188,7 @@ pub fn ingest(
         let read_result = read_features(
             &mut layer,
             &schema,
-            &bool_fields,
+            &source_index,
             is_csv,
             &raw_tx,
             &stop,
@@ -223,9 +236,14 @@ pub fn ingest(
         let why = report
             .problems
             .iter()
-            .map(|(k, p)| format!("{k}: {}", p.count))
+            .map(|(k, p)| match p.examples.first() {
+                Some(e) if !e.detail.is_empty() => {
+                    format!("{k}: {}, e.g. feature {}: {}", p.count, e.feature, e.detail)
+                }
+                _ => format!("{k}: {}", p.count),
+            })
             .collect::<Vec<_>>()
-            .join(", ");
+            .join("; ");
         let hint = if is_csv {
             ". A CSV needs lon/lat columns (lon, lng, longitude, longitud, x / lat, latitude, latitud, y) or a WKT column (wkt, geom, geometry)"
         } else {
@@ -282,7 +300,11 @@ fn sha256_file(p: &Path) -> Result<String> {
             .collect();
         files.sort();
         for f in files {
-            h.update(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            h.update(
+                f.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
             hash_into(&f, &mut h)?;
         }
     } else {
@@ -292,7 +314,8 @@ fn sha256_file(p: &Path) -> Result<String> {
 }
 
 fn hash_into(p: &Path, h: &mut Sha256) -> Result<()> {
-    let mut f = File::open(p).map_err(|e| Error::bad(format!("cannot read {}: {e}", p.display())))?;
+    let mut f =
+        File::open(p).map_err(|e| Error::bad(format!("cannot read {}: {e}", p.display())))?;
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = f.read(&mut buf).map_err(|e| Error::io(p, e))?;
@@ -303,9 +326,12 @@ fn hash_into(p: &Path, h: &mut Sha256) -> Result<()> {
     }
 }
 
-fn read_schema(layer: &gdal::vector::Layer) -> Result<(Vec<Field>, Vec<bool>)> {
+/// The attribute schema, and for each kept field its index in the source layer.
+/// Binary fields are not kept (their names are returned for the report).
+fn read_schema(layer: &gdal::vector::Layer) -> Result<(Vec<Field>, Vec<usize>, Vec<String>)> {
     let mut schema = Vec::new();
-    let mut bools = Vec::new();
+    let mut skipped = Vec::new();
+    let mut source_index = Vec::new();
     let mut seen = BTreeSet::new();
     for (i, f) in layer.defn().fields().enumerate() {
         // SAFETY: the defn pointer is valid while the layer lives; index < field count.
@@ -314,6 +340,13 @@ fn read_schema(layer: &gdal::vector::Layer) -> Result<(Vec<Field>, Vec<bool>)> {
             gdal_sys::OGR_Fld_GetSubType(fd)
         };
         let is_bool = subtype == gdal_sys::OGRFieldSubType::OFSTBoolean;
+        if matches!(
+            f.field_type(),
+            OGRFieldType::OFTBinary | OGRFieldType::OFTWideString | OGRFieldType::OFTWideStringList
+        ) {
+            skipped.push(f.name());
+            continue;
+        }
         let ftype = match f.field_type() {
             OGRFieldType::OFTInteger if is_bool => FieldType::Bool,
             OGRFieldType::OFTInteger => FieldType::Int,
@@ -328,16 +361,16 @@ fn read_schema(layer: &gdal::vector::Layer) -> Result<(Vec<Field>, Vec<bool>)> {
             name = format!("{name}_{i}");
         }
         schema.push(Field { name, ftype });
-        bools.push(is_bool);
+        source_index.push(i);
     }
-    Ok((schema, bools))
+    Ok((schema, source_index, skipped))
 }
 
 #[allow(clippy::too_many_arguments)]
 fn read_features(
     layer: &mut gdal::vector::Layer,
     schema: &[Field],
-    _bools: &[bool],
+    source_index: &[usize],
     is_csv: bool,
     tx: &Sender<(u64, Vec<Raw>)>,
     stop: &AtomicBool,
@@ -365,7 +398,7 @@ fn read_features(
         };
         let mut values = Vec::with_capacity(schema.len());
         for (i, f) in schema.iter().enumerate() {
-            let v = match feature.field(i) {
+            let v = match feature.field(source_index[i]) {
                 Ok(v) => to_value(v, f.ftype),
                 Err(e) => {
                     notes.push((Kind::BadAttribute, format!("{}: {e}", f.name)));
@@ -436,7 +469,8 @@ fn geometry_wkb(g: &gdal::vector::Geometry, notes: &mut Vec<(Kind, String)>) -> 
         gdal_sys::OGR_G_FlattenTo2D(raw);
         let size = gdal_sys::OGR_G_WkbSize(raw);
         let mut buf = vec![0u8; usize::try_from(size).unwrap_or(0)];
-        let rc = gdal_sys::OGR_G_ExportToWkb(raw, gdal_sys::OGRwkbByteOrder::wkbNDR, buf.as_mut_ptr());
+        let rc =
+            gdal_sys::OGR_G_ExportToWkb(raw, gdal_sys::OGRwkbByteOrder::wkbNDR, buf.as_mut_ptr());
         gdal_sys::OGR_G_DestroyGeometry(raw);
         if rc != gdal_sys::OGRErr::OGRERR_NONE {
             return Err(Error::Gdal("cannot export a geometry as WKB".into()));
@@ -453,8 +487,12 @@ fn to_value(v: Option<FieldValue>, t: FieldType) -> Value2 {
         (FieldType::Long, FieldValue::Integer64Value(n)) => Value2::Long(n),
         (FieldType::Long, FieldValue::IntegerValue(n)) => Value2::Long(n.into()),
         (FieldType::Float, FieldValue::RealValue(x)) => Value2::Float(x),
-        (FieldType::Date, FieldValue::DateValue(d)) => Value2::Text(d.format("%Y-%m-%d").to_string()),
-        (FieldType::Date, FieldValue::DateTimeValue(d)) => Value2::Text(d.format("%Y-%m-%d").to_string()),
+        (FieldType::Date, FieldValue::DateValue(d)) => {
+            Value2::Text(d.format("%Y-%m-%d").to_string())
+        }
+        (FieldType::Date, FieldValue::DateTimeValue(d)) => {
+            Value2::Text(d.format("%Y-%m-%d").to_string())
+        }
         (FieldType::Datetime, FieldValue::DateTimeValue(d)) => {
             Value2::Text(d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
         }
@@ -462,10 +500,18 @@ fn to_value(v: Option<FieldValue>, t: FieldType) -> Value2 {
         (_, FieldValue::IntegerValue(n)) => Value2::Text(n.to_string()),
         (_, FieldValue::Integer64Value(n)) => Value2::Text(n.to_string()),
         (_, FieldValue::RealValue(x)) => Value2::Text(x.to_string()),
-        (_, FieldValue::StringListValue(l)) => Value2::Text(serde_json::to_string(&l).unwrap_or_default()),
-        (_, FieldValue::IntegerListValue(l)) => Value2::Text(serde_json::to_string(&l).unwrap_or_default()),
-        (_, FieldValue::Integer64ListValue(l)) => Value2::Text(serde_json::to_string(&l).unwrap_or_default()),
-        (_, FieldValue::RealListValue(l)) => Value2::Text(serde_json::to_string(&l).unwrap_or_default()),
+        (_, FieldValue::StringListValue(l)) => {
+            Value2::Text(serde_json::to_string(&l).unwrap_or_default())
+        }
+        (_, FieldValue::IntegerListValue(l)) => {
+            Value2::Text(serde_json::to_string(&l).unwrap_or_default())
+        }
+        (_, FieldValue::Integer64ListValue(l)) => {
+            Value2::Text(serde_json::to_string(&l).unwrap_or_default())
+        }
+        (_, FieldValue::RealListValue(l)) => {
+            Value2::Text(serde_json::to_string(&l).unwrap_or_default())
+        }
         (_, FieldValue::DateValue(d)) => Value2::Text(d.to_string()),
         (_, FieldValue::DateTimeValue(d)) => Value2::Text(d.to_rfc3339()),
     }
@@ -511,16 +557,25 @@ fn process(raw: Raw, to_storage: &ToStorage) -> Done {
         Ok(g) if g.coords_count() > 0 => g,
         Ok(_) => {
             notes.push((Kind::EmptyGeometry, String::new()));
-            return Done { values: raw.values, ..done(None, false, notes) };
+            return Done {
+                values: raw.values,
+                ..done(None, false, notes)
+            };
         }
         Err(e) => {
             notes.push((Kind::BadCoordinates, e.to_string()));
-            return Done { values: raw.values, ..done(None, false, notes) };
+            return Done {
+                values: raw.values,
+                ..done(None, false, notes)
+            };
         }
     };
     if let Err(e) = to_storage.apply(&mut geom) {
         notes.push((Kind::TransformFailed, e));
-        return Done { values: raw.values, ..done(None, false, notes) };
+        return Done {
+            values: raw.values,
+            ..done(None, false, notes)
+        };
     }
     let (geom, repaired) = match normalize(geom) {
         Outcome::Clean(g) => (g, false),
@@ -552,7 +607,9 @@ fn geometry_type_name(g: &geo::Geometry<f64>) -> &'static str {
     match g {
         geo::Geometry::Point(_) => "Point",
         geo::Geometry::Line(_) | geo::Geometry::LineString(_) => "LineString",
-        geo::Geometry::Polygon(_) | geo::Geometry::Rect(_) | geo::Geometry::Triangle(_) => "Polygon",
+        geo::Geometry::Polygon(_) | geo::Geometry::Rect(_) | geo::Geometry::Triangle(_) => {
+            "Polygon"
+        }
         geo::Geometry::MultiPoint(_) => "MultiPoint",
         geo::Geometry::MultiLineString(_) => "MultiLineString",
         geo::Geometry::MultiPolygon(_) => "MultiPolygon",
@@ -622,7 +679,7 @@ fn write_one(
         } else {
             detail.clone()
         };
-        res.report.add(kind, d.row, detail);
+        res.report.add(kind, d.fid_hint, detail);
         if kind.rejects() {
             rejected = true;
             if is_csv && kind == Kind::BadCoordinates {
@@ -660,7 +717,9 @@ fn write_one(
         res.report.features_repaired += 1;
     }
     if let Some(r) = geom.bounding_rect() {
-        let b = res.bbox.get_or_insert([f64::MAX, f64::MAX, f64::MIN, f64::MIN]);
+        let b = res
+            .bbox
+            .get_or_insert([f64::MAX, f64::MAX, f64::MIN, f64::MIN]);
         b[0] = b[0].min(r.min().x);
         b[1] = b[1].min(r.min().y);
         b[2] = b[2].max(r.max().x);

