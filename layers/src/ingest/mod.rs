@@ -124,7 +124,25 @@ pub fn ingest(
     let driver = opened.dataset.driver().short_name();
 
     let mut layer = opened.dataset.layer(opened.layer_index)?;
-    let (schema, source_index, skipped) = read_schema(&layer)?;
+    let is_csv = opened.candidate.ext == "csv";
+    let all_names: Vec<String> = layer.defn().fields().map(|f| f.name()).collect();
+    let (csv_x, csv_y, csv_geoms) = if is_csv {
+        source::csv_coordinate_fields(&all_names)
+    } else {
+        (None, None, Vec::new())
+    };
+    let mut coordinate_fields: Vec<usize> = csv_geoms;
+    coordinate_fields.extend(csv_x.iter().chain(csv_y.iter()));
+    let csv_xy = csv_x.zip(csv_y);
+    if is_csv && csv_xy.is_none() && coordinate_fields.is_empty() {
+        return Err(Error::bad(format!(
+            "the CSV has no coordinate columns: it needs longitude/latitude columns named \
+             lon, lng, longitude, longitud or x / lat, latitude, latitud or y, or a WKT column \
+             (wkt, geom, geometry); its columns are: {}",
+            all_names.join(", ")
+        )));
+    }
+    let (schema, source_index, skipped) = read_schema(&layer, &coordinate_fields)?;
     for name in skipped {
         report.notes.push(format!(
             "binary field '{name}' is not kept (binary data is not served)"
@@ -152,7 +170,6 @@ pub fn ingest(
         }
     }
     let total = layer.try_feature_count();
-    let is_csv = opened.candidate.ext == "csv";
 
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -189,6 +206,7 @@ pub fn ingest(
             &mut layer,
             &schema,
             &source_index,
+            is_csv.then_some(csv_xy).flatten(),
             is_csv,
             &raw_tx,
             &stop,
@@ -328,12 +346,18 @@ fn hash_into(p: &Path, h: &mut Sha256) -> Result<()> {
 
 /// The attribute schema, and for each kept field its index in the source layer.
 /// Binary fields are not kept (their names are returned for the report).
-fn read_schema(layer: &gdal::vector::Layer) -> Result<(Vec<Field>, Vec<usize>, Vec<String>)> {
+fn read_schema(
+    layer: &gdal::vector::Layer,
+    exclude: &[usize],
+) -> Result<(Vec<Field>, Vec<usize>, Vec<String>)> {
     let mut schema = Vec::new();
     let mut skipped = Vec::new();
     let mut source_index = Vec::new();
     let mut seen = BTreeSet::new();
     for (i, f) in layer.defn().fields().enumerate() {
+        if exclude.contains(&i) {
+            continue;
+        }
         // SAFETY: the defn pointer is valid while the layer lives; index < field count.
         let subtype = unsafe {
             let fd = gdal_sys::OGR_FD_GetFieldDefn(layer.defn().c_defn(), i as i32);
@@ -371,6 +395,7 @@ fn read_features(
     layer: &mut gdal::vector::Layer,
     schema: &[Field],
     source_index: &[usize],
+    csv_xy: Option<(usize, usize)>,
     is_csv: bool,
     tx: &Sender<(u64, Vec<Raw>)>,
     stop: &AtomicBool,
@@ -386,16 +411,31 @@ fn read_features(
             return Ok(());
         }
         n += 1;
-        let row = if is_csv {
-            feature.fid().map_or(n + 1, |f| f as i64 + 1)
-        } else {
-            n
-        };
+        // The file line of a CSV row (the header is line 1).
+        let row = if is_csv { n + 1 } else { n };
         let mut notes = Vec::new();
-        let wkb = match feature.geometry() {
+        let mut wkb = match feature.geometry() {
             Some(g) if !g.is_empty() => Some(geometry_wkb(g, &mut notes)?),
             _ => None,
         };
+        if let Some((xi, yi)) = csv_xy {
+            let raw = |i: usize| {
+                feature
+                    .field_as_string(i)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            };
+            let (x, y) = (raw(xi), raw(yi));
+            let num = |s: &str| s.trim().parse::<f64>().is_ok_and(f64::is_finite);
+            if !num(&x) || !num(&y) {
+                wkb = None;
+                notes.push((
+                    Kind::BadCoordinates,
+                    format!("file line {row}: longitude '{x}', latitude '{y}'"),
+                ));
+            }
+        }
         let mut values = Vec::with_capacity(schema.len());
         for (i, f) in schema.iter().enumerate() {
             let v = match feature.field(source_index[i]) {
@@ -547,7 +587,9 @@ fn process(raw: Raw, to_storage: &ToStorage) -> Done {
         values: Vec::new(),
     };
     let Some(wkb) = raw.wkb else {
-        notes.push((Kind::EmptyGeometry, String::new()));
+        if !notes.iter().any(|(k, _)| *k == Kind::BadCoordinates) {
+            notes.push((Kind::EmptyGeometry, String::new()));
+        }
         let mut d = done(None, false, notes);
         d.values = raw.values;
         return d;

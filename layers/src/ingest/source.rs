@@ -207,18 +207,61 @@ fn csv_options(c: &mut Candidate, work: &Path) -> Result<()> {
             .push("the CSV is not UTF-8: read as CP1252 (Windows Latin 1)".into());
         c.path = copy;
     }
-    c.open_options.extend(
-        [
-            "X_POSSIBLE_NAMES=lon,lng,long,longitude,longitud,x,xcoord,coord_x,este",
-            "Y_POSSIBLE_NAMES=lat,latitude,latitud,y,ycoord,coord_y,norte",
-            "GEOM_POSSIBLE_NAMES=wkt,geom,geometry,the_geom,geometria,geometría",
-            "KEEP_GEOM_COLUMNS=NO",
-            "AUTODETECT_TYPE=YES",
-            "EMPTY_STRING_AS_NULL=YES",
-        ]
-        .map(String::from),
-    );
+    c.open_options.extend([
+        format!("X_POSSIBLE_NAMES={}", CSV_X_NAMES.join(",")),
+        format!("Y_POSSIBLE_NAMES={}", CSV_Y_NAMES.join(",")),
+        format!("GEOM_POSSIBLE_NAMES={}", CSV_GEOM_NAMES.join(",")),
+        // Kept so we can check the raw text: GDAL reads "abc" as longitude 0.
+        // The columns are left out of the stored schema.
+        "KEEP_GEOM_COLUMNS=YES".into(),
+        "AUTODETECT_TYPE=YES".into(),
+        "EMPTY_STRING_AS_NULL=YES".into(),
+    ]);
     Ok(())
+}
+
+pub const CSV_X_NAMES: &[&str] = &[
+    "lon",
+    "lng",
+    "long",
+    "longitude",
+    "longitud",
+    "x",
+    "xcoord",
+    "coord_x",
+    "este",
+];
+pub const CSV_Y_NAMES: &[&str] = &[
+    "lat", "latitude", "latitud", "y", "ycoord", "coord_y", "norte",
+];
+pub const CSV_GEOM_NAMES: &[&str] = &[
+    "wkt",
+    "geom",
+    "geometry",
+    "the_geom",
+    "geometria",
+    "geometría",
+];
+
+/// Which source fields of a CSV layer GDAL took as coordinates (the first field whose
+/// name matches, case-insensitively, as GDAL does): (x, y, wkt columns).
+pub fn csv_coordinate_fields(names: &[String]) -> (Option<usize>, Option<usize>, Vec<usize>) {
+    let find = |list: &[&str]| {
+        names
+            .iter()
+            .position(|n| list.iter().any(|c| c.eq_ignore_ascii_case(n)))
+    };
+    let geoms = names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| {
+            CSV_GEOM_NAMES
+                .iter()
+                .any(|c| c.to_lowercase() == n.to_lowercase())
+        })
+        .map(|(i, _)| i)
+        .collect();
+    (find(CSV_X_NAMES), find(CSV_Y_NAMES), geoms)
 }
 
 /// An opened source layer.
