@@ -62,10 +62,8 @@ pub fn parse_items_query(raw: Option<&str>) -> Result<ItemsQuery, BadParam> {
                     BadParam(format!("offset must be a whole number >= 0, got '{v}'"))
                 })?
             }
-            "f" => {
-                if v != "json" && v != "geojson" {
-                    return Err(BadParam(format!("f must be 'json' (GeoJSON), got '{v}'")));
-                }
+            "f" if v != "json" && v != "geojson" => {
+                return Err(BadParam(format!("f must be 'json' (GeoJSON), got '{v}'")));
             }
             _ => {}
         }

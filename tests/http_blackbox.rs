@@ -1,6 +1,8 @@
 //! The real binary on a real port: the user story end to end, bbox queries
 //! against a brute-force scan, paging, errors, live pick-up of new versions, shutdown.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use std::collections::BTreeSet;

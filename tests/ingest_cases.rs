@@ -2,6 +2,8 @@
 //! Mexican CRSs at Monterrey, DBF encodings, CSV variants, every kind of bad input, and
 //! atomic publishing (a failed or killed ingest leaves the previous version served).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use std::fs;

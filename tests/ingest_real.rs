@@ -1,6 +1,8 @@
 //! Every format and CRS case of ../shared/data ingested by the real binary, each checked
 //! for count, recorded CRS and coordinates against `ogr2ogr -t_srs EPSG:4326`.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::*;

@@ -166,7 +166,7 @@ impl ToStorage {
 /// geometry collections generically and hits the compiler's recursion limit.)
 pub fn for_each_coord_mut(g: &mut Geometry<f64>, f: &mut dyn FnMut(&mut Coord<f64>)) {
     fn line(l: &mut LineString<f64>, f: &mut dyn FnMut(&mut Coord<f64>)) {
-        l.0.iter_mut().for_each(|c| f(c));
+        l.0.iter_mut().for_each(f);
     }
     match g {
         Geometry::Point(p) => f(&mut p.0),

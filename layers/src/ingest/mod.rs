@@ -297,7 +297,6 @@ pub fn ingest(
         duration_ms: started.elapsed().as_millis() as u64,
         report,
     };
-    drop(layer);
     drop(opened.dataset);
     let _ = std::fs::remove_dir_all(&work);
     let version = store.publish(staging, meta.clone())?;
