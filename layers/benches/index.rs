@@ -20,7 +20,9 @@ fn setup() -> (tempfile::TempDir, layers::store::StoredVersion) {
     // 1,000 x 1,000 grid over Monterrey (0.24 x 0.16 degrees) with a little jitter.
     let mut x: u64 = 42;
     for i in 0..N {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let jx = ((x >> 40) as f64 / (1u64 << 24) as f64 - 0.5) * 0.0001;
         let jy = ((x >> 16 & 0xff_ffff) as f64 / (1u64 << 24) as f64 - 0.5) * 0.0001;
         let lon = -100.42 + 0.24 * (i % 1000) as f64 / 1000.0 + jx;

@@ -11,9 +11,9 @@
 
 use std::io::Write;
 
+use flatbuffers::FlatBufferBuilder;
 use flatgeobuf::packed_r_tree::PackedRTree;
-use flatgeobuf::{ColumnType, FgbCrs, FgbWriter, FgbWriterOptions, GeometryType};
-use geozero::{ColumnValue, PropertyProcessor};
+use flatgeobuf::{ColumnType, GeometryType};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -79,80 +79,403 @@ pub enum Value2 {
     Text(String),
 }
 
-/// Streams features into a FlatGeobuf file with its spatial index.
-pub struct LayerWriter<'a> {
-    fgb: FgbWriter<'a>,
-    names: Vec<String>,
+/// Encodes one feature as a size-prefixed FlatGeobuf `Feature` buffer. Runs in the
+/// ingest workers (one encoder per thread), so encoding uses every core.
+pub struct FeatureEncoder {
+    fbb: FlatBufferBuilder<'static>,
+    props: Vec<u8>,
 }
 
-impl<'a> LayerWriter<'a> {
-    pub fn new(name: &str, schema: &[Field]) -> Result<Self> {
-        let options = FgbWriterOptions {
-            write_index: true,
-            // Each feature keeps its own type: a Shapefile "Polygon" layer holds
-            // MultiPolygons too, and promoting all to multi would change the data.
-            detect_type: false,
-            promote_to_multi: false,
-            crs: FgbCrs {
+impl Default for FeatureEncoder {
+    fn default() -> Self {
+        FeatureEncoder {
+            fbb: FlatBufferBuilder::with_capacity(1024),
+            props: Vec::with_capacity(256),
+        }
+    }
+}
+
+/// An encoded feature and its bbox.
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    pub bbox: [f64; 4],
+}
+
+impl FeatureEncoder {
+    /// `values` follow the schema; column 0 is always the DataHub id.
+    pub fn encode(
+        &mut self,
+        fid: i64,
+        geom: &geo::Geometry<f64>,
+        values: &[Value2],
+    ) -> Result<Encoded> {
+        use geo::BoundingRect;
+        let r = geom
+            .bounding_rect()
+            .ok_or_else(|| Error::Internal(format!("feature {fid} has an empty geometry")))?;
+        self.props.clear();
+        self.props.extend_from_slice(&0u16.to_le_bytes());
+        self.props.extend_from_slice(&fid.to_le_bytes());
+        for (i, v) in values.iter().enumerate() {
+            let col = u16::try_from(i + 1)
+                .map_err(|_| Error::bad("more than 65,534 attribute columns"))?;
+            let p = &mut self.props;
+            match v {
+                Value2::Null => continue,
+                Value2::Bool(b) => {
+                    p.extend_from_slice(&col.to_le_bytes());
+                    p.push(u8::from(*b));
+                }
+                Value2::Int(n) => {
+                    p.extend_from_slice(&col.to_le_bytes());
+                    p.extend_from_slice(&n.to_le_bytes());
+                }
+                Value2::Long(n) => {
+                    p.extend_from_slice(&col.to_le_bytes());
+                    p.extend_from_slice(&n.to_le_bytes());
+                }
+                Value2::Float(n) => {
+                    p.extend_from_slice(&col.to_le_bytes());
+                    p.extend_from_slice(&n.to_le_bytes());
+                }
+                Value2::Text(t) => {
+                    let len = u32::try_from(t.len()).map_err(|_| {
+                        Error::bad(format!("feature {fid}: a text value over 4 GiB"))
+                    })?;
+                    p.extend_from_slice(&col.to_le_bytes());
+                    p.extend_from_slice(&len.to_le_bytes());
+                    p.extend_from_slice(t.as_bytes());
+                }
+            }
+        }
+        self.fbb.reset();
+        let g = build_geometry(&mut self.fbb, geom, true);
+        let props = self.fbb.create_vector(&self.props);
+        let f = flatgeobuf::Feature::create(
+            &mut self.fbb,
+            &flatgeobuf::FeatureArgs {
+                geometry: Some(g),
+                properties: Some(props),
+                columns: None,
+            },
+        );
+        self.fbb.finish_size_prefixed(f, None);
+        Ok(Encoded {
+            bytes: self.fbb.finished_data().to_vec(),
+            bbox: [r.min().x, r.min().y, r.max().x, r.max().y],
+        })
+    }
+}
+
+type Fbb = FlatBufferBuilder<'static>;
+
+fn line_coords(xy: &mut Vec<f64>, l: &geo::LineString<f64>) {
+    for c in &l.0 {
+        xy.push(c.x);
+        xy.push(c.y);
+    }
+}
+
+fn polygon_coords(xy: &mut Vec<f64>, ends: &mut Vec<u32>, p: &geo::Polygon<f64>) {
+    line_coords(xy, p.exterior());
+    ends.push((xy.len() / 2) as u32);
+    for r in p.interiors() {
+        line_coords(xy, r);
+        ends.push((xy.len() / 2) as u32);
+    }
+}
+
+/// FlatGeobuf geometry encoding. `ends` are written even for one part: GDAL 3.6's
+/// reader requires them for MultiLineStrings.
+fn build_geometry(
+    fbb: &mut Fbb,
+    g: &geo::Geometry<f64>,
+    typed: bool,
+) -> flatbuffers::WIPOffset<flatgeobuf::Geometry<'static>> {
+    use geo::Geometry as G;
+    let mut xy = Vec::new();
+    let mut ends = Vec::new();
+    let mut parts = Vec::new();
+    let gtype = match g {
+        G::Point(p) => {
+            xy.extend([p.x(), p.y()]);
+            GeometryType::Point
+        }
+        G::MultiPoint(mp) => {
+            for p in &mp.0 {
+                xy.extend([p.x(), p.y()]);
+            }
+            GeometryType::MultiPoint
+        }
+        G::Line(l) => {
+            xy.extend([l.start.x, l.start.y, l.end.x, l.end.y]);
+            GeometryType::LineString
+        }
+        G::LineString(l) => {
+            line_coords(&mut xy, l);
+            GeometryType::LineString
+        }
+        G::MultiLineString(ml) => {
+            for l in &ml.0 {
+                line_coords(&mut xy, l);
+                ends.push((xy.len() / 2) as u32);
+            }
+            GeometryType::MultiLineString
+        }
+        G::Polygon(p) => {
+            polygon_coords(&mut xy, &mut ends, p);
+            GeometryType::Polygon
+        }
+        G::Rect(r) => {
+            polygon_coords(&mut xy, &mut ends, &r.to_polygon());
+            GeometryType::Polygon
+        }
+        G::Triangle(t) => {
+            polygon_coords(&mut xy, &mut ends, &t.to_polygon());
+            GeometryType::Polygon
+        }
+        G::MultiPolygon(mp) => {
+            for p in &mp.0 {
+                parts.push(build_geometry(fbb, &G::Polygon(p.clone()), false));
+            }
+            GeometryType::MultiPolygon
+        }
+        G::GeometryCollection(gc) => {
+            for p in &gc.0 {
+                parts.push(build_geometry(fbb, p, true));
+            }
+            GeometryType::GeometryCollection
+        }
+    };
+    let xy = (!xy.is_empty()).then(|| fbb.create_vector(&xy));
+    let ends = (!ends.is_empty()).then(|| fbb.create_vector(&ends));
+    let parts = (!parts.is_empty()).then(|| fbb.create_vector(&parts));
+    flatgeobuf::Geometry::create(
+        fbb,
+        &flatgeobuf::GeometryArgs {
+            xy,
+            ends,
+            parts,
+            type_: if typed { gtype } else { GeometryType::Unknown },
+            ..Default::default()
+        },
+    )
+}
+
+/// Collects encoded features in a temporary file, then writes the FlatGeobuf file:
+/// header, packed Hilbert R-tree, features in Hilbert order.
+///
+/// Our own finishing step rather than the crate's `FgbWriter`: that one computes the
+/// Hilbert value inside the sort comparator and reads each feature back with a seek
+/// (a syscall per feature), together most of the time of a 1 M-point ingest.
+pub struct LayerWriter {
+    name: String,
+    schema: Vec<Field>,
+    tmp_path: std::path::PathBuf,
+    tmp: std::io::BufWriter<std::fs::File>,
+    written: u64,
+    items: Vec<(u64, u32, [f64; 4])>,
+}
+
+impl LayerWriter {
+    /// `tmp_path` is scratch space (removed by [`LayerWriter::finish`]).
+    pub fn new(name: &str, schema: &[Field], tmp_path: &std::path::Path) -> Result<Self> {
+        // Read access too: `finish` maps it to copy features out in Hilbert order.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tmp_path)
+            .map_err(|e| Error::io(tmp_path, e))?;
+        Ok(LayerWriter {
+            name: name.to_string(),
+            schema: schema.to_vec(),
+            tmp_path: tmp_path.to_path_buf(),
+            tmp: std::io::BufWriter::with_capacity(1 << 20, f),
+            written: 0,
+            items: Vec::new(),
+        })
+    }
+
+    pub fn add(&mut self, e: &Encoded) -> Result<()> {
+        self.tmp
+            .write_all(&e.bytes)
+            .map_err(|err| Error::io(&self.tmp_path, err))?;
+        let len = u32::try_from(e.bytes.len())
+            .map_err(|_| Error::bad("a single feature larger than 4 GiB"))?;
+        self.items.push((self.written, len, e.bbox));
+        self.written += u64::from(len);
+        Ok(())
+    }
+
+    pub fn finish(mut self, mut out: impl Write) -> Result<()> {
+        use flatgeobuf::packed_r_tree::{NodeItem, PackedRTree};
+        self.tmp.flush().map_err(|e| Error::io(&self.tmp_path, e))?;
+        let n = self.items.len();
+        let mut ext = [f64::MAX, f64::MAX, f64::MIN, f64::MIN];
+        for (_, _, b) in &self.items {
+            ext = [
+                ext[0].min(b[0]),
+                ext[1].min(b[1]),
+                ext[2].max(b[2]),
+                ext[3].max(b[3]),
+            ];
+        }
+        // Hilbert value of each bbox centre, computed once (descending, like the
+        // reference writer).
+        let (w, h) = (
+            (ext[2] - ext[0]).max(f64::MIN_POSITIVE),
+            (ext[3] - ext[1]).max(f64::MIN_POSITIVE),
+        );
+        let max = f64::from(u16::MAX);
+        let mut order: Vec<(u32, u32)> = self
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, (_, _, b))| {
+                let x = (max * ((b[0] + b[2]) / 2.0 - ext[0]) / w).floor() as u32;
+                let y = (max * ((b[1] + b[3]) / 2.0 - ext[1]) / h).floor() as u32;
+                (hilbert(x, y), i as u32)
+            })
+            .collect();
+        order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+
+        let mut fbb = FlatBufferBuilder::new();
+        let name = fbb.create_string(&self.name);
+        let mut specs = vec![(FID_COLUMN, ColumnType::Long, false)];
+        specs.extend(
+            self.schema
+                .iter()
+                .map(|f| (f.name.as_str(), f.ftype.column_type(), true)),
+        );
+        let mut cols = Vec::with_capacity(specs.len());
+        for (cname, t, nullable) in specs {
+            let cname = fbb.create_string(cname);
+            cols.push(flatgeobuf::Column::create(
+                &mut fbb,
+                &flatgeobuf::ColumnArgs {
+                    name: Some(cname),
+                    type_: t,
+                    nullable,
+                    ..Default::default()
+                },
+            ));
+        }
+        let columns = fbb.create_vector(&cols);
+        let envelope = (n > 0).then(|| fbb.create_vector(&ext));
+        let org = fbb.create_string("EPSG");
+        let crs = flatgeobuf::Crs::create(
+            &mut fbb,
+            &flatgeobuf::CrsArgs {
+                org: Some(org),
                 code: 4326,
                 ..Default::default()
             },
-            ..Default::default()
-        };
-        let mut fgb = FgbWriter::create_with_options(name, GeometryType::Unknown, options)
-            .map_err(|e| Error::Internal(format!("cannot start FlatGeobuf writer: {e}")))?;
-        fgb.add_column(FID_COLUMN, ColumnType::Long, |_, c| c.nullable = false);
-        for f in schema {
-            fgb.add_column(&f.name, f.ftype.column_type(), |_, c| c.nullable = true);
-        }
-        let mut names = vec![FID_COLUMN.to_string()];
-        names.extend(schema.iter().map(|f| f.name.clone()));
-        Ok(LayerWriter { fgb, names })
-    }
-
-    pub fn add(&mut self, fid: i64, geom: geo::Geometry<f64>, values: &[Value2]) -> Result<()> {
-        // GDAL 3.6's FlatGeobuf reader (Debian 12, so QGIS there) cannot read a
-        // one-part MultiLineString, which the writer encodes without part ends: store
-        // it as the LineString it is.
-        let geom = match geom {
-            geo::Geometry::MultiLineString(mut ml) if ml.0.len() == 1 => {
-                geo::Geometry::LineString(ml.0.remove(0))
+        );
+        let header = flatgeobuf::Header::create(
+            &mut fbb,
+            &flatgeobuf::HeaderArgs {
+                name: Some(name),
+                envelope,
+                geometry_type: GeometryType::Unknown,
+                columns: Some(columns),
+                features_count: n as u64,
+                index_node_size: if n > 0 {
+                    PackedRTree::DEFAULT_NODE_SIZE
+                } else {
+                    0
+                },
+                crs: Some(crs),
+                ..Default::default()
+            },
+        );
+        fbb.finish_size_prefixed(header, None);
+        let io = |e: std::io::Error| Error::Internal(format!("cannot write FlatGeobuf: {e}"));
+        out.write_all(&MAGIC).map_err(io)?;
+        out.write_all(fbb.finished_data()).map_err(io)?;
+        if n > 0 {
+            let mut offset = 0u64;
+            let nodes: Vec<NodeItem> = order
+                .iter()
+                .map(|(_, i)| {
+                    let (_, len, b) = self.items[*i as usize];
+                    let mut node = NodeItem::bounds(b[0], b[1], b[2], b[3]);
+                    node.offset = offset;
+                    offset += u64::from(len);
+                    node
+                })
+                .collect();
+            let extent = NodeItem::bounds(ext[0], ext[1], ext[2], ext[3]);
+            let tree = PackedRTree::build(&nodes, &extent, PackedRTree::DEFAULT_NODE_SIZE)
+                .map_err(|e| Error::Internal(format!("cannot build the R-tree: {e}")))?;
+            tree.stream_write(&mut out).map_err(io)?;
+            drop(nodes);
+            let file = self
+                .tmp
+                .into_inner()
+                .map_err(|e| Error::io(&self.tmp_path, e.into_error()))?;
+            // SAFETY: a private scratch file we just wrote and nobody else changes.
+            let map =
+                unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&self.tmp_path, e))?;
+            for (_, i) in &order {
+                let (off, len, _) = self.items[*i as usize];
+                let start = off as usize;
+                out.write_all(&map[start..start + len as usize])
+                    .map_err(io)?;
             }
-            g => g,
-        };
-        let names = &self.names;
-        let mut failed: Option<String> = None;
-        self.fgb
-            .add_feature_geom(geom, |fw| {
-                let mut put = |i: usize, v: &ColumnValue| {
-                    if let Err(e) = fw.property(i, &names[i], v) {
-                        failed.get_or_insert(e.to_string());
-                    }
-                };
-                put(0, &ColumnValue::Long(fid));
-                for (i, v) in values.iter().enumerate() {
-                    match v {
-                        Value2::Null => {}
-                        Value2::Bool(b) => put(i + 1, &ColumnValue::Bool(*b)),
-                        Value2::Int(n) => put(i + 1, &ColumnValue::Int(*n)),
-                        Value2::Long(n) => put(i + 1, &ColumnValue::Long(*n)),
-                        Value2::Float(n) => put(i + 1, &ColumnValue::Double(*n)),
-                        Value2::Text(s) => put(i + 1, &ColumnValue::String(s)),
-                    }
-                }
-            })
-            .map_err(|e| Error::Internal(format!("cannot write feature {fid}: {e}")))?;
-        match failed {
-            Some(e) => Err(Error::Internal(format!("cannot write feature {fid}: {e}"))),
-            None => Ok(()),
         }
+        let _ = std::fs::remove_file(&self.tmp_path);
+        Ok(())
     }
+}
 
-    pub fn finish(self, out: impl Write) -> Result<()> {
-        self.fgb
-            .write(out)
-            .map_err(|e| Error::Internal(format!("cannot finish FlatGeobuf file: {e}")))
-    }
+// Hilbert curve index of a 16-bit grid cell; public-domain algorithm by
+// rawrunprotected (the same as the flatgeobuf reference writer uses).
+fn hilbert(x: u32, y: u32) -> u32 {
+    let mut a = x ^ y;
+    let mut b = 0xFFFF ^ a;
+    let mut c = 0xFFFF ^ (x | y);
+    let mut d = x & (y ^ 0xFFFF);
+    let mut aa = a | (b >> 1);
+    let mut bb = (a >> 1) ^ a;
+    let mut cc = ((c >> 1) ^ (b & (d >> 1))) ^ c;
+    let mut dd = ((a & (c >> 1)) ^ (d >> 1)) ^ d;
+    a = aa;
+    b = bb;
+    c = cc;
+    d = dd;
+    aa = (a & (a >> 2)) ^ (b & (b >> 2));
+    bb = (a & (b >> 2)) ^ (b & ((a ^ b) >> 2));
+    cc ^= (a & (c >> 2)) ^ (b & (d >> 2));
+    dd ^= (b & (c >> 2)) ^ ((a ^ b) & (d >> 2));
+    a = aa;
+    b = bb;
+    c = cc;
+    d = dd;
+    aa = (a & (a >> 4)) ^ (b & (b >> 4));
+    bb = (a & (b >> 4)) ^ (b & ((a ^ b) >> 4));
+    cc ^= (a & (c >> 4)) ^ (b & (d >> 4));
+    dd ^= (b & (c >> 4)) ^ ((a ^ b) & (d >> 4));
+    a = aa;
+    b = bb;
+    c = cc;
+    d = dd;
+    cc ^= (a & (c >> 8)) ^ (b & (d >> 8));
+    dd ^= (b & (c >> 8)) ^ ((a ^ b) & (d >> 8));
+    a = cc ^ (cc >> 1);
+    b = dd ^ (dd >> 1);
+    let mut i0 = x ^ y;
+    let mut i1 = b | (0xFFFF ^ (i0 | a));
+    i0 = (i0 | (i0 << 8)) & 0x00FF_00FF;
+    i0 = (i0 | (i0 << 4)) & 0x0F0F_0F0F;
+    i0 = (i0 | (i0 << 2)) & 0x3333_3333;
+    i0 = (i0 | (i0 << 1)) & 0x5555_5555;
+    i1 = (i1 | (i1 << 8)) & 0x00FF_00FF;
+    i1 = (i1 | (i1 << 4)) & 0x0F0F_0F0F;
+    i1 = (i1 | (i1 << 2)) & 0x3333_3333;
+    i1 = (i1 | (i1 << 1)) & 0x5555_5555;
+    (i1 << 1) | i0
 }
 
 /// A bbox and byte offset of one feature, from the R-tree's leaf level.

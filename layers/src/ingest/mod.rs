@@ -23,14 +23,14 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use gdal::vector::{FieldValue, LayerAccess, OGRFieldType};
-use geo::{BoundingRect, CoordsIter};
+use geo::CoordsIter;
 use geozero::ToGeo;
 use sha2::{Digest, Sha256};
 
 pub use archive::Limits;
 
 use crate::crs::{SourceCrs, ToStorage};
-use crate::fgb::{Field, FieldType, LayerWriter, Value2};
+use crate::fgb::{Encoded, FeatureEncoder, Field, FieldType, LayerWriter, Value2};
 use crate::quality::{normalize, IngestReport, Kind, Outcome};
 use crate::store::{LayerMeta, LayerStore};
 use crate::{Error, Result};
@@ -82,10 +82,13 @@ struct Raw {
 struct Done {
     row: i64,
     fid_hint: i64,
-    geom: Option<geo::Geometry<f64>>,
+    /// The feature id; None when `--id-field` is empty for this feature.
+    fid: Option<i64>,
+    /// The stored feature, encoded by the worker; None when rejected.
+    encoded: Option<Encoded>,
+    gtype: &'static str,
     notes: Vec<(Kind, String)>,
     repaired: bool,
-    values: Vec<Value2>,
 }
 
 /// Runs one ingest to completion (blocking). `progress` is called every batch.
@@ -188,14 +191,21 @@ pub fn ingest(
             let tx = done_tx.clone();
             let crs = crs.clone();
             let stop = stop.clone();
-            handles.push(scope.spawn(move || worker(rx, tx, &crs, &stop)));
+            handles.push(scope.spawn(move || worker(rx, tx, &crs, id_index, &stop)));
         }
         drop(done_tx);
         let schema_w = schema.clone();
         let stop_w = stop.clone();
         let (layer_name, fgb_path) = (&layer_name, &fgb_path);
         let writer = scope.spawn(move || {
-            let r = write_all(done_rx, layer_name, &schema_w, fgb_path, id_index, is_csv);
+            let r = write_all(
+                done_rx,
+                layer_name,
+                &schema_w,
+                fgb_path,
+                id_index.is_some(),
+                is_csv,
+            );
             if r.is_err() {
                 stop_w.store(true, Ordering::Relaxed);
             }
@@ -418,20 +428,20 @@ fn read_features(
             _ => None,
         };
         if let Some((xi, yi)) = csv_xy {
-            let raw = |i: usize| {
-                feature
-                    .field_as_string(i)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-            };
-            let (x, y) = (raw(xi), raw(yi));
-            let num = |s: &str| s.trim().parse::<f64>().is_ok_and(f64::is_finite);
-            if !num(&x) || !num(&y) {
+            // Typed reads: formatting numbers back to text would cost more than parsing.
+            let (x, y) = (
+                feature.field(xi).ok().flatten(),
+                feature.field(yi).ok().flatten(),
+            );
+            if !is_number(&x) || !is_number(&y) {
                 wkb = None;
                 notes.push((
                     Kind::BadCoordinates,
-                    format!("file line {row}: longitude '{x}', latitude '{y}'"),
+                    format!(
+                        "file line {row}: longitude '{}', latitude '{}'",
+                        show(&x),
+                        show(&y)
+                    ),
                 ));
             }
         }
@@ -475,6 +485,25 @@ fn read_features(
         total,
     });
     Ok(())
+}
+
+fn is_number(v: &Option<FieldValue>) -> bool {
+    match v {
+        Some(FieldValue::RealValue(x)) => x.is_finite(),
+        Some(FieldValue::IntegerValue(_) | FieldValue::Integer64Value(_)) => true,
+        Some(FieldValue::StringValue(s)) => s.trim().parse::<f64>().is_ok_and(f64::is_finite),
+        _ => false,
+    }
+}
+
+fn show(v: &Option<FieldValue>) -> String {
+    match v {
+        Some(FieldValue::RealValue(x)) => x.to_string(),
+        Some(FieldValue::IntegerValue(n)) => n.to_string(),
+        Some(FieldValue::Integer64Value(n)) => n.to_string(),
+        Some(FieldValue::StringValue(s)) => s.clone(),
+        _ => String::new(),
+    }
 }
 
 /// 2D linear WKB of a GDAL geometry, noting what had to change.
@@ -560,14 +589,19 @@ fn worker(
     rx: Receiver<(u64, Vec<Raw>)>,
     tx: Sender<(u64, Vec<Done>)>,
     crs: &SourceCrs,
+    id_index: Option<usize>,
     stop: &AtomicBool,
 ) -> Result<()> {
     let to_storage = ToStorage::new(crs)?;
+    let mut encoder = FeatureEncoder::default();
     for (no, batch) in rx {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let out: Vec<Done> = batch.into_iter().map(|r| process(r, &to_storage)).collect();
+        let mut out = Vec::with_capacity(batch.len());
+        for r in batch {
+            out.push(process(r, &to_storage, id_index, &mut encoder)?);
+        }
         if tx.send((no, out)).is_err() {
             return Ok(());
         }
@@ -575,64 +609,68 @@ fn worker(
     Ok(())
 }
 
-fn process(raw: Raw, to_storage: &ToStorage) -> Done {
-    let mut notes = raw.notes;
-    let done = |geom, repaired, notes| Done {
+/// Parse, transform, validate/repair and encode one feature.
+fn process(
+    raw: Raw,
+    to_storage: &ToStorage,
+    id_index: Option<usize>,
+    encoder: &mut FeatureEncoder,
+) -> Result<Done> {
+    let mut done = Done {
         row: raw.row,
         fid_hint: raw.fid_hint,
-        geom,
-        notes,
-        repaired,
-        values: Vec::new(),
+        fid: None,
+        encoded: None,
+        gtype: "",
+        notes: raw.notes,
+        repaired: false,
     };
     let Some(wkb) = raw.wkb else {
-        if !notes.iter().any(|(k, _)| *k == Kind::BadCoordinates) {
-            notes.push((Kind::EmptyGeometry, String::new()));
+        if !done.notes.iter().any(|(k, _)| *k == Kind::BadCoordinates) {
+            done.notes.push((Kind::EmptyGeometry, String::new()));
         }
-        let mut d = done(None, false, notes);
-        d.values = raw.values;
-        return d;
+        return Ok(done);
     };
-    let parsed = geozero::wkb::Wkb(wkb).to_geo();
-    let mut geom = match parsed {
+    let mut geom = match geozero::wkb::Wkb(wkb).to_geo() {
         Ok(g) if g.coords_count() > 0 => g,
         Ok(_) => {
-            notes.push((Kind::EmptyGeometry, String::new()));
-            return Done {
-                values: raw.values,
-                ..done(None, false, notes)
-            };
+            done.notes.push((Kind::EmptyGeometry, String::new()));
+            return Ok(done);
         }
         Err(e) => {
-            notes.push((Kind::BadCoordinates, e.to_string()));
-            return Done {
-                values: raw.values,
-                ..done(None, false, notes)
-            };
+            done.notes.push((Kind::BadCoordinates, e.to_string()));
+            return Ok(done);
         }
     };
     if let Err(e) = to_storage.apply(&mut geom) {
-        notes.push((Kind::TransformFailed, e));
-        return Done {
-            values: raw.values,
-            ..done(None, false, notes)
-        };
+        done.notes.push((Kind::TransformFailed, e));
+        return Ok(done);
     }
-    let (geom, repaired) = match normalize(geom) {
-        Outcome::Clean(g) => (g, false),
+    let geom = match normalize(geom) {
+        Outcome::Clean(g) => g,
         Outcome::Repaired(g, why) => {
-            notes.push((Kind::InvalidRepaired, why));
-            (g, true)
+            done.notes.push((Kind::InvalidRepaired, why));
+            done.repaired = true;
+            g
         }
         Outcome::Kept(g, why) => {
-            notes.push((Kind::InvalidKept, why));
-            (g, false)
+            done.notes.push((Kind::InvalidKept, why));
+            g
         }
     };
-    Done {
-        values: raw.values,
-        ..done(Some(geom), repaired, notes)
+    done.fid = match id_index {
+        None => Some(raw.fid_hint),
+        Some(i) => match raw.values.get(i) {
+            Some(Value2::Int(n)) => Some(i64::from(*n)),
+            Some(Value2::Long(n)) => Some(*n),
+            _ => None,
+        },
+    };
+    done.gtype = geometry_type_name(&geom);
+    if let Some(fid) = done.fid {
+        done.encoded = Some(encoder.encode(fid, &geom, &raw.values)?);
     }
+    Ok(done)
 }
 
 struct WriterResult {
@@ -663,10 +701,10 @@ fn write_all(
     name: &str,
     schema: &[Field],
     path: &Path,
-    id_index: Option<usize>,
+    id_field: bool,
     is_csv: bool,
 ) -> Result<WriterResult> {
-    let mut writer = LayerWriter::new(name, schema)?;
+    let mut writer = LayerWriter::new(name, schema, &path.with_extension("features.tmp"))?;
     let mut res = WriterResult {
         report: IngestReport::default(),
         stored: 0,
@@ -682,7 +720,7 @@ fn write_all(
         while let Some(batch) = pending.remove(&next) {
             next += 1;
             for d in batch {
-                write_one(&mut writer, &mut res, d, id_index, is_csv, &mut ids, schema)?;
+                write_one(&mut writer, &mut res, d, id_field, is_csv, &mut ids)?;
             }
         }
     }
@@ -703,10 +741,9 @@ fn write_one(
     writer: &mut LayerWriter,
     res: &mut WriterResult,
     d: Done,
-    id_index: Option<usize>,
+    id_field: bool,
     is_csv: bool,
     ids: &mut HashMap<i64, i64>,
-    schema: &[Field],
 ) -> Result<()> {
     let mut rejected = false;
     for (kind, detail) in &d.notes {
@@ -728,46 +765,41 @@ fn write_one(
             }
         }
     }
-    let Some(geom) = d.geom.filter(|_| !rejected) else {
+    if rejected {
         res.report.features_rejected += 1;
         return Ok(());
+    }
+    let (Some(fid), Some(enc)) = (d.fid, d.encoded) else {
+        let what = if id_field {
+            "the --id-field value is empty"
+        } else {
+            "no geometry"
+        };
+        return Err(Error::bad(format!(
+            "source feature {} cannot be stored: {what}; every feature needs an id",
+            d.fid_hint
+        )));
     };
-    let fid = match id_index {
-        Some(i) => {
-            let id = match &d.values[i] {
-                Value2::Int(n) => i64::from(*n),
-                Value2::Long(n) => *n,
-                _ => {
-                    return Err(Error::bad(format!(
-                        "--id-field '{}' is empty in source row {}; every feature needs an id",
-                        schema[i].name, d.row
-                    )))
-                }
-            };
-            if let Some(first) = ids.insert(id, d.row) {
-                return Err(Error::bad(format!(
-                    "--id-field '{}' is not unique: value {id} in source rows {first} and {}",
-                    schema[i].name, d.row
-                )));
-            }
-            id
+    if id_field {
+        if let Some(first) = ids.insert(fid, d.fid_hint) {
+            return Err(Error::bad(format!(
+                "--id-field is not unique: value {fid} in source features {first} and {}",
+                d.fid_hint
+            )));
         }
-        None => d.fid_hint,
-    };
+    }
     if d.repaired {
         res.report.features_repaired += 1;
     }
-    if let Some(r) = geom.bounding_rect() {
-        let b = res
-            .bbox
-            .get_or_insert([f64::MAX, f64::MAX, f64::MIN, f64::MIN]);
-        b[0] = b[0].min(r.min().x);
-        b[1] = b[1].min(r.min().y);
-        b[2] = b[2].max(r.max().x);
-        b[3] = b[3].max(r.max().y);
-    }
-    res.types.insert(geometry_type_name(&geom).to_string());
-    writer.add(fid, geom, &d.values)?;
+    let b = res
+        .bbox
+        .get_or_insert([f64::MAX, f64::MAX, f64::MIN, f64::MIN]);
+    b[0] = b[0].min(enc.bbox[0]);
+    b[1] = b[1].min(enc.bbox[1]);
+    b[2] = b[2].max(enc.bbox[2]);
+    b[3] = b[3].max(enc.bbox[3]);
+    res.types.insert(d.gtype.to_string());
+    writer.add(&enc)?;
     res.stored += 1;
     Ok(())
 }
