@@ -15,7 +15,7 @@ use flatbuffers::FlatBufferBuilder;
 use flatgeobuf::packed_r_tree::PackedRTree;
 use flatgeobuf::{ColumnType, GeometryType};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::{Error, Result};
 
@@ -495,6 +495,8 @@ pub struct FgbView<B: AsRef<[u8]>> {
     index_size: usize,
     geometry_type: GeometryType,
     columns: Vec<(String, ColumnType)>,
+    /// `"name":` of each column, JSON-escaped once.
+    json_keys: Vec<Vec<u8>>,
 }
 
 impl<B: AsRef<[u8]>> FgbView<B> {
@@ -532,7 +534,16 @@ impl<B: AsRef<[u8]>> FgbView<B> {
         if index_start + index_size > bytes.len() {
             return Err(Error::Corrupt("FlatGeobuf file is truncated".into()));
         }
+        let json_keys = columns
+            .iter()
+            .map(|(name, _)| {
+                let mut k = serde_json::to_vec(name).unwrap_or_else(|_| b"\"?\"".to_vec());
+                k.push(b':');
+                k
+            })
+            .collect();
         Ok(FgbView {
+            json_keys,
             features_start: index_start + index_size,
             buf,
             count,
@@ -591,6 +602,10 @@ impl<B: AsRef<[u8]>> FgbView<B> {
     pub fn fid(&self, offset: u64) -> Result<i64> {
         let feat = self.feature(offset)?;
         let props = feat.properties().map(|p| p.bytes()).unwrap_or(&[]);
+        // We always write the id first: column 0, an i64.
+        if props.len() >= 10 && props[0] == 0 && props[1] == 0 {
+            return Ok(i64::from_le_bytes(arr8(&props[2..10])));
+        }
         let mut id = None;
         self.for_each_property(props, |i, v| {
             if i == 0 {
@@ -602,21 +617,22 @@ impl<B: AsRef<[u8]>> FgbView<B> {
         id.ok_or_else(|| Error::Corrupt(format!("feature at offset {offset} has no id")))
     }
 
-    /// Writes the feature at `offset` as one RFC 7946 GeoJSON Feature object.
+    /// Writes the feature at `offset` as one RFC 7946 GeoJSON Feature object,
+    /// straight into `out` (no intermediate JSON values: this is the hot path of
+    /// every items request).
     pub fn write_geojson(&self, offset: u64, out: &mut Vec<u8>) -> Result<()> {
         let feat = self.feature(offset)?;
-        let mut id = Value::Null;
-        let mut props = Map::new();
         let raw = feat.properties().map(|p| p.bytes()).unwrap_or(&[]);
-        self.for_each_property(raw, |i, v| {
-            if i == 0 {
-                id = v;
-            } else {
-                props.insert(self.columns[i].0.clone(), v);
-            }
-        })?;
+        let id = if raw.len() >= 10 && raw[0] == 0 && raw[1] == 0 {
+            Some(i64::from_le_bytes(arr8(&raw[2..10])))
+        } else {
+            None
+        };
         out.extend_from_slice(br#"{"type":"Feature","id":"#);
-        serde_json::to_writer(&mut *out, &id).map_err(|e| Error::Internal(e.to_string()))?;
+        match id {
+            Some(id) => out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
         out.extend_from_slice(br#","geometry":"#);
         match feat.geometry() {
             Some(g) => {
@@ -626,9 +642,26 @@ impl<B: AsRef<[u8]>> FgbView<B> {
             }
             None => out.extend_from_slice(b"null"),
         }
-        out.extend_from_slice(br#","properties":"#);
-        serde_json::to_writer(&mut *out, &props).map_err(|e| Error::Internal(e.to_string()))?;
-        out.push(b'}');
+        out.extend_from_slice(br#","properties":{"#);
+        let mut first = true;
+        let mut err = None;
+        self.for_each_raw(raw, |i, v| {
+            if i == 0 {
+                return;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(&self.json_keys[i]);
+            if let Err(e) = write_json_value(out, v) {
+                err.get_or_insert(e);
+            }
+        })?;
+        if let Some(e) = err {
+            return Err(Error::Internal(e.to_string()));
+        }
+        out.extend_from_slice(b"}}");
         Ok(())
     }
 
@@ -646,9 +679,13 @@ impl<B: AsRef<[u8]>> FgbView<B> {
 
     /// Decodes FlatGeobuf's property encoding (u16 column index, then the value).
     fn for_each_property(&self, bytes: &[u8], mut f: impl FnMut(usize, Value)) -> Result<()> {
+        self.for_each_raw(bytes, |i, v| f(i, v.to_json()))
+    }
+
+    fn for_each_raw<'b>(&self, bytes: &'b [u8], mut f: impl FnMut(usize, Raw<'b>)) -> Result<()> {
         let bad = || Error::Corrupt("bad property encoding".into());
         let mut p = 0usize;
-        let take = |p: &mut usize, n: usize| -> Result<&[u8]> {
+        let take = |p: &mut usize, n: usize| -> Result<&'b [u8]> {
             let s = bytes.get(*p..*p + n).ok_or_else(bad)?;
             *p += n;
             Ok(s)
@@ -658,35 +695,72 @@ impl<B: AsRef<[u8]>> FgbView<B> {
             p += 2;
             let ctype = self.columns.get(col).ok_or_else(bad)?.1;
             let v = match ctype {
-                ColumnType::Bool => Value::Bool(take(&mut p, 1)?[0] != 0),
-                ColumnType::Byte => Value::from(take(&mut p, 1)?[0] as i8),
-                ColumnType::UByte => Value::from(take(&mut p, 1)?[0]),
+                ColumnType::Bool => Raw::Bool(take(&mut p, 1)?[0] != 0),
+                ColumnType::Byte => Raw::I64(i64::from(take(&mut p, 1)?[0] as i8)),
+                ColumnType::UByte => Raw::I64(i64::from(take(&mut p, 1)?[0])),
                 ColumnType::Short => {
                     let b = take(&mut p, 2)?;
-                    Value::from(i16::from_le_bytes([b[0], b[1]]))
+                    Raw::I64(i64::from(i16::from_le_bytes([b[0], b[1]])))
                 }
                 ColumnType::UShort => {
                     let b = take(&mut p, 2)?;
-                    Value::from(u16::from_le_bytes([b[0], b[1]]))
+                    Raw::I64(i64::from(u16::from_le_bytes([b[0], b[1]])))
                 }
-                ColumnType::Int => Value::from(i32::from_le_bytes(arr4(take(&mut p, 4)?))),
-                ColumnType::UInt => Value::from(u32::from_le_bytes(arr4(take(&mut p, 4)?))),
-                ColumnType::Long => Value::from(i64::from_le_bytes(arr8(take(&mut p, 8)?))),
-                ColumnType::ULong => Value::from(u64::from_le_bytes(arr8(take(&mut p, 8)?))),
+                ColumnType::Int => Raw::I64(i64::from(i32::from_le_bytes(arr4(take(&mut p, 4)?)))),
+                ColumnType::UInt => Raw::I64(i64::from(u32::from_le_bytes(arr4(take(&mut p, 4)?)))),
+                ColumnType::Long => Raw::I64(i64::from_le_bytes(arr8(take(&mut p, 8)?))),
+                ColumnType::ULong => Raw::U64(u64::from_le_bytes(arr8(take(&mut p, 8)?))),
                 ColumnType::Float => {
-                    float_value(f64::from(f32::from_le_bytes(arr4(take(&mut p, 4)?))))
+                    Raw::F64(f64::from(f32::from_le_bytes(arr4(take(&mut p, 4)?))))
                 }
-                ColumnType::Double => float_value(f64::from_le_bytes(arr8(take(&mut p, 8)?))),
+                ColumnType::Double => Raw::F64(f64::from_le_bytes(arr8(take(&mut p, 8)?))),
                 _ => {
                     let len = u32::from_le_bytes(arr4(take(&mut p, 4)?)) as usize;
-                    let s = take(&mut p, len)?;
-                    Value::String(String::from_utf8_lossy(s).into_owned())
+                    Raw::Str(take(&mut p, len)?)
                 }
             };
             f(col, v);
         }
         Ok(())
     }
+}
+
+/// One decoded property value, borrowing strings from the file.
+enum Raw<'a> {
+    Bool(bool),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Str(&'a [u8]),
+}
+
+impl Raw<'_> {
+    fn to_json(&self) -> Value {
+        match self {
+            Raw::Bool(b) => Value::Bool(*b),
+            Raw::I64(n) => Value::from(*n),
+            Raw::U64(n) => Value::from(*n),
+            Raw::F64(x) => float_value(*x),
+            Raw::Str(s) => Value::String(String::from_utf8_lossy(s).into_owned()),
+        }
+    }
+}
+
+fn write_json_value(out: &mut Vec<u8>, v: Raw<'_>) -> serde_json::Result<()> {
+    match v {
+        Raw::Bool(true) => out.extend_from_slice(b"true"),
+        Raw::Bool(false) => out.extend_from_slice(b"false"),
+        Raw::I64(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+        Raw::U64(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+        // JSON has no NaN/Infinity: such values become null rather than invalid JSON.
+        Raw::F64(x) if x.is_finite() => serde_json::to_writer(&mut *out, &x)?,
+        Raw::F64(_) => out.extend_from_slice(b"null"),
+        Raw::Str(s) => match std::str::from_utf8(s) {
+            Ok(s) => serde_json::to_writer(&mut *out, s)?,
+            Err(_) => serde_json::to_writer(&mut *out, &String::from_utf8_lossy(s))?,
+        },
+    }
+    Ok(())
 }
 
 /// JSON has no NaN/Infinity: such values become null rather than invalid JSON.

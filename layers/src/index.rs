@@ -38,21 +38,51 @@ impl LoadedLayer {
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&v.fgb_path, e))?;
         let view = FgbView::open(mmap)?;
         let leaves = view.leaves()?;
-        let mut by_fid = Vec::with_capacity(leaves.len());
-        for leaf in &leaves {
-            by_fid.push((view.fid(leaf.offset)?, leaf.offset));
+        let n = leaves.len();
+        // Reading the ids touches every feature: split it over the cores.
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |t| t.get())
+            .clamp(1, 8);
+        let chunk = n.div_ceil(threads).max(1);
+        let fids: Vec<i64> = std::thread::scope(|s| {
+            let parts: Vec<_> = leaves
+                .chunks(chunk)
+                .map(|part| {
+                    let view = &view;
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|l| view.fid(l.offset))
+                            .collect::<Result<Vec<i64>>>()
+                    })
+                })
+                .collect();
+            let mut all = Vec::with_capacity(n);
+            for p in parts {
+                all.extend(
+                    p.join()
+                        .map_err(|_| Error::Internal("index loader panicked".into()))??,
+                );
+            }
+            Ok::<_, Error>(all)
+        })?;
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_unstable_by_key(|&i| fids[i as usize]);
+        let mut pos = vec![0u32; n];
+        for (rank, &i) in order.iter().enumerate() {
+            pos[i as usize] = rank as u32;
         }
-        by_fid.sort_unstable();
-        let pos: HashMap<u64, u32> = by_fid
+        let by_fid: Vec<(i64, u64)> = order
             .iter()
-            .enumerate()
-            .map(|(i, (_, off))| (*off, i as u32))
+            .map(|&i| (fids[i as usize], leaves[i as usize].offset))
             .collect();
         let entries: Vec<Entry> = leaves
             .iter()
-            .map(|l| {
-                let rect = Rectangle::from_corners([l.bbox[0], l.bbox[1]], [l.bbox[2], l.bbox[3]]);
-                GeomWithData::new(rect, pos.get(&l.offset).copied().unwrap_or(0))
+            .zip(&pos)
+            .map(|(l, &p)| {
+                GeomWithData::new(
+                    Rectangle::from_corners([l.bbox[0], l.bbox[1]], [l.bbox[2], l.bbox[3]]),
+                    p,
+                )
             })
             .collect();
         Ok(LoadedLayer {
