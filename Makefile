@@ -28,7 +28,14 @@ deps:
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  echo "installing: nodejs npm"; $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
 	@command -v cargo >/dev/null || { echo "cargo (Rust) is required: https://rustup.rs"; exit 1; }
+
+# Independent decoders for the tests (@mapbox/vector-tile), pinned by tests/package-lock.json.
+tests/node_modules: tests/package.json tests/package-lock.json
+	cd tests && npm ci --no-audit --no-fund --silent
+	@touch tests/node_modules
 
 build: deps
 	cargo build --release
@@ -42,7 +49,7 @@ testdata:
 	@if [ -d "$(TESTDATA)/vector" ]; then echo "$(abspath $(TESTDATA))"; \
 	else bash tests/fetch-testdata.sh "$(FETCHED)" >&2 && echo "$(abspath $(FETCHED))"; fi
 
-test: deps lint
+test: deps lint tests/node_modules
 	DATAHUB_TEST_DATA="$$($(MAKE) -s testdata)" cargo test --workspace -- --test-threads=2
 
 bench: deps build

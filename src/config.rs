@@ -16,6 +16,8 @@ pub struct FileSettings {
     pub keep_versions: Option<usize>,
     pub refresh_secs: Option<u64>,
     pub max_unzipped_mb: Option<u64>,
+    /// `[tiles]` and `[tiles.layers.<id>]`.
+    pub tiles: Option<crate::tileserve::TileSettings>,
 }
 
 impl FileSettings {
@@ -38,6 +40,7 @@ pub struct Settings {
     /// How often the server looks for versions published by other processes.
     pub refresh_secs: u64,
     pub max_unzipped_mb: u64,
+    pub tiles: crate::tileserve::TileSettings,
 }
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -56,6 +59,7 @@ impl Settings {
             keep_versions: keep_versions.or(file.keep_versions).unwrap_or(5),
             refresh_secs: file.refresh_secs.unwrap_or(2).max(1),
             max_unzipped_mb: file.max_unzipped_mb.unwrap_or(8192),
+            tiles: file.tiles.unwrap_or_default(),
         }
     }
 }

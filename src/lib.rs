@@ -9,9 +9,12 @@
 //!   paging, GeoJSON documents. Knows nothing of axum.
 //! - [`http`]: axum routers, the one place errors become status codes, graceful
 //!   shutdown, the background refresh that picks up new versions.
+//! - [`tileserve`]: vector tiles of loaded layers (through the `tiles` crate), TileJSON,
+//!   and the tile cache.
 //! - [`demo`]: the generated (synthetic) Monterrey demo layers used by `make run`.
 
 pub mod config;
 pub mod demo;
 pub mod features;
 pub mod http;
+pub mod tileserve;

@@ -220,9 +220,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 // Tests and scripts read the bound address (port 0 = any free port).
                 println!("listening on http://{local}");
                 std::io::stdout().flush()?;
+                let tiles = Arc::new(datahub::tileserve::TileService::new(settings.tiles.clone()));
                 http::serve(
                     listener,
-                    AppState { registry },
+                    AppState { registry, tiles },
                     Duration::from_secs(settings.refresh_secs),
                     shutdown_signal(),
                 )

@@ -665,6 +665,19 @@ impl<B: AsRef<[u8]>> FgbView<B> {
         Ok(())
     }
 
+    /// The properties of the feature at `offset` (without the id), by column name.
+    pub fn properties(&self, offset: u64) -> Result<Vec<(&str, Value)>> {
+        let feat = self.feature(offset)?;
+        let raw = feat.properties().map(|p| p.bytes()).unwrap_or(&[]);
+        let mut out = Vec::new();
+        self.for_each_raw(raw, |i, v| {
+            if i > 0 {
+                out.push((self.columns[i].0.as_str(), v.to_json()));
+            }
+        })?;
+        Ok(out)
+    }
+
     /// The geometry of the feature at `offset` as a `geo` geometry.
     pub fn geometry(&self, offset: u64) -> Result<Option<geo::Geometry<f64>>> {
         let feat = self.feature(offset)?;

@@ -114,6 +114,18 @@ impl LoadedLayer {
         hits
     }
 
+    /// Like [`LoadedLayer::query_bbox`], with each feature's bbox (unsorted).
+    pub fn query_bbox_envelopes(&self, bbox: [f64; 4]) -> Vec<(u32, [f64; 4])> {
+        let env = AABB::from_corners([bbox[0], bbox[1]], [bbox[2], bbox[3]]);
+        self.tree
+            .locate_in_envelope_intersecting(&env)
+            .map(|e| {
+                let (lo, hi) = (e.geom().lower(), e.geom().upper());
+                (e.data, [lo[0], lo[1], hi[0], hi[1]])
+            })
+            .collect()
+    }
+
     /// The feature at position `pos` of the id order: (id, offset).
     pub fn at(&self, pos: u32) -> Option<(i64, u64)> {
         self.by_fid.get(pos as usize).copied()
@@ -133,6 +145,11 @@ impl LoadedLayer {
 
     pub fn geometry(&self, offset: u64) -> Result<Option<geo::Geometry<f64>>> {
         self.view.geometry(offset)
+    }
+
+    /// The properties of the feature at `offset`, by column name (id excluded).
+    pub fn properties(&self, offset: u64) -> Result<Vec<(&str, serde_json::Value)>> {
+        self.view.properties(offset)
     }
 }
 

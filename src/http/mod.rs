@@ -15,11 +15,15 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::features::{self, BadParam};
+use crate::tileserve::TileService;
+
+mod tiles;
 
 /// Shared state: a cheap `Clone` handle.
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    pub tiles: Arc<TileService>,
 }
 
 /// An error response: 4xx bodies explain, 5xx bodies reveal nothing.
@@ -45,7 +49,7 @@ impl ApiError {
             description: msg.into(),
         }
     }
-    fn internal(detail: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -78,7 +82,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -88,6 +92,8 @@ pub fn router(state: AppState) -> Router {
         .route("/collections/:id", get(collection))
         .route("/collections/:id/items", get(items))
         .route("/collections/:id/items/:fid", get(item))
+        .route("/tiles/:layers/:z/:x/:y", get(tiles::tile))
+        .route("/tiles/:name", get(tiles::tilejson))
         .fallback(|| async { ApiError::not_found("no such endpoint; see / for the links") })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -102,6 +108,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let registry = state.registry.clone();
+    let tile_service = state.tiles.clone();
     let refresher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(refresh);
         tick.tick().await;
@@ -110,6 +117,7 @@ pub async fn serve(
             let r = registry.clone();
             match tokio::task::spawn_blocking(move || r.refresh()).await {
                 Ok(Ok(changed)) if !changed.is_empty() => {
+                    tile_service.invalidate(&changed);
                     tracing::info!(?changed, "new layer versions loaded")
                 }
                 Ok(Err(e)) => tracing::error!(error = %e, "refresh failed"),
@@ -125,7 +133,7 @@ pub async fn serve(
 }
 
 /// The URL prefix clients used to reach us (honours reverse-proxy headers).
-fn base_url(headers: &HeaderMap) -> String {
+pub(crate) fn base_url(headers: &HeaderMap) -> String {
     let h = |name: &str| {
         headers
             .get(name)
@@ -140,7 +148,7 @@ fn base_url(headers: &HeaderMap) -> String {
     format!("{proto}://{host}")
 }
 
-fn layer(state: &AppState, id: &str) -> ApiResult<Arc<LoadedLayer>> {
+pub(crate) fn layer(state: &AppState, id: &str) -> ApiResult<Arc<LoadedLayer>> {
     state.registry.get(id).ok_or_else(|| {
         ApiError::not_found(format!(
             "collection '{id}' does not exist; GET /collections lists them"

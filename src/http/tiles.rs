@@ -1,0 +1,114 @@
+//! `/tiles/...`: Mapbox Vector Tiles and TileJSON over HTTP (caching headers, gzip,
+//! conditional requests). The rendering itself is in [`crate::tileserve`].
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use layers::index::LoadedLayer;
+use serde_json::Value;
+use tiles::grid::TileId;
+
+use super::{base_url, layer, ApiError, ApiResult, AppState};
+
+/// "a,b,c" → the loaded layers, 404 naming the first unknown one.
+fn layers_of(state: &AppState, ids: &str) -> ApiResult<Vec<Arc<LoadedLayer>>> {
+    let mut out = Vec::new();
+    for id in ids.split(',') {
+        if out.iter().any(|l: &Arc<LoadedLayer>| l.meta.id == id) {
+            return Err(ApiError::bad_request(format!(
+                "layer '{id}' is listed twice"
+            )));
+        }
+        out.push(layer(state, id)?);
+    }
+    Ok(out)
+}
+
+fn parse_num<T: std::str::FromStr>(what: &str, v: &str) -> ApiResult<T> {
+    v.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "tile {what} must be a whole number >= 0, got '{v}'"
+        ))
+    })
+}
+
+pub async fn tile(
+    State(state): State<AppState>,
+    Path((ids, z, x, y)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let y = y.strip_suffix(".mvt").ok_or_else(|| {
+        ApiError::not_found(format!("tiles end in .mvt: /tiles/{ids}/{z}/{x}/{y}.mvt"))
+    })?;
+    let tile = TileId::new(parse_num("z", &z)?, parse_num("x", &x)?, parse_num("y", y)?)
+        .map_err(ApiError::bad_request)?;
+    let layers = layers_of(&state, &ids)?;
+    let service = state.tiles.clone();
+    let body = tokio::task::spawn_blocking(move || service.tile(&layers, tile))
+        .await
+        .map_err(ApiError::internal)??;
+    let etag = HeaderValue::from_str(&body.etag).map_err(ApiError::internal)?;
+    let cache_control = HeaderValue::from_str(&state.tiles.settings.cache_control)
+        .unwrap_or(HeaderValue::from_static("no-cache"));
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == body.etag || t.trim() == "*")
+        });
+    let mut resp = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else if body.raw.is_empty() {
+        // No feature here: 204 tells map clients there is nothing to draw.
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        let gzip = headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+        let mut r = if gzip {
+            let mut r = body.gzip.clone().into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            r
+        } else {
+            body.raw.clone().into_response()
+        };
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.mapbox-vector-tile"),
+        );
+        if body.dropped > 0 {
+            r.headers_mut()
+                .insert("x-tile-dropped-features", HeaderValue::from(body.dropped));
+        }
+        r
+    };
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, etag);
+    h.insert(header::CACHE_CONTROL, cache_control);
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    Ok(resp)
+}
+
+pub async fn tilejson(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let ids = name.strip_suffix(".json").ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no such endpoint: TileJSON is at /tiles/{name}.json"
+        ))
+    })?;
+    let layers = layers_of(&state, ids)?;
+    Ok(Json(state.tiles.tilejson(
+        &layers,
+        ids,
+        &base_url(&headers),
+    )))
+}

@@ -1,0 +1,325 @@
+//! Vector tiles for loaded layers: turns a layer version into `tiles::render` input,
+//! assembles single and composite tiles, and caches them by bytes.
+//!
+//! Cache keys hold each layer's version, so a tile of an old version can never be
+//! served after a new one is loaded; [`TileService::invalidate`] also evicts them at
+//! once to free the memory. Rendering is blocking: callers run it on the blocking pool.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use layers::fgb::FieldType;
+use layers::index::LoadedLayer;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tiles::grid::TileId;
+use tiles::mvt::MvtValue;
+use tiles::render::{dedupe_points, render_layer, RenderOptions, TileFeature};
+
+/// Per-layer tile options (`[tiles.layers.<id>]` in the settings file).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerTileOptions {
+    pub maxzoom: Option<u8>,
+    pub buffer: Option<u32>,
+    pub tolerance: Option<f64>,
+    /// Only these attributes go into tiles (all when absent).
+    pub fields: Option<Vec<String>>,
+}
+
+/// Tile settings (`[tiles]` in the settings file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TileSettings {
+    pub extent: u32,
+    pub buffer: u32,
+    pub tolerance: f64,
+    pub max_bytes: usize,
+    pub maxzoom: u8,
+    pub cache_mb: u64,
+    pub cache_control: String,
+    pub attribution: String,
+    pub layers: BTreeMap<String, LayerTileOptions>,
+}
+
+impl Default for TileSettings {
+    fn default() -> Self {
+        TileSettings {
+            extent: 4096,
+            buffer: 64,
+            tolerance: 1.0,
+            max_bytes: 500_000,
+            maxzoom: 16,
+            cache_mb: 256,
+            cache_control: "public, max-age=60".into(),
+            attribution: "Municipio de Monterrey".into(),
+            layers: BTreeMap::new(),
+        }
+    }
+}
+
+/// A rendered tile (empty `raw` = no feature in it).
+pub struct TileBody {
+    pub raw: Vec<u8>,
+    pub gzip: Vec<u8>,
+    pub dropped: usize,
+    pub etag: String,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct TileKey {
+    layers: Vec<(String, u32)>,
+    tile: (u8, u32, u32),
+}
+
+pub struct TileService {
+    pub settings: TileSettings,
+    cache: moka::sync::Cache<TileKey, Arc<TileBody>>,
+}
+
+impl TileService {
+    pub fn new(settings: TileSettings) -> Self {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(settings.cache_mb.saturating_mul(1 << 20))
+            .weigher(|_k: &TileKey, v: &Arc<TileBody>| {
+                u32::try_from(v.raw.len() + v.gzip.len() + 128).unwrap_or(u32::MAX)
+            })
+            .support_invalidation_closures()
+            .build();
+        TileService { settings, cache }
+    }
+
+    pub fn maxzoom(&self, id: &str) -> u8 {
+        self.settings
+            .layers
+            .get(id)
+            .and_then(|o| o.maxzoom)
+            .unwrap_or(self.settings.maxzoom)
+    }
+
+    /// Evicts cached tiles of these layers (and composites that include them).
+    pub fn invalidate(&self, ids: &[String]) {
+        let ids = ids.to_vec();
+        let _ = self
+            .cache
+            .invalidate_entries_if(move |k, _| k.layers.iter().any(|(id, _)| ids.contains(id)));
+    }
+
+    /// The tile of these layers (one MVT layer each, in the given order).
+    pub fn tile(&self, layers: &[Arc<LoadedLayer>], tile: TileId) -> layers::Result<Arc<TileBody>> {
+        let key = TileKey {
+            layers: layers
+                .iter()
+                .map(|l| (l.meta.id.clone(), l.meta.version))
+                .collect(),
+            tile: (tile.z, tile.x, tile.y),
+        };
+        if let Some(hit) = self.cache.get(&key) {
+            return Ok(hit);
+        }
+        let mut raw = Vec::new();
+        let mut dropped = 0;
+        for l in layers {
+            dropped += self.render_one(l, tile, &mut raw)?;
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let gzip = gz
+            .write_all(&raw)
+            .and_then(|_| gz.finish())
+            .map_err(|e| layers::Error::Internal(format!("gzip: {e}")))?;
+        let tag: String = key
+            .layers
+            .iter()
+            .map(|(id, v)| format!("{id}.{v}"))
+            .collect::<Vec<_>>()
+            .join("+");
+        let body = Arc::new(TileBody {
+            raw,
+            gzip,
+            dropped,
+            etag: format!("\"{tag}-{}-{}-{}\"", tile.z, tile.x, tile.y),
+        });
+        self.cache.insert(key, body.clone());
+        Ok(body)
+    }
+
+    /// Renders one layer into `buf`; returns how many features the size cap dropped.
+    fn render_one(
+        &self,
+        layer: &LoadedLayer,
+        tile: TileId,
+        buf: &mut Vec<u8>,
+    ) -> layers::Result<usize> {
+        let s = &self.settings;
+        let lo = s.layers.get(&layer.meta.id).cloned().unwrap_or_default();
+        let opts = RenderOptions {
+            extent: s.extent,
+            buffer: lo.buffer.unwrap_or(s.buffer),
+            tolerance: lo.tolerance.unwrap_or(s.tolerance),
+            max_bytes: s.max_bytes,
+            at_maxzoom: tile.z >= self.maxzoom(&layer.meta.id),
+        };
+        let b = tile.bounds_lonlat(opts.buffer, opts.extent);
+        // Tiles outside the layer's bounds never touch the index.
+        let Some(lb) = layer.meta.bbox else {
+            return Ok(0);
+        };
+        if lb[0] > b[2] || lb[2] < b[0] || lb[1] > b[3] || lb[3] < b[1] {
+            return Ok(0);
+        }
+        let mut hits = layer.query_bbox_envelopes(b);
+        hits.sort_unstable_by_key(|h| h.0);
+        let points_only = layer.meta.geometry_types.iter().all(|t| t == "Point");
+        let keep: Vec<u32> = if points_only && !opts.at_maxzoom {
+            // Many points on one tile unit draw as one: drop them before decoding.
+            let pos: Vec<(f64, f64)> = hits.iter().map(|(_, e)| (e[0], e[1])).collect();
+            dedupe_points(tile, opts.extent, &pos)
+                .into_iter()
+                .map(|i| hits[i].0)
+                .collect()
+        } else {
+            hits.iter().map(|h| h.0).collect()
+        };
+        let wanted = lo.fields.as_ref();
+        let types: BTreeMap<&str, FieldType> = layer
+            .meta
+            .schema
+            .iter()
+            .map(|f| (f.name.as_str(), f.ftype))
+            .collect();
+        let mut feats = Vec::with_capacity(keep.len());
+        for pos in keep {
+            let Some((fid, offset)) = layer.at(pos) else {
+                continue;
+            };
+            let Some(geometry) = layer.geometry(offset)? else {
+                continue;
+            };
+            let mut props = Vec::new();
+            for (name, v) in layer.properties(offset)? {
+                if wanted.is_some_and(|w| !w.iter().any(|f| f == name)) {
+                    continue;
+                }
+                if let Some(mv) = mvt_value(&v, types.get(name).copied()) {
+                    props.push((name.to_string(), mv));
+                }
+            }
+            feats.push(TileFeature {
+                id: u64::try_from(fid).unwrap_or(0),
+                geometry,
+                props,
+            });
+        }
+        let stats = render_layer(&layer.meta.id, tile, feats, &opts, buf);
+        Ok(stats.map_or(0, |s| s.dropped_for_size))
+    }
+
+    /// TileJSON 3.0.0 for one or more layers.
+    pub fn tilejson(&self, layers: &[Arc<LoadedLayer>], ids: &str, base: &str) -> Value {
+        let mut bounds = [
+            180.0f64,
+            85.051_128_779_806_59,
+            -180.0,
+            -85.051_128_779_806_59,
+        ];
+        let mut any = false;
+        let mut vector_layers = Vec::new();
+        let mut maxzoom = 0u8;
+        for l in layers {
+            if let Some(b) = l.meta.bbox {
+                any = true;
+                bounds = [
+                    bounds[0].min(b[0]),
+                    bounds[1].min(b[1]),
+                    bounds[2].max(b[2]),
+                    bounds[3].max(b[3]),
+                ];
+            }
+            let mz = self.maxzoom(&l.meta.id);
+            maxzoom = maxzoom.max(mz);
+            let wanted = self
+                .settings
+                .layers
+                .get(&l.meta.id)
+                .and_then(|o| o.fields.clone());
+            let fields: serde_json::Map<String, Value> = l
+                .meta
+                .schema
+                .iter()
+                .filter(|f| wanted.as_ref().is_none_or(|w| w.contains(&f.name)))
+                .map(|f| {
+                    let t = match f.ftype {
+                        FieldType::Bool => "Boolean",
+                        FieldType::Int | FieldType::Long | FieldType::Float => "Number",
+                        _ => "String",
+                    };
+                    (f.name.clone(), Value::from(t))
+                })
+                .collect();
+            vector_layers.push(json!({
+                "id": l.meta.id, "description": l.meta.title, "fields": fields,
+                "minzoom": 0, "maxzoom": mz,
+            }));
+        }
+        if !any {
+            bounds = [-180.0, -85.051_128_779_806_59, 180.0, 85.051_128_779_806_59];
+        }
+        let bounds = [
+            bounds[0].max(-180.0),
+            bounds[1].max(-85.051_128_779_806_59),
+            bounds[2].min(180.0),
+            bounds[3].min(85.051_128_779_806_59),
+        ];
+        let (w, h) = (bounds[2] - bounds[0], bounds[3] - bounds[1]);
+        let zoom = (0..=maxzoom)
+            .rev()
+            .find(|z| {
+                let span = 360.0 / f64::from(1u32 << z);
+                w <= span * 2.0 && h <= span * 1.5
+            })
+            .unwrap_or(0);
+        let names: Vec<&str> = layers.iter().map(|l| l.meta.title.as_str()).collect();
+        let desc: Vec<&str> = layers
+            .iter()
+            .map(|l| l.meta.description.as_str())
+            .filter(|d| !d.is_empty())
+            .collect();
+        json!({
+            "tilejson": "3.0.0",
+            "name": names.join(", "),
+            "description": desc.join(" "),
+            "attribution": self.settings.attribution,
+            "scheme": "xyz",
+            "tiles": [format!("{base}/tiles/{ids}/{{z}}/{{x}}/{{y}}.mvt")],
+            "minzoom": 0,
+            "maxzoom": maxzoom,
+            "bounds": bounds,
+            "center": [(bounds[0] + bounds[2]) / 2.0, (bounds[1] + bounds[3]) / 2.0, zoom],
+            "vector_layers": vector_layers,
+        })
+    }
+}
+
+/// The MVT type of a stored value: integers as uint (>= 0) or sint (< 0), reals as
+/// double, dates as strings.
+fn mvt_value(v: &Value, t: Option<FieldType>) -> Option<MvtValue> {
+    match v {
+        Value::Null => None,
+        Value::Bool(b) => Some(MvtValue::Bool(*b)),
+        Value::Number(n) => {
+            if matches!(t, Some(FieldType::Float)) {
+                return n.as_f64().map(MvtValue::Double);
+            }
+            if let Some(u) = n.as_u64() {
+                Some(MvtValue::Uint(u))
+            } else if let Some(i) = n.as_i64() {
+                Some(MvtValue::Sint(i))
+            } else {
+                n.as_f64().map(MvtValue::Double)
+            }
+        }
+        Value::String(s) => Some(MvtValue::String(s.clone())),
+        other => Some(MvtValue::String(other.to_string())),
+    }
+}
