@@ -5,9 +5,9 @@
 //! served after a new one is loaded; [`TileService::invalidate`] also evicts them at
 //! once to free the memory. Rendering is blocking: callers run it on the blocking pool.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use layers::fgb::FieldType;
 use layers::index::LoadedLayer;
@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tiles::grid::TileId;
 use tiles::mvt::MvtValue;
-use tiles::render::{dedupe_points, render_layer, RenderOptions, TileFeature};
+use tiles::render::{render_layer, PointLevel, RenderOptions, TileFeature};
 
 /// Per-layer tile options (`[tiles.layers.<id>]` in the settings file).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -73,9 +73,13 @@ struct TileKey {
     tile: (u8, u32, u32),
 }
 
+type LevelKey = (String, u32, u8);
+
 pub struct TileService {
     pub settings: TileSettings,
     cache: moka::sync::Cache<TileKey, Arc<TileBody>>,
+    /// Generalised point sets per (layer, version, zoom), built on first use.
+    levels: Mutex<HashMap<LevelKey, Arc<OnceLock<Arc<PointLevel>>>>>,
 }
 
 impl TileService {
@@ -87,7 +91,41 @@ impl TileService {
             })
             .support_invalidation_closures()
             .build();
-        TileService { settings, cache }
+        TileService {
+            settings,
+            cache,
+            levels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn point_level(&self, layer: &LoadedLayer, z: u8) -> Arc<PointLevel> {
+        let key = (layer.meta.id.clone(), layer.meta.version, z);
+        let cell = {
+            let mut map = self.levels.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key).or_default().clone()
+        };
+        // Built outside the map's lock: other layers and zooms are not held up.
+        if let Some(l) = cell.get() {
+            return l.clone();
+        }
+        // Levels nest: build from the next finer level when it is already there.
+        let finer = {
+            let map = self.levels.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(&(
+                layer.meta.id.clone(),
+                layer.meta.version,
+                z.saturating_add(1),
+            ))
+            .and_then(|c| c.get().cloned())
+        };
+        cell.get_or_init(|| {
+            let pts = match finer {
+                Some(f) => f.points(),
+                None => layer.anchors(),
+            };
+            Arc::new(PointLevel::build(z, &pts))
+        })
+        .clone()
     }
 
     pub fn maxzoom(&self, id: &str) -> u8 {
@@ -100,6 +138,10 @@ impl TileService {
 
     /// Evicts cached tiles of these layers (and composites that include them).
     pub fn invalidate(&self, ids: &[String]) {
+        {
+            let mut map = self.levels.lock().unwrap_or_else(|p| p.into_inner());
+            map.retain(|k, _| !ids.contains(&k.0));
+        }
         let ids = ids.to_vec();
         let _ = self
             .cache
@@ -168,18 +210,56 @@ impl TileService {
         if lb[0] > b[2] || lb[2] < b[0] || lb[1] > b[3] || lb[3] < b[1] {
             return Ok(0);
         }
-        let mut hits = layer.query_bbox_envelopes(b);
-        hits.sort_unstable_by_key(|h| h.0);
         let points_only = layer.meta.geometry_types.iter().all(|t| t == "Point");
+        let mut pre_dropped = 0;
         let keep: Vec<u32> = if points_only && !opts.at_maxzoom {
-            // Many points on one tile unit draw as one: drop them before decoding.
-            let pos: Vec<(f64, f64)> = hits.iter().map(|(_, e)| (e[0], e[1])).collect();
-            dedupe_points(tile, opts.extent, &pos)
-                .into_iter()
-                .map(|i| hits[i].0)
-                .collect()
+            // Generalised points (lowest id per tile unit), decided before decoding;
+            // when even those exceed what the cap can hold (~12 bytes per point at the
+            // least), lower zoom levels are the cap's grid thinning.
+            // A tile with few candidates is generalised on its own; a dense one
+            // (low zoom over many points) uses the layer's cached levels.
+            const DIRECT_MAX: usize = 200_000;
+            let mut direct = Vec::new();
+            let mut dense = false;
+            for (pos, e) in layer.query_bbox_iter(b) {
+                if direct.len() == DIRECT_MAX {
+                    dense = true;
+                    break;
+                }
+                direct.push((pos, e[0], e[1]));
+            }
+            let max_count = (s.max_bytes / 16).max(1);
+            let mut z = tile.z;
+            let mut cand;
+            let distinct;
+            if dense {
+                cand = self.point_level(layer, z).query(tile, b);
+                distinct = cand.len();
+                while cand.len() > max_count && z > 0 {
+                    z -= 1;
+                    cand = self.point_level(layer, z).query(tile, b);
+                }
+            } else {
+                let mut level = PointLevel::build(z, &direct);
+                distinct = level.len();
+                while level.len() > max_count && z > 0 {
+                    z -= 1;
+                    level = PointLevel::build(z, &level.points());
+                }
+                cand = level.points();
+            }
+            pre_dropped = distinct - cand.len();
+            let mut k: Vec<u32> = cand.into_iter().map(|c| c.0).collect();
+            k.sort_unstable();
+            k
         } else {
-            hits.iter().map(|h| h.0).collect()
+            let mut k: Vec<u32> = layer
+                .query_bbox_envelopes(b)
+                .into_iter()
+                .map(|h| h.0)
+                .collect();
+            k.sort_unstable();
+            k
         };
         let wanted = lo.fields.as_ref();
         let types: BTreeMap<&str, FieldType> = layer
@@ -212,7 +292,7 @@ impl TileService {
             });
         }
         let stats = render_layer(&layer.meta.id, tile, feats, &opts, buf);
-        Ok(stats.map_or(0, |s| s.dropped_for_size))
+        Ok(pre_dropped + stats.map_or(0, |s| s.dropped_for_size))
     }
 
     /// TileJSON 3.0.0 for one or more layers.

@@ -114,6 +114,16 @@ impl LoadedLayer {
         hits
     }
 
+    /// Lazily: (position, bbox) of the features whose bbox intersects `bbox`, so a
+    /// caller can stop early.
+    pub fn query_bbox_iter(&self, bbox: [f64; 4]) -> impl Iterator<Item = (u32, [f64; 4])> + '_ {
+        let env = AABB::from_corners([bbox[0], bbox[1]], [bbox[2], bbox[3]]);
+        self.tree.locate_in_envelope_intersecting(&env).map(|e| {
+            let (lo, hi) = (e.geom().lower(), e.geom().upper());
+            (e.data, [lo[0], lo[1], hi[0], hi[1]])
+        })
+    }
+
     /// Like [`LoadedLayer::query_bbox`], with each feature's bbox (unsorted).
     pub fn query_bbox_envelopes(&self, bbox: [f64; 4]) -> Vec<(u32, [f64; 4])> {
         let env = AABB::from_corners([bbox[0], bbox[1]], [bbox[2], bbox[3]]);
@@ -122,6 +132,18 @@ impl LoadedLayer {
             .map(|e| {
                 let (lo, hi) = (e.geom().lower(), e.geom().upper());
                 (e.data, [lo[0], lo[1], hi[0], hi[1]])
+            })
+            .collect()
+    }
+
+    /// Every feature's position in id order and the lower-left corner of its bbox
+    /// (the point itself, for point layers).
+    pub fn anchors(&self) -> Vec<(u32, f64, f64)> {
+        self.tree
+            .iter()
+            .map(|e| {
+                let lo = e.geom().lower();
+                (e.data, lo[0], lo[1])
             })
             .collect()
     }

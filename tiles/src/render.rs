@@ -417,21 +417,112 @@ fn thin_to_cap(enc: &mut Vec<Encoded>, max_bytes: usize) -> usize {
     before - enc.len()
 }
 
-/// Below maxzoom, points that fall on the same tile unit are drawn as one: given the
-/// candidates' positions (lon/lat), returns the indices to keep (the first of each unit,
-/// in the given order). Lets a z0 tile of a million points skip decoding most of them.
-pub fn dedupe_points(tile: TileId, extent: u32, positions: &[(f64, f64)]) -> Vec<usize> {
-    let tr = TileTransform::new(tile, extent);
-    let mut seen = std::collections::HashSet::with_capacity(positions.len().min(1 << 20));
-    positions
-        .iter()
-        .enumerate()
-        .filter(|(_, (lon, lat))| {
-            let (x, y) = tr.apply(*lon, *lat);
-            seen.insert((x.round() as i64, y.round() as i64))
-        })
-        .map(|(i, _)| i)
-        .collect()
+/// Point generalisation for one zoom level: of the points that fall on the same tile
+/// unit at zoom `z` (global grid of 4096 units per tile), only the lowest id is drawn.
+/// Levels nest (a unit at z-1 is 2x2 units at z), so the size cap's grid thinning at
+/// zoom z is simply the level of a lower zoom. Built once per layer version and zoom,
+/// it lets a z0 tile of a million points touch only the few points it shows.
+pub struct PointLevel {
+    z: u8,
+    /// (tile key at zoom z, id-order position, lon, lat), sorted by key: a tile's
+    /// points are one binary search away (cheaper to build than an R-tree).
+    items: Vec<(u64, u32, f64, f64)>,
+}
+
+impl PointLevel {
+    /// `points`: (id-order position, lon, lat).
+    pub fn build(z: u8, points: &[(u32, f64, f64)]) -> PointLevel {
+        use std::collections::HashMap;
+        let n = f64::from(1u32 << z) * 4096.0;
+        let mut best: HashMap<(i64, i64), (u32, f64, f64), BuildMix> =
+            HashMap::with_capacity_and_hasher(points.len().min(1 << 20), BuildMix);
+        for &(pos, lon, lat) in points {
+            let (mx, my) = crate::grid::lonlat_to_merc(lon, lat);
+            let w = 2.0 * crate::grid::HALF_WORLD;
+            let gx = ((mx + crate::grid::HALF_WORLD) / w * n).floor() as i64;
+            let gy = ((crate::grid::HALF_WORLD - my) / w * n).floor() as i64;
+            best.entry((gx, gy))
+                .and_modify(|b| {
+                    if pos < b.0 {
+                        *b = (pos, lon, lat);
+                    }
+                })
+                .or_insert((pos, lon, lat));
+        }
+        let mut items: Vec<(u64, u32, f64, f64)> = best
+            .into_iter()
+            .map(|((gx, gy), (pos, lon, lat))| (tile_key(gx >> 12, gy >> 12), pos, lon, lat))
+            .collect();
+        items.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        PointLevel { z, items }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// All of this level's points: (id-order position, lon, lat).
+    pub fn points(&self) -> Vec<(u32, f64, f64)> {
+        self.items.iter().map(|i| (i.1, i.2, i.3)).collect()
+    }
+
+    /// This level's points inside `bbox` (lon/lat) around `tile` (of zoom >= the
+    /// level's): (id-order position, lon, lat).
+    pub fn query(&self, tile: TileId, bbox: [f64; 4]) -> Vec<(u32, f64, f64)> {
+        let shift = tile.z.saturating_sub(self.z);
+        let (tx, ty) = (i64::from(tile.x >> shift), i64::from(tile.y >> shift));
+        let mut out = Vec::new();
+        for dx in -1..=1 {
+            for dy in -1..=1 {
+                let k = tile_key(tx + dx, ty + dy);
+                let start = self.items.partition_point(|i| i.0 < k);
+                for i in self.items[start..].iter().take_while(|i| i.0 == k) {
+                    if bbox[0] <= i.2 && i.2 <= bbox[2] && bbox[1] <= i.3 && i.3 <= bbox[3] {
+                        out.push((i.1, i.2, i.3));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn tile_key(tx: i64, ty: i64) -> u64 {
+    ((tx as u64 & 0xffff_ffff) << 32) | (ty as u64 & 0xffff_ffff)
+}
+
+/// A cheap hasher for integer cell keys (SipHash would dominate the z0 tile).
+#[derive(Clone, Copy, Default)]
+struct BuildMix;
+
+impl std::hash::BuildHasher for BuildMix {
+    type Hasher = Mix;
+    fn build_hasher(&self) -> Mix {
+        Mix(0)
+    }
+}
+
+struct Mix(u64);
+
+impl std::hash::Hasher for Mix {
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_i64(&mut self, v: i64) {
+        self.0 = (self.0.rotate_left(29) ^ v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 #[cfg(test)]
@@ -489,5 +580,36 @@ mod tests {
             "{s:?}"
         );
         assert!(buf.len() <= 60_000, "{}", buf.len());
+    }
+
+    #[test]
+    fn point_levels_nest_and_keep_lowest_ids() {
+        let pts: Vec<(u32, f64, f64)> = (0..10_000u32)
+            .map(|i| {
+                (
+                    i,
+                    -100.42 + 0.24 * f64::from(i % 100) / 100.0,
+                    25.62 + 0.16 * f64::from(i / 100) / 100.0,
+                )
+            })
+            .collect();
+        let fine = PointLevel::build(5, &pts);
+        let coarse = PointLevel::build(4, &fine.points());
+        let direct = PointLevel::build(4, &pts);
+        let mut a: Vec<u32> = coarse.points().iter().map(|p| p.0).collect();
+        let mut b: Vec<u32> = direct.points().iter().map(|p| p.0).collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(
+            a, b,
+            "building from the finer level must equal building from all points"
+        );
+        assert!(coarse.len() < fine.len() && fine.len() <= pts.len());
+        let t = TileId::new(5, 7, 13).unwrap();
+        let b = t.bounds_lonlat(64, 4096);
+        let q = fine.query(t, b);
+        assert_eq!(q.len(), fine.len(), "the whole city is in this tile");
+        // A coarser level queried with the finer tile finds its parent's points.
+        assert_eq!(coarse.query(t, b).len(), coarse.len());
     }
 }

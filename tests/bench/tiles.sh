@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Tile serving under a viewport-grid workload: every tile a 1280x800 map needs at
+# z8/10/12/14/16 while panning over a city, on (a) 1 M generated points around Monterrey
+# and (b) the 3,233 US counties (over Dallas). Uncached: each tile once, 8 concurrent
+# keep-alive clients (Python http.client), total time, req/s, p50/p99. Cached: wrk.
+# Usage: tiles.sh WORKDIR (with WORKDIR/million.csv from run.sh) — called by run.sh.
+set -euo pipefail
+work=${1:?}
+perf="${DATAHUB_TEST_DATA:?}/perf"
+bin=./target/release/datahub
+
+mkdir -p "$work/tiles"
+$bin --data "$work/tiles/data" ingest "$work/million-mty.csv" --layer puntos --ministry bench >/dev/null
+$bin --data "$work/tiles/data" ingest "$perf/cb_2016_us_county_500k.shp" --layer condados --ministry bench --crs EPSG:4269 >/dev/null
+
+grid() { # layer lon lat -> URL paths of the viewport grid
+  python3 - "$1" "$2" "$3" <<'PY'
+import math, sys
+layer, lon0, lat0 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+def tile(z, lon, lat):
+    n = 2 ** z
+    r = math.radians(lat)
+    return (lon + 180) / 360 * n, (1 - math.asinh(math.tan(r)) / math.pi) / 2 * n
+seen = []
+for z in (8, 10, 12, 14, 16):
+    # Pan across the city: viewport centres on a 5x4 grid over ~0.24 x 0.16 degrees.
+    for i in range(5):
+        for j in range(4):
+            cx, cy = tile(z, lon0 - 0.12 + 0.06 * i, lat0 - 0.08 + 0.0533 * j)
+            hw, hh = 1280 / 512 / 2, 800 / 512 / 2   # 512-px tiles, as MapLibre draws them
+            for x in range(math.floor(cx - hw), math.floor(cx + hw) + 1):
+                for y in range(math.floor(cy - hh), math.floor(cy + hh) + 1):
+                    p = f"/tiles/{layer}/{z}/{x}/{y}.mvt"
+                    if p not in seen:
+                        seen.append(p)
+print("\n".join(seen))
+PY
+}
+
+once() { # base paths-file -> "N tiles once uncached: ..."
+  python3 - "$1" "$2" <<'PY'
+import http.client, sys, time, threading, statistics
+host, paths = sys.argv[1].split("//")[1], open(sys.argv[2]).read().split()
+lat, lock, idx = [], threading.Lock(), [0]
+def work():
+    c = http.client.HTTPConnection(host)
+    while True:
+        with lock:
+            if idx[0] >= len(paths): return
+            p = paths[idx[0]]; idx[0] += 1
+        t = time.perf_counter()
+        c.request("GET", p, headers={"Accept-Encoding": "gzip"})
+        r = c.getresponse(); r.read()
+        assert r.status in (200, 204), (p, r.status)
+        with lock: lat.append(time.perf_counter() - t)
+t0 = time.perf_counter()
+ts = [threading.Thread(target=work) for _ in range(8)]
+[t.start() for t in ts]; [t.join() for t in ts]
+dt = time.perf_counter() - t0
+lat.sort()
+print(f"{len(paths)} tiles once, uncached: {dt:.2f} s, {len(paths)/dt:.0f} req/s, "
+      f"p50 {lat[len(lat)//2]*1000:.1f} ms, p99 {lat[int(len(lat)*0.99)]*1000:.1f} ms")
+PY
+}
+
+serve() {
+  $bin --data "$work/tiles/data" serve --addr 127.0.0.1:0 > "$work/tiles/serve.out" 2>/dev/null &
+  for _ in $(seq 200); do grep -q listening "$work/tiles/serve.out" 2>/dev/null && break; sleep 0.1; done
+  sed -n 's/listening on //p' "$work/tiles/serve.out"
+}
+
+cat > "$work/tiles/list.lua" <<'LUA'
+local paths = {}
+for line in io.lines(os.getenv("TILE_LIST")) do paths[#paths + 1] = line end
+local i = 0
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i], {["Accept-Encoding"] = "gzip"})
+end
+LUA
+
+for spec in "puntos -100.30 25.70" "condados -96.80 32.78"; do
+  set -- $spec
+  grid "$1" "$2" "$3" > "$work/tiles/$1.txt"
+  base=$(serve)
+  echo "-- $1: $(once "$base" "$work/tiles/$1.txt")"
+  res=$(TILE_LIST="$work/tiles/$1.txt" wrk -t2 -c8 -d8s --latency -s "$work/tiles/list.lua" "$base" 2>&1)
+  echo "-- $1 cached (wrk -t2 -c8 -d8s): $(echo "$res" | awk '/Requests\/sec/ {print $2 " req/s"}'), p50 $(echo "$res" | awk '$1=="50%" {print $2}'), p99 $(echo "$res" | awk '$1=="99%" {print $2}')"
+  if [ "$1" = puntos ]; then
+    for z in 0 2 4 6; do
+      read -r x y < <(python3 -c "import math;z=$z;n=2**z;r=math.radians(25.7);print(int((-100.3+180)/360*n), int((1-math.asinh(math.tan(r))/math.pi)/2*n))")
+      curl -s -o "$work/tiles/z.mvt" -D "$work/tiles/h.txt" -w "%{time_total}" "$base/tiles/puntos/$z/$x/$y.mvt" > "$work/tiles/t.txt"
+      echo "   z$z tile of 1 M points: $(awk '{printf "%.0f ms", $1*1000}' "$work/tiles/t.txt"), $(stat -c %s "$work/tiles/z.mvt") bytes, dropped $(awk 'tolower($1)=="x-tile-dropped-features:" {print $2+0}' "$work/tiles/h.txt" | tr -d '\r')"
+    done
+  fi
+  kill %% 2>/dev/null || true; wait 2>/dev/null || true
+done
