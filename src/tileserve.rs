@@ -59,10 +59,11 @@ impl Default for TileSettings {
     }
 }
 
-/// A rendered tile (empty `raw` = no feature in it).
+/// A rendered tile (empty `raw` = no feature in it). `Bytes`, so serving a cached
+/// tile shares the buffer instead of copying it.
 pub struct TileBody {
-    pub raw: Vec<u8>,
-    pub gzip: Vec<u8>,
+    pub raw: bytes::Bytes,
+    pub gzip: bytes::Bytes,
     pub dropped: usize,
     pub etag: String,
 }
@@ -108,7 +109,7 @@ impl TileService {
         if let Some(l) = cell.get() {
             return l.clone();
         }
-        // Levels nest: build from the next finer level when it is already there.
+        // Levels nest: build from the nearest finer level when one is already there.
         let finer = {
             let map = self.levels.lock().unwrap_or_else(|p| p.into_inner());
             map.get(&(
@@ -148,15 +149,24 @@ impl TileService {
             .invalidate_entries_if(move |k, _| k.layers.iter().any(|(id, _)| ids.contains(id)));
     }
 
-    /// The tile of these layers (one MVT layer each, in the given order).
-    pub fn tile(&self, layers: &[Arc<LoadedLayer>], tile: TileId) -> layers::Result<Arc<TileBody>> {
-        let key = TileKey {
+    fn key(layers: &[Arc<LoadedLayer>], tile: TileId) -> TileKey {
+        TileKey {
             layers: layers
                 .iter()
                 .map(|l| (l.meta.id.clone(), l.meta.version))
                 .collect(),
             tile: (tile.z, tile.x, tile.y),
-        };
+        }
+    }
+
+    /// A cached tile, without rendering (cheap: callers may try it on the executor).
+    pub fn cached(&self, layers: &[Arc<LoadedLayer>], tile: TileId) -> Option<Arc<TileBody>> {
+        self.cache.get(&Self::key(layers, tile))
+    }
+
+    /// The tile of these layers (one MVT layer each, in the given order).
+    pub fn tile(&self, layers: &[Arc<LoadedLayer>], tile: TileId) -> layers::Result<Arc<TileBody>> {
+        let key = Self::key(layers, tile);
         if let Some(hit) = self.cache.get(&key) {
             return Ok(hit);
         }
@@ -177,8 +187,8 @@ impl TileService {
             .collect::<Vec<_>>()
             .join("+");
         let body = Arc::new(TileBody {
-            raw,
-            gzip,
+            raw: raw.into(),
+            gzip: gzip.into(),
             dropped,
             etag: format!("\"{tag}-{}-{}-{}\"", tile.z, tile.x, tile.y),
         });
@@ -262,27 +272,30 @@ impl TileService {
             k
         };
         let wanted = lo.fields.as_ref();
-        let types: BTreeMap<&str, FieldType> = layer
+        // Per schema field: its shared name and type, or None when not in tiles.
+        let fields: Vec<Option<(Arc<str>, FieldType)>> = layer
             .meta
             .schema
             .iter()
-            .map(|f| (f.name.as_str(), f.ftype))
+            .map(|f| {
+                let included = wanted.is_none_or(|w| w.iter().any(|n| n == &f.name));
+                included.then(|| (Arc::from(f.name.as_str()), f.ftype))
+            })
             .collect();
         let mut feats = Vec::with_capacity(keep.len());
         for pos in keep {
             let Some((fid, offset)) = layer.at(pos) else {
                 continue;
             };
-            let Some(geometry) = layer.geometry(offset)? else {
+            let (Some(geometry), values) = layer.geometry_and_properties(offset)? else {
                 continue;
             };
-            let mut props = Vec::new();
-            for (name, v) in layer.properties(offset)? {
-                if wanted.is_some_and(|w| !w.iter().any(|f| f == name)) {
-                    continue;
-                }
-                if let Some(mv) = mvt_value(&v, types.get(name).copied()) {
-                    props.push((name.to_string(), mv));
+            let mut props = Vec::with_capacity(values.len());
+            for (i, v) in values {
+                if let Some(Some((name, t))) = fields.get(i) {
+                    if let Some(mv) = mvt_value(&v, Some(*t)) {
+                        props.push((name.clone(), mv));
+                    }
                 }
             }
             feats.push(TileFeature {

@@ -478,6 +478,9 @@ fn hilbert(x: u32, y: u32) -> u32 {
     (i1 << 1) | i0
 }
 
+/// A feature's geometry and its properties by schema index (the id column excluded).
+pub type Decoded = (Option<geo::Geometry<f64>>, Vec<(usize, Value)>);
+
 /// A bbox and byte offset of one feature, from the R-tree's leaf level.
 #[derive(Debug, Clone, Copy)]
 pub struct Leaf {
@@ -676,6 +679,29 @@ impl<B: AsRef<[u8]>> FgbView<B> {
             }
         })?;
         Ok(out)
+    }
+
+    /// Geometry and properties of the feature at `offset` in one read.
+    pub fn geometry_and_properties(&self, offset: u64) -> Result<Decoded> {
+        let feat = self.feature(offset)?;
+        let geom = match feat.geometry() {
+            Some(g) => {
+                let mut w = geozero::geo_types::GeoWriter::new();
+                g.process(&mut w, self.geometry_type)
+                    .map_err(|e| Error::Corrupt(format!("bad geometry at offset {offset}: {e}")))?;
+                w.take_geometry()
+            }
+            None => None,
+        };
+        let raw = feat.properties().map(|p| p.bytes()).unwrap_or(&[]);
+        let mut props = Vec::new();
+        self.for_each_raw(raw, |i, v| {
+            if i > 0 {
+                // Column 0 is the id; schema field k is column k + 1.
+                props.push((i - 1, v.to_json()));
+            }
+        })?;
+        Ok((geom, props))
     }
 
     /// The geometry of the feature at `offset` as a `geo` geometry.

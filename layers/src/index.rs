@@ -169,6 +169,11 @@ impl LoadedLayer {
         self.view.geometry(offset)
     }
 
+    /// Geometry and properties (by schema index) of the feature at `offset`.
+    pub fn geometry_and_properties(&self, offset: u64) -> Result<crate::fgb::Decoded> {
+        self.view.geometry_and_properties(offset)
+    }
+
     /// The properties of the feature at `offset`, by column name (id excluded).
     pub fn properties(&self, offset: u64) -> Result<Vec<(&str, serde_json::Value)>> {
         self.view.properties(offset)

@@ -46,10 +46,16 @@ pub async fn tile(
     let tile = TileId::new(parse_num("z", &z)?, parse_num("x", &x)?, parse_num("y", y)?)
         .map_err(ApiError::bad_request)?;
     let layers = layers_of(&state, &ids)?;
-    let service = state.tiles.clone();
-    let body = tokio::task::spawn_blocking(move || service.tile(&layers, tile))
-        .await
-        .map_err(ApiError::internal)??;
+    // Cache hits are answered here; only rendering goes to the blocking pool.
+    let body = match state.tiles.cached(&layers, tile) {
+        Some(b) => b,
+        None => {
+            let service = state.tiles.clone();
+            tokio::task::spawn_blocking(move || service.tile(&layers, tile))
+                .await
+                .map_err(ApiError::internal)??
+        }
+    };
     let etag = HeaderValue::from_str(&body.etag).map_err(ApiError::internal)?;
     let cache_control = HeaderValue::from_str(&state.tiles.settings.cache_control)
         .unwrap_or(HeaderValue::from_static("no-cache"));

@@ -51,8 +51,9 @@ pub struct TileFeature {
     pub id: u64,
     /// Lon/lat (EPSG:4326).
     pub geometry: Geometry<f64>,
-    /// (field name, value); nulls are simply absent.
-    pub props: Vec<(String, MvtValue)>,
+    /// (field name, value); nulls are simply absent. Names are shared (`Arc`): a tile
+    /// may hold tens of thousands of features with the same few keys.
+    pub props: Vec<(std::sync::Arc<str>, MvtValue)>,
 }
 
 /// What one layer came to.
@@ -69,7 +70,7 @@ struct Encoded {
     id: u64,
     gtype: GeomType,
     cmds: Vec<u32>,
-    props: Vec<(String, MvtValue)>,
+    props: Vec<(std::sync::Arc<str>, MvtValue)>,
     /// Point position (for grid thinning) or length/area (for size ordering).
     anchor: (i32, i32),
     weight: f64,
@@ -127,11 +128,8 @@ pub fn render_layer(
         enc.sort_by_key(|e| e.id);
         let mut layer = LayerBuilder::new(name, opts.extent);
         for e in &enc {
-            let props: Vec<(&str, MvtValue)> = e
-                .props
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.clone()))
-                .collect();
+            let props: Vec<(&str, MvtValue)> =
+                e.props.iter().map(|(k, v)| (&**k, v.clone())).collect();
             layer.add(e.id, e.gtype, &e.cmds, &props);
         }
         let mut bytes = Vec::new();
