@@ -7,24 +7,11 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
 use common::*;
 use serde_json::{json, Value};
-
-fn ogr2ogr(args: &[&str]) {
-    let o = Command::new("ogr2ogr")
-        .args(args)
-        .output()
-        .expect("ogr2ogr");
-    assert!(
-        o.status.success(),
-        "ogr2ogr {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// parques.zip: 400 points in and around Monterrey, EPSG:6372, CP1252 DBF.
 fn parques_zip(dir: &Path) -> std::path::PathBuf {
@@ -61,17 +48,7 @@ fn parques_zip(dir: &Path) -> std::path::PathBuf {
         "ENCODING=CP1252",
     ]);
     let z = dir.join("parques.zip");
-    let mut zw = zip::ZipWriter::new(fs::File::create(&z).unwrap());
-    for e in fs::read_dir(&shp).unwrap() {
-        let p = e.unwrap().path();
-        zw.start_file(
-            p.file_name().unwrap().to_string_lossy(),
-            zip::write::SimpleFileOptions::default(),
-        )
-        .unwrap();
-        zw.write_all(&fs::read(&p).unwrap()).unwrap();
-    }
-    zw.finish().unwrap();
+    zip_dir(&shp, &z, "");
     z
 }
 

@@ -9,7 +9,6 @@ mod common;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use serde_json::{json, Value};
@@ -42,33 +41,6 @@ fn monterrey_geojson(dir: &Path) -> (PathBuf, Vec<(f64, f64)>) {
     )
     .unwrap();
     (p, pts)
-}
-
-fn ogr2ogr(args: &[&str]) {
-    let o = Command::new("ogr2ogr")
-        .args(args)
-        .output()
-        .expect("ogr2ogr");
-    assert!(
-        o.status.success(),
-        "ogr2ogr {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn zip_dir(dir: &Path, zip_path: &Path, prefix: &str) {
-    let f = fs::File::create(zip_path).unwrap();
-    let mut z = zip::ZipWriter::new(f);
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        z.start_file(
-            format!("{prefix}{}", p.file_name().unwrap().to_string_lossy()),
-            zip::write::SimpleFileOptions::default(),
-        )
-        .unwrap();
-        z.write_all(&fs::read(&p).unwrap()).unwrap();
-    }
-    z.finish().unwrap();
 }
 
 fn stored_features(data: &Path, layer: &str) -> Vec<Value> {

@@ -48,8 +48,8 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// `datahub ingest SOURCE --layer ID --ministry test ... --json`; panics on failure.
-pub fn ingest_ok(data: &Path, source: &Path, layer: &str, extra: &[&str]) -> Value {
+/// `datahub ingest SOURCE --layer ID --ministry pruebas EXTRA...`.
+fn ingest(data: &Path, source: &Path, layer: &str, extra: &[&str]) -> Output {
     let src = source.to_string_lossy().into_owned();
     let mut args = vec![
         "ingest",
@@ -58,10 +58,16 @@ pub fn ingest_ok(data: &Path, source: &Path, layer: &str, extra: &[&str]) -> Val
         layer,
         "--ministry",
         "pruebas",
-        "--json",
     ];
     args.extend_from_slice(extra);
-    let o = run(data, &args);
+    run(data, &args)
+}
+
+/// An ingest that must succeed; returns its `--json` summary.
+pub fn ingest_ok(data: &Path, source: &Path, layer: &str, extra: &[&str]) -> Value {
+    let mut extra = extra.to_vec();
+    extra.push("--json");
+    let o = ingest(data, source, layer, &extra);
     assert!(
         o.status.success(),
         "ingest of {} failed: {}",
@@ -73,17 +79,7 @@ pub fn ingest_ok(data: &Path, source: &Path, layer: &str, extra: &[&str]) -> Val
 
 /// Runs an ingest expected to fail with a user error (exit code 2); returns stderr.
 pub fn ingest_err(data: &Path, source: &Path, layer: &str, extra: &[&str]) -> String {
-    let src = source.to_string_lossy().into_owned();
-    let mut args = vec![
-        "ingest",
-        src.as_str(),
-        "--layer",
-        layer,
-        "--ministry",
-        "pruebas",
-    ];
-    args.extend_from_slice(extra);
-    let o = run(data, &args);
+    let o = ingest(data, source, layer, extra);
     assert_eq!(
         o.status.code(),
         Some(2),
@@ -93,6 +89,37 @@ pub fn ingest_err(data: &Path, source: &Path, layer: &str, extra: &[&str]) -> St
         stderr(&o)
     );
     stderr(&o)
+}
+
+/// Runs GDAL's `ogr2ogr` (an independent writer of test inputs); panics on failure.
+pub fn ogr2ogr(args: &[&str]) {
+    let o = Command::new("ogr2ogr")
+        .args(args)
+        .output()
+        .expect("ogr2ogr");
+    assert!(
+        o.status.success(),
+        "ogr2ogr {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Zips every file of `dir` into `zip_path`, names prefixed by `prefix`.
+pub fn zip_dir(dir: &Path, zip_path: &Path, prefix: &str) {
+    use std::io::Write;
+    let f = std::fs::File::create(zip_path).expect("create zip");
+    let mut z = zip::ZipWriter::new(f);
+    for e in std::fs::read_dir(dir).expect("read dir") {
+        let p = e.expect("dir entry").path();
+        z.start_file(
+            format!("{prefix}{}", p.file_name().expect("name").to_string_lossy()),
+            zip::write::SimpleFileOptions::default(),
+        )
+        .expect("zip entry");
+        z.write_all(&std::fs::read(&p).expect("read"))
+            .expect("zip write");
+    }
+    z.finish().expect("zip finish");
 }
 
 /// The stored FlatGeobuf of the current version of `layer`.
