@@ -14,7 +14,7 @@ use gdal::vector::{
 };
 use gdal::DriverManager;
 use layers::crs::FromStorage;
-use layers::ingest::{self, IngestRequest, Limits};
+use layers::ingest::{self, IngestRequest};
 use layers::store::{FsStore, LayerStore};
 
 pub use layers::ingest::init_gdal;
@@ -312,19 +312,12 @@ pub fn ensure_demo(store: &FsStore) -> layers::Result<Vec<String>> {
             ),
         };
         let req = IngestRequest {
-            source: path,
-            layer_id: id.to_string(),
             title: Some(title.into()),
-            ministry: ministry.into(),
             description: desc.into(),
             synthetic: true,
-            crs: None,
-            source_layer: None,
-            id_field: None,
-            skip_invalid: false,
-            limits: Limits::default(),
+            ..IngestRequest::new(path, id, ministry)
         };
-        let s = ingest::ingest(store, store.root(), &req, &|_| {})?;
+        let s = ingest::ingest(store, &req, &|_| {})?;
         out.push(format!(
             "{id}: version {} with {} features",
             s.meta.version, s.meta.feature_count

@@ -161,7 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bar.set_position(p.read);
             };
             bar.set_message(format!("ingesting {}", req.layer_id));
-            let result = ingest::ingest(&store, store.root(), &req, &progress);
+            let result = ingest::ingest(&store, &req, &progress);
             bar.finish_and_clear();
             let summary = result?;
             let m = &summary.meta;

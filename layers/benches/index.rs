@@ -7,7 +7,7 @@ use std::io::Write;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use layers::index::LoadedLayer;
-use layers::ingest::{ingest, IngestRequest, Limits};
+use layers::ingest::{ingest, IngestRequest};
 use layers::store::{FsStore, LayerStore};
 
 const N: usize = 1_000_000;
@@ -33,19 +33,10 @@ fn setup() -> (tempfile::TempDir, layers::store::StoredVersion) {
     layers::ingest::init_gdal();
     let store = FsStore::open(dir.path().join("data"), 2).unwrap();
     let req = IngestRequest {
-        source: csv,
-        layer_id: "puntos".into(),
-        title: None,
-        ministry: "bench".into(),
-        description: String::new(),
         synthetic: true,
-        crs: None,
-        source_layer: None,
-        id_field: None,
-        skip_invalid: false,
-        limits: Limits::default(),
+        ..IngestRequest::new(csv, "puntos", "bench")
     };
-    ingest(&store, store.root(), &req, &|_| {}).unwrap();
+    ingest(&store, &req, &|_| {}).unwrap();
     let v = store.current("puntos").unwrap().unwrap();
     (dir, v)
 }

@@ -55,6 +55,26 @@ pub struct IngestRequest {
     pub limits: Limits,
 }
 
+impl IngestRequest {
+    /// A request with the defaults: title = id, no description, CRS from the source,
+    /// the only layer of the source, sequential ids, default archive limits.
+    pub fn new(source: impl Into<PathBuf>, layer_id: &str, ministry: &str) -> Self {
+        IngestRequest {
+            source: source.into(),
+            layer_id: layer_id.to_string(),
+            title: None,
+            ministry: ministry.to_string(),
+            description: String::new(),
+            synthetic: false,
+            crs: None,
+            source_layer: None,
+            id_field: None,
+            skip_invalid: false,
+            limits: Limits::default(),
+        }
+    }
+}
+
 /// Progress of a running ingest, for a progress bar.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
@@ -94,7 +114,6 @@ struct Done {
 /// Runs one ingest to completion (blocking). `progress` is called every batch.
 pub fn ingest(
     store: &dyn LayerStore,
-    tmp_root: &Path,
     req: &IngestRequest,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<IngestSummary> {
@@ -109,7 +128,6 @@ pub fn ingest(
     // Unpacked archives live inside the staging dir, so they go with it on any failure.
     let work = staging.dir.join("work");
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
-    let _ = tmp_root;
 
     let sha = sha256_file(&req.source)?;
     let cands = source::locate(&req.source, &work, req.limits)?;
