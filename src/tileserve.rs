@@ -263,13 +263,7 @@ impl TileService {
             k.sort_unstable();
             k
         } else {
-            let mut k: Vec<u32> = layer
-                .query_bbox_envelopes(b)
-                .into_iter()
-                .map(|h| h.0)
-                .collect();
-            k.sort_unstable();
-            k
+            layer.query_bbox(b)
         };
         let wanted = lo.fields.as_ref();
         // Per schema field: its shared name and type, or None when not in tiles.
@@ -293,7 +287,7 @@ impl TileService {
             let mut props = Vec::with_capacity(values.len());
             for (i, v) in values {
                 if let Some(Some((name, t))) = fields.get(i) {
-                    if let Some(mv) = mvt_value(&v, Some(*t)) {
+                    if let Some(mv) = mvt_value(&v, *t) {
                         props.push((name.clone(), mv));
                     }
                 }
@@ -396,12 +390,12 @@ impl TileService {
 
 /// The MVT type of a stored value: integers as uint (>= 0) or sint (< 0), reals as
 /// double, dates as strings.
-fn mvt_value(v: &Value, t: Option<FieldType>) -> Option<MvtValue> {
+fn mvt_value(v: &Value, t: FieldType) -> Option<MvtValue> {
     match v {
         Value::Null => None,
         Value::Bool(b) => Some(MvtValue::Bool(*b)),
         Value::Number(n) => {
-            if matches!(t, Some(FieldType::Float)) {
+            if t == FieldType::Float {
                 return n.as_f64().map(MvtValue::Double);
             }
             if let Some(u) = n.as_u64() {

@@ -605,9 +605,8 @@ impl<B: AsRef<[u8]>> FgbView<B> {
     pub fn fid(&self, offset: u64) -> Result<i64> {
         let feat = self.feature(offset)?;
         let props = feat.properties().map(|p| p.bytes()).unwrap_or(&[]);
-        // We always write the id first: column 0, an i64.
-        if props.len() >= 10 && props[0] == 0 && props[1] == 0 {
-            return Ok(i64::from_le_bytes(arr8(&props[2..10])));
+        if let Some(id) = leading_id(props) {
+            return Ok(id);
         }
         let mut id = None;
         self.for_each_property(props, |i, v| {
@@ -626,11 +625,7 @@ impl<B: AsRef<[u8]>> FgbView<B> {
     pub fn write_geojson(&self, offset: u64, out: &mut Vec<u8>) -> Result<()> {
         let feat = self.feature(offset)?;
         let raw = feat.properties().map(|p| p.bytes()).unwrap_or(&[]);
-        let id = if raw.len() >= 10 && raw[0] == 0 && raw[1] == 0 {
-            Some(i64::from_le_bytes(arr8(&raw[2..10])))
-        } else {
-            None
-        };
+        let id = leading_id(raw);
         out.extend_from_slice(br#"{"type":"Feature","id":"#);
         match id {
             Some(id) => out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes()),
@@ -668,19 +663,6 @@ impl<B: AsRef<[u8]>> FgbView<B> {
         Ok(())
     }
 
-    /// The properties of the feature at `offset` (without the id), by column name.
-    pub fn properties(&self, offset: u64) -> Result<Vec<(&str, Value)>> {
-        let feat = self.feature(offset)?;
-        let raw = feat.properties().map(|p| p.bytes()).unwrap_or(&[]);
-        let mut out = Vec::new();
-        self.for_each_raw(raw, |i, v| {
-            if i > 0 {
-                out.push((self.columns[i].0.as_str(), v.to_json()));
-            }
-        })?;
-        Ok(out)
-    }
-
     /// Geometry and properties of the feature at `offset` in one read.
     pub fn geometry_and_properties(&self, offset: u64) -> Result<Decoded> {
         let feat = self.feature(offset)?;
@@ -702,18 +684,6 @@ impl<B: AsRef<[u8]>> FgbView<B> {
             }
         })?;
         Ok((geom, props))
-    }
-
-    /// The geometry of the feature at `offset` as a `geo` geometry.
-    pub fn geometry(&self, offset: u64) -> Result<Option<geo::Geometry<f64>>> {
-        let feat = self.feature(offset)?;
-        let Some(g) = feat.geometry() else {
-            return Ok(None);
-        };
-        let mut w = geozero::geo_types::GeoWriter::new();
-        g.process(&mut w, self.geometry_type)
-            .map_err(|e| Error::Corrupt(format!("bad geometry at offset {offset}: {e}")))?;
-        Ok(w.take_geometry())
     }
 
     /// Decodes FlatGeobuf's property encoding (u16 column index, then the value).
@@ -800,6 +770,12 @@ fn write_json_value(out: &mut Vec<u8>, v: Raw<'_>) -> serde_json::Result<()> {
         },
     }
     Ok(())
+}
+
+/// The id, when it sits where we always write it: first, column 0, an i64.
+fn leading_id(props: &[u8]) -> Option<i64> {
+    (props.len() >= 10 && props[0] == 0 && props[1] == 0)
+        .then(|| i64::from_le_bytes(arr8(&props[2..10])))
 }
 
 /// JSON has no NaN/Infinity: such values become null rather than invalid JSON.

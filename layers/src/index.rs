@@ -124,18 +124,6 @@ impl LoadedLayer {
         })
     }
 
-    /// Like [`LoadedLayer::query_bbox`], with each feature's bbox (unsorted).
-    pub fn query_bbox_envelopes(&self, bbox: [f64; 4]) -> Vec<(u32, [f64; 4])> {
-        let env = AABB::from_corners([bbox[0], bbox[1]], [bbox[2], bbox[3]]);
-        self.tree
-            .locate_in_envelope_intersecting(&env)
-            .map(|e| {
-                let (lo, hi) = (e.geom().lower(), e.geom().upper());
-                (e.data, [lo[0], lo[1], hi[0], hi[1]])
-            })
-            .collect()
-    }
-
     /// Every feature's position in id order and the lower-left corner of its bbox
     /// (the point itself, for point layers).
     pub fn anchors(&self) -> Vec<(u32, f64, f64)> {
@@ -165,18 +153,9 @@ impl LoadedLayer {
         self.view.write_geojson(offset, out)
     }
 
-    pub fn geometry(&self, offset: u64) -> Result<Option<geo::Geometry<f64>>> {
-        self.view.geometry(offset)
-    }
-
     /// Geometry and properties (by schema index) of the feature at `offset`.
     pub fn geometry_and_properties(&self, offset: u64) -> Result<crate::fgb::Decoded> {
         self.view.geometry_and_properties(offset)
-    }
-
-    /// The properties of the feature at `offset`, by column name (id excluded).
-    pub fn properties(&self, offset: u64) -> Result<Vec<(&str, serde_json::Value)>> {
-        self.view.properties(offset)
     }
 }
 
