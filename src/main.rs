@@ -15,6 +15,9 @@ use layers::index::Registry;
 use layers::ingest::{self, IngestRequest, Limits, Progress};
 use layers::store::{FsStore, LayerStore};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "datahub",

@@ -157,6 +157,16 @@ impl LoadedLayer {
     pub fn geometry_and_properties(&self, offset: u64) -> Result<crate::fgb::Decoded> {
         self.view.geometry_and_properties(offset)
     }
+
+    /// Each property (by schema index) of the feature at `offset`, without decoding
+    /// its geometry.
+    pub fn for_each_value<'s>(
+        &'s self,
+        offset: u64,
+        f: impl FnMut(usize, crate::fgb::RawValue<'s>),
+    ) -> Result<()> {
+        self.view.for_each_value(offset, f)
+    }
 }
 
 /// The loaded current version of every layer.

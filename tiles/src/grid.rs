@@ -55,6 +55,19 @@ impl TileId {
         [minx, maxy - s, minx + s, maxy]
     }
 
+    /// [min x, min y, max x, max y] in world units (see [`lonlat_to_world`]), grown
+    /// by `buffer` tile units of `extent`.
+    pub fn bounds_world(&self, buffer: u32, extent: u32) -> [f64; 4] {
+        let n = f64::from(1u32 << self.z);
+        let pad = f64::from(buffer) / f64::from(extent);
+        [
+            ((f64::from(self.x) - pad) / n).max(0.0),
+            ((f64::from(self.y) - pad) / n).max(0.0),
+            ((f64::from(self.x) + 1.0 + pad) / n).min(1.0),
+            ((f64::from(self.y) + 1.0 + pad) / n).min(1.0),
+        ]
+    }
+
     /// [west, south, east, north] in degrees, grown by `buffer` tile units of `extent`.
     pub fn bounds_lonlat(&self, buffer: u32, extent: u32) -> [f64; 4] {
         let b = self.bounds_m();
@@ -75,6 +88,14 @@ pub fn lonlat_to_merc(lon: f64, lat: f64) -> (f64, f64) {
     (x, y)
 }
 
+/// Lon/lat to world units: normalised Web Mercator, x east and y down, both 0..1
+/// (tile x/y at zoom z are world units times 2^z).
+pub fn lonlat_to_world(lon: f64, lat: f64) -> (f64, f64) {
+    let (x, y) = lonlat_to_merc(lon, lat);
+    let w = 2.0 * HALF_WORLD;
+    ((x + HALF_WORLD) / w, (HALF_WORLD - y) / w)
+}
+
 pub fn merc_to_lonlat(x: f64, y: f64) -> (f64, f64) {
     let lon = (x / 6_378_137.0).to_degrees();
     let lat = (2.0 * (y / 6_378_137.0).exp().atan() - std::f64::consts::FRAC_PI_2).to_degrees();
@@ -87,16 +108,30 @@ pub struct TileTransform {
     minx: f64,
     maxy: f64,
     scale: f64,
+    /// The tile's corner in world units and world units → tile units.
+    wx: f64,
+    wy: f64,
+    wscale: f64,
 }
 
 impl TileTransform {
     pub fn new(tile: TileId, extent: u32) -> Self {
         let b = tile.bounds_m();
+        let n = f64::from(1u32 << tile.z);
         TileTransform {
             minx: b[0],
             maxy: b[3],
             scale: f64::from(extent) / tile.size_m(),
+            wx: f64::from(tile.x) / n,
+            wy: f64::from(tile.y) / n,
+            wscale: f64::from(extent) * n,
         }
+    }
+
+    /// The same for a position already in world units (see [`lonlat_to_world`]):
+    /// no trigonometry, which dominates dense point tiles.
+    pub fn apply_world(&self, x: f64, y: f64) -> (f64, f64) {
+        ((x - self.wx) * self.wscale, (y - self.wy) * self.wscale)
     }
 
     pub fn apply(&self, lon: f64, lat: f64) -> (f64, f64) {
@@ -131,5 +166,8 @@ mod tests {
         assert!((0.0..4096.0).contains(&x) && (0.0..4096.0).contains(&y));
         let (x0, y0) = tr.apply(b[0], b[3]);
         assert!(x0.abs() < 1e-6 && y0.abs() < 1e-6);
+        let (wx, wy) = lonlat_to_world(-100.31, 25.67);
+        let (x1, y1) = tr.apply_world(wx, wy);
+        assert!((x1 - x).abs() < 1e-6 && (y1 - y).abs() < 1e-6);
     }
 }

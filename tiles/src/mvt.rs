@@ -15,10 +15,10 @@ pub enum MvtValue {
     Bool(bool),
 }
 
-/// Key for de-duplicating values in a layer's value table (floats by bit pattern).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Key for de-duplicating non-string values in a layer's value table (floats by bit
+/// pattern); strings are looked up by `&str`, without an allocation per feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum ValueKey {
-    S(String),
     F(u32),
     D(u64),
     I(i64),
@@ -28,16 +28,16 @@ enum ValueKey {
 }
 
 impl MvtValue {
-    fn key(&self) -> ValueKey {
-        match self {
-            MvtValue::String(s) => ValueKey::S(s.clone()),
+    fn key(&self) -> Option<ValueKey> {
+        Some(match self {
+            MvtValue::String(_) => return None,
             MvtValue::Float(f) => ValueKey::F(f.to_bits()),
             MvtValue::Double(d) => ValueKey::D(d.to_bits()),
             MvtValue::Int(i) => ValueKey::I(*i),
             MvtValue::Uint(u) => ValueKey::U(*u),
             MvtValue::Sint(i) => ValueKey::Si(*i),
             MvtValue::Bool(b) => ValueKey::B(*b),
-        }
+        })
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -95,13 +95,48 @@ fn bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn packed(out: &mut Vec<u8>, field: u32, vals: &[u32]) {
-    let mut v = Vec::with_capacity(vals.len() * 2);
-    for x in vals {
-        varint(&mut v, u64::from(*x));
+fn varint_len(v: u32) -> u64 {
+    match v {
+        0..0x80 => 1,
+        0x80..0x4000 => 2,
+        0x4000..0x20_0000 => 3,
+        0x20_0000..0x1000_0000 => 4,
+        _ => 5,
     }
-    bytes_field(out, field, &v);
 }
+
+/// A packed repeated uint32 field, written in place (its length computed first).
+fn packed(out: &mut Vec<u8>, field: u32, vals: &[u32]) {
+    tag(out, field, 2);
+    varint(out, vals.iter().map(|x| varint_len(*x)).sum());
+    for x in vals {
+        varint(out, u64::from(*x));
+    }
+}
+
+/// FNV-1a: the key and value tables are looked up once per attribute of every
+/// feature, and SipHash's DoS resistance buys nothing for a tile's own values.
+#[derive(Clone, Copy, Default)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GeomType {
@@ -159,10 +194,14 @@ pub struct LayerBuilder {
     name: String,
     extent: u32,
     keys: Vec<String>,
-    key_index: HashMap<String, u32>,
+    key_index: FnvMap<String, u32>,
     values: Vec<MvtValue>,
-    value_index: HashMap<ValueKey, u32>,
+    value_index: FnvMap<ValueKey, u32>,
+    string_index: FnvMap<String, u32>,
     features: Vec<u8>,
+    /// Reused per feature (tags, then the feature message).
+    tags: Vec<u32>,
+    scratch: Vec<u8>,
     pub count: usize,
 }
 
@@ -172,40 +211,63 @@ impl LayerBuilder {
             name: name.to_string(),
             extent,
             keys: Vec::new(),
-            key_index: HashMap::new(),
+            key_index: FnvMap::default(),
             values: Vec::new(),
-            value_index: HashMap::new(),
+            value_index: FnvMap::default(),
+            string_index: FnvMap::default(),
             features: Vec::new(),
+            tags: Vec::new(),
+            scratch: Vec::new(),
             count: 0,
         }
     }
 
-    pub fn add(&mut self, id: u64, gtype: GeomType, geometry: &[u32], props: &[(&str, MvtValue)]) {
-        let mut tags = Vec::with_capacity(props.len() * 2);
+    pub fn add<'a>(
+        &mut self,
+        id: u64,
+        gtype: GeomType,
+        geometry: &[u32],
+        props: impl IntoIterator<Item = (&'a str, &'a MvtValue)>,
+    ) {
+        let mut tags = std::mem::take(&mut self.tags);
+        tags.clear();
         for (k, v) in props {
-            let ki = match self.key_index.get(*k) {
+            let ki = match self.key_index.get(k) {
                 Some(i) => *i,
                 None => {
                     let i = self.keys.len() as u32;
-                    self.keys.push((*k).to_string());
-                    self.key_index.insert((*k).to_string(), i);
+                    self.keys.push(k.to_string());
+                    self.key_index.insert(k.to_string(), i);
                     i
                 }
             };
-            let vk = v.key();
-            let vi = match self.value_index.get(&vk) {
-                Some(i) => *i,
+            let next = self.values.len() as u32;
+            let found = match (v, v.key()) {
+                (MvtValue::String(s), _) => self.string_index.get(s.as_str()).copied(),
+                (_, Some(vk)) => self.value_index.get(&vk).copied(),
+                (_, None) => None,
+            };
+            let vi = match found {
+                Some(i) => i,
                 None => {
-                    let i = self.values.len() as u32;
+                    match (v, v.key()) {
+                        (MvtValue::String(s), _) => {
+                            self.string_index.insert(s.clone(), next);
+                        }
+                        (_, Some(vk)) => {
+                            self.value_index.insert(vk, next);
+                        }
+                        (_, None) => {}
+                    }
                     self.values.push(v.clone());
-                    self.value_index.insert(vk, i);
-                    i
+                    next
                 }
             };
             tags.push(ki);
             tags.push(vi);
         }
-        let mut f = Vec::with_capacity(geometry.len() * 2 + tags.len() + 8);
+        let mut f = std::mem::take(&mut self.scratch);
+        f.clear();
         tag(&mut f, 1, 0);
         varint(&mut f, id);
         if !tags.is_empty() {
@@ -215,6 +277,8 @@ impl LayerBuilder {
         varint(&mut f, gtype as u64);
         packed(&mut f, 4, geometry);
         bytes_field(&mut self.features, 2, &f);
+        self.scratch = f;
+        self.tags = tags;
         self.count += 1;
     }
 

@@ -32,6 +32,9 @@ pub struct RenderOptions {
     pub max_bytes: usize,
     /// True at (or beyond) the layer's maxzoom: never drop a feature.
     pub at_maxzoom: bool,
+    /// Features are in world units (normalised Web Mercator, y down; see
+    /// [`crate::grid::lonlat_to_world`]) rather than lon/lat.
+    pub world_coords: bool,
 }
 
 impl Default for RenderOptions {
@@ -42,6 +45,7 @@ impl Default for RenderOptions {
             tolerance: 1.0,
             max_bytes: 500_000,
             at_maxzoom: false,
+            world_coords: false,
         }
     }
 }
@@ -94,7 +98,7 @@ pub fn render_layer(
     let mut enc = Vec::with_capacity(features.len());
     for f in features {
         let mut g = f.geometry;
-        to_tile(&mut g, &tr);
+        to_tile(&mut g, &tr, opts.world_coords);
         match encode_geometry(&g, &clip, opts) {
             Some((gtype, cmds, anchor, weight)) => {
                 let approx = cmds.len() * 2 + f.props.len() * 4 + 8;
@@ -128,9 +132,12 @@ pub fn render_layer(
         enc.sort_by_key(|e| e.id);
         let mut layer = LayerBuilder::new(name, opts.extent);
         for e in &enc {
-            let props: Vec<(&str, MvtValue)> =
-                e.props.iter().map(|(k, v)| (&**k, v.clone())).collect();
-            layer.add(e.id, e.gtype, &e.cmds, &props);
+            layer.add(
+                e.id,
+                e.gtype,
+                &e.cmds,
+                e.props.iter().map(|(k, v)| (&**k, v)),
+            );
         }
         let mut bytes = Vec::new();
         layer.finish(&mut bytes);
@@ -158,10 +165,14 @@ fn is_outside(g: &Geometry<f64>, clip: &Rect<f64>) -> bool {
     }
 }
 
-fn to_tile(g: &mut Geometry<f64>, tr: &TileTransform) {
+fn to_tile(g: &mut Geometry<f64>, tr: &TileTransform, world: bool) {
     use geo::MapCoordsInPlace;
     g.map_coords_in_place(|c| {
-        let (x, y) = tr.apply(c.x, c.y);
+        let (x, y) = if world {
+            tr.apply_world(c.x, c.y)
+        } else {
+            tr.apply(c.x, c.y)
+        };
         Coord { x, y }
     });
 }
@@ -422,36 +433,41 @@ fn thin_to_cap(enc: &mut Vec<Encoded>, max_bytes: usize) -> usize {
 /// it lets a z0 tile of a million points touch only the few points it shows.
 pub struct PointLevel {
     z: u8,
-    /// (tile key at zoom z, id-order position, lon, lat), sorted by key: a tile's
-    /// points are one binary search away (cheaper to build than an R-tree).
+    /// (key, id-order position, world x, world y), sorted by key. The key holds the
+    /// tile (high bits) then the unit inside it, so a tile's points are one contiguous
+    /// run found by binary search (cheaper to build than an R-tree).
     items: Vec<(u64, u32, f64, f64)>,
 }
 
+/// Levels stop at zoom 20: its tile key and unit fill the 64-bit key, and a unit is
+/// then under 4 cm, so finer tiles reuse it.
+const LEVEL_MAX_ZOOM: u8 = 20;
+
 impl PointLevel {
-    /// `points`: (id-order position, lon, lat).
+    /// `points`: (id-order position, world x, world y), see
+    /// [`crate::grid::lonlat_to_world`]. Built by sorting rather than hashing: one
+    /// pass over a million points' keys sorts faster than a hash map of their cells.
     pub fn build(z: u8, points: &[(u32, f64, f64)]) -> PointLevel {
-        use std::collections::HashMap;
-        let n = f64::from(1u32 << z) * 4096.0;
-        let mut best: HashMap<(i64, i64), (u32, f64, f64), BuildMix> =
-            HashMap::with_capacity_and_hasher(points.len().min(1 << 20), BuildMix);
-        for &(pos, lon, lat) in points {
-            let (mx, my) = crate::grid::lonlat_to_merc(lon, lat);
-            let w = 2.0 * crate::grid::HALF_WORLD;
-            let gx = ((mx + crate::grid::HALF_WORLD) / w * n).floor() as i64;
-            let gy = ((crate::grid::HALF_WORLD - my) / w * n).floor() as i64;
-            best.entry((gx, gy))
-                .and_modify(|b| {
-                    if pos < b.0 {
-                        *b = (pos, lon, lat);
-                    }
-                })
-                .or_insert((pos, lon, lat));
+        let z = z.min(LEVEL_MAX_ZOOM);
+        let tiles = 1u64 << z;
+        let n = (tiles * 4096) as f64;
+        let max = (tiles * 4096 - 1) as f64;
+        // (key, position, index into `points`).
+        let mut keyed: Vec<(u64, u32, u32)> = Vec::with_capacity(points.len());
+        for (i, &(pos, x, y)) in (0u32..).zip(points) {
+            let gx = (x * n).floor().clamp(0.0, max) as u64;
+            let gy = (y * n).floor().clamp(0.0, max) as u64;
+            keyed.push((level_key(z, gx, gy), pos, i));
         }
-        let mut items: Vec<(u64, u32, f64, f64)> = best
+        keyed.sort_unstable();
+        keyed.dedup_by_key(|k| k.0);
+        let items = keyed
             .into_iter()
-            .map(|((gx, gy), (pos, lon, lat))| (tile_key(gx >> 12, gy >> 12), pos, lon, lat))
+            .filter_map(|(k, pos, i)| {
+                let &(_, x, y) = points.get(i as usize)?;
+                Some((k, pos, x, y))
+            })
             .collect();
-        items.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
         PointLevel { z, items }
     }
 
@@ -463,22 +479,28 @@ impl PointLevel {
         self.items.is_empty()
     }
 
-    /// All of this level's points: (id-order position, lon, lat).
+    /// All of this level's points: (id-order position, world x, world y).
     pub fn points(&self) -> Vec<(u32, f64, f64)> {
         self.items.iter().map(|i| (i.1, i.2, i.3)).collect()
     }
 
-    /// This level's points inside `bbox` (lon/lat) around `tile` (of zoom >= the
-    /// level's): (id-order position, lon, lat).
+    /// This level's points inside `bbox` (world units: min x, min y, max x, max y)
+    /// around `tile` (of zoom >= the level's): (id-order position, world x, world y).
     pub fn query(&self, tile: TileId, bbox: [f64; 4]) -> Vec<(u32, f64, f64)> {
         let shift = tile.z.saturating_sub(self.z);
         let (tx, ty) = (i64::from(tile.x >> shift), i64::from(tile.y >> shift));
+        let tiles = 1i64 << self.z;
         let mut out = Vec::new();
         for dx in -1..=1 {
             for dy in -1..=1 {
-                let k = tile_key(tx + dx, ty + dy);
-                let start = self.items.partition_point(|i| i.0 < k);
-                for i in self.items[start..].iter().take_while(|i| i.0 == k) {
+                let (x, y) = (tx + dx, ty + dy);
+                if !(0..tiles).contains(&x) || !(0..tiles).contains(&y) {
+                    continue;
+                }
+                let lo = level_key(self.z, x as u64 * 4096, y as u64 * 4096);
+                let hi = lo + (1 << 24);
+                let start = self.items.partition_point(|i| i.0 < lo);
+                for i in self.items[start..].iter().take_while(|i| i.0 < hi) {
                     if bbox[0] <= i.2 && i.2 <= bbox[2] && bbox[1] <= i.3 && i.3 <= bbox[3] {
                         out.push((i.1, i.2, i.3));
                     }
@@ -489,38 +511,11 @@ impl PointLevel {
     }
 }
 
-fn tile_key(tx: i64, ty: i64) -> u64 {
-    ((tx as u64 & 0xffff_ffff) << 32) | (ty as u64 & 0xffff_ffff)
-}
-
-/// A cheap hasher for integer cell keys (SipHash would dominate the z0 tile).
-#[derive(Clone, Copy, Default)]
-struct BuildMix;
-
-impl std::hash::BuildHasher for BuildMix {
-    type Hasher = Mix;
-    fn build_hasher(&self) -> Mix {
-        Mix(0)
-    }
-}
-
-struct Mix(u64);
-
-impl std::hash::Hasher for Mix {
-    fn finish(&self) -> u64 {
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^ (h >> 33)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_i64(&mut self, v: i64) {
-        self.0 = (self.0.rotate_left(29) ^ v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
+/// Sort key of tile unit (gx, gy) at zoom z (<= 20): tile x, tile y, then the unit's
+/// x and y inside the tile (12 bits each).
+fn level_key(z: u8, gx: u64, gy: u64) -> u64 {
+    let (tx, ty) = (gx >> 12, gy >> 12);
+    (((tx << z) | ty) << 24) | ((gx & 0xfff) << 12) | (gy & 0xfff)
 }
 
 #[cfg(test)]
@@ -584,11 +579,11 @@ mod tests {
     fn point_levels_nest_and_keep_lowest_ids() {
         let pts: Vec<(u32, f64, f64)> = (0..10_000u32)
             .map(|i| {
-                (
-                    i,
+                let (x, y) = crate::grid::lonlat_to_world(
                     -100.42 + 0.24 * f64::from(i % 100) / 100.0,
                     25.62 + 0.16 * f64::from(i / 100) / 100.0,
-                )
+                );
+                (i, x, y)
             })
             .collect();
         let fine = PointLevel::build(5, &pts);
@@ -604,10 +599,25 @@ mod tests {
         );
         assert!(coarse.len() < fine.len() && fine.len() <= pts.len());
         let t = TileId::new(5, 7, 13).unwrap();
-        let b = t.bounds_lonlat(64, 4096);
+        let b = t.bounds_world(64, 4096);
         let q = fine.query(t, b);
         assert_eq!(q.len(), fine.len(), "the whole city is in this tile");
         // A coarser level queried with the finer tile finds its parent's points.
         assert_eq!(coarse.query(t, b).len(), coarse.len());
+        // A small tile: exactly the level's points inside its buffered bounds.
+        let fine = PointLevel::build(12, &pts);
+        let t = TileId::new(12, 906, 1745).unwrap();
+        let b = t.bounds_world(64, 4096);
+        let mut got: Vec<u32> = fine.query(t, b).iter().map(|p| p.0).collect();
+        got.sort_unstable();
+        let mut want: Vec<u32> = fine
+            .points()
+            .into_iter()
+            .filter(|p| b[0] <= p.1 && p.1 <= b[2] && b[1] <= p.2 && p.2 <= b[3])
+            .map(|p| p.0)
+            .collect();
+        want.sort_unstable();
+        assert!(!want.is_empty() && want.len() < fine.len());
+        assert_eq!(got, want);
     }
 }
