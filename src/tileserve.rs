@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tiles::grid::{lonlat_to_world, TileId};
 use tiles::mvt::{Fnv, MvtValue};
-use tiles::render::{render_layer, PointLevel, RenderOptions, TileFeature};
+use tiles::render::{render_layer, PointLevel, RenderOptions, TileFeature, LEVEL_MAX_ZOOM};
 
 /// Per-layer tile options (`[tiles.layers.<id>]` in the settings file).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -127,38 +127,36 @@ impl TileService {
         .clone()
     }
 
+    /// The layer's generalised points at zoom `z`: the finest level (one sort of
+    /// every point) is built once, and each coarser one in one pass over the nearest
+    /// finer level already built.
     fn point_level(&self, layer: &LoadedLayer, z: u8) -> Arc<PointLevel> {
-        let key = (layer.meta.id.clone(), layer.meta.version, z);
+        let z = z.min(LEVEL_MAX_ZOOM);
+        let key = |z: u8| (layer.meta.id.clone(), layer.meta.version, z);
         let cell = {
             let mut map = self.levels.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(key).or_default().clone()
+            map.entry(key(z)).or_default().clone()
         };
         // Built outside the map's lock: other layers and zooms are not held up.
         if let Some(l) = cell.get() {
             return l.clone();
         }
-        // Levels nest: build from the nearest finer level when one is already there.
-        let finer = {
-            let map = self.levels.lock().unwrap_or_else(|p| p.into_inner());
-            map.get(&(
-                layer.meta.id.clone(),
-                layer.meta.version,
-                z.saturating_add(1),
-            ))
-            .and_then(|c| c.get().cloned())
-        };
         cell.get_or_init(|| {
-            let pts = match finer {
-                Some(f) => f.points(),
-                None => {
-                    let w = self.world(layer);
-                    (0u32..)
-                        .zip(w.iter())
-                        .map(|(p, &(x, y))| (p, x, y))
-                        .collect()
-                }
+            if z == LEVEL_MAX_ZOOM {
+                let w = self.world(layer);
+                let pts: Vec<(u32, f64, f64)> = (0u32..)
+                    .zip(w.iter())
+                    .map(|(p, &(x, y))| (p, x, y))
+                    .collect();
+                return Arc::new(PointLevel::build(z, &pts));
+            }
+            let finer = {
+                let map = self.levels.lock().unwrap_or_else(|p| p.into_inner());
+                (z + 1..=LEVEL_MAX_ZOOM)
+                    .find_map(|f| map.get(&key(f)).and_then(|c| c.get().cloned()))
             };
-            Arc::new(PointLevel::build(z, &pts))
+            let finer = finer.unwrap_or_else(|| self.point_level(layer, LEVEL_MAX_ZOOM));
+            Arc::new(finer.coarsen(z))
         })
         .clone()
     }
@@ -325,13 +323,13 @@ impl TileService {
                     let mut level = PointLevel::build(z, &cand);
                     while level.len() > max_count && z > 0 {
                         z -= 1;
-                        level = PointLevel::build(z, &level.points());
+                        level = level.coarsen(z);
                     }
                     cand = level.points();
                 }
             }
             pre_dropped = distinct - cand.len();
-            // Id order: the file is read forwards.
+            // Position (= id) order, as the renderer writes them.
             cand.sort_unstable_by_key(|c| c.0);
             feats = Vec::with_capacity(cand.len());
             for (pos, x, y) in cand {

@@ -433,33 +433,35 @@ fn thin_to_cap(enc: &mut Vec<Encoded>, max_bytes: usize) -> usize {
 /// it lets a z0 tile of a million points touch only the few points it shows.
 pub struct PointLevel {
     z: u8,
-    /// (key, id-order position, world x, world y), sorted by key. The key holds the
-    /// tile (high bits) then the unit inside it, so a tile's points are one contiguous
-    /// run found by binary search (cheaper to build than an R-tree).
+    /// (key, id-order position, world x, world y), sorted by key: the Morton (Z-order)
+    /// code of the point's tile unit. Every tile of every zoom <= z is then one
+    /// contiguous run (found by binary search), and a coarser level is one pass over
+    /// a finer one: a unit at z-1 is a run of up to four units at z.
     items: Vec<(u64, u32, f64, f64)>,
 }
 
-/// Levels stop at zoom 20: its tile key and unit fill the 64-bit key, and a unit is
-/// then under 4 cm, so finer tiles reuse it.
-const LEVEL_MAX_ZOOM: u8 = 20;
+/// The finest level: zoom 20 (units under 4 cm; 2 x 32 bits fill the Morton key).
+/// Finer tiles reuse it.
+pub const LEVEL_MAX_ZOOM: u8 = 20;
 
 impl PointLevel {
     /// `points`: (id-order position, world x, world y), see
-    /// [`crate::grid::lonlat_to_world`]. Built by sorting rather than hashing: one
-    /// pass over a million points' keys sorts faster than a hash map of their cells.
+    /// [`crate::grid::lonlat_to_world`]. The only step that sorts: coarser levels
+    /// then come from [`PointLevel::coarsen`] in linear time.
     pub fn build(z: u8, points: &[(u32, f64, f64)]) -> PointLevel {
         let z = z.min(LEVEL_MAX_ZOOM);
-        let tiles = 1u64 << z;
-        let n = (tiles * 4096) as f64;
-        let max = (tiles * 4096 - 1) as f64;
+        let units = 1u64 << (z + 12);
+        let n = units as f64;
+        let max = (units - 1) as f64;
         // (key, position, index into `points`).
         let mut keyed: Vec<(u64, u32, u32)> = Vec::with_capacity(points.len());
         for (i, &(pos, x, y)) in (0u32..).zip(points) {
-            let gx = (x * n).floor().clamp(0.0, max) as u64;
-            let gy = (y * n).floor().clamp(0.0, max) as u64;
-            keyed.push((level_key(z, gx, gy), pos, i));
+            let gx = (x * n).floor().clamp(0.0, max) as u32;
+            let gy = (y * n).floor().clamp(0.0, max) as u32;
+            keyed.push((morton(gx, gy), pos, i));
         }
         keyed.sort_unstable();
+        // Sorted by (key, position): the first of each key has the lowest position.
         keyed.dedup_by_key(|k| k.0);
         let items = keyed
             .into_iter()
@@ -469,6 +471,31 @@ impl PointLevel {
             })
             .collect();
         PointLevel { z, items }
+    }
+
+    /// This level generalised to zoom `z` (<= this level's): of each run of points
+    /// that share a unit at `z`, the lowest position. Equal to building it from all
+    /// points, because levels nest.
+    pub fn coarsen(&self, z: u8) -> PointLevel {
+        let z = z.min(self.z);
+        let shift = 2 * u32::from(self.z - z);
+        let mut items: Vec<(u64, u32, f64, f64)> = Vec::new();
+        for &(k, pos, x, y) in &self.items {
+            let k = k >> shift;
+            match items.last_mut() {
+                Some(last) if last.0 == k => {
+                    if pos < last.1 {
+                        *last = (k, pos, x, y);
+                    }
+                }
+                _ => items.push((k, pos, x, y)),
+            }
+        }
+        PointLevel { z, items }
+    }
+
+    pub fn zoom(&self) -> u8 {
+        self.z
     }
 
     pub fn len(&self) -> usize {
@@ -497,7 +524,8 @@ impl PointLevel {
                 if !(0..tiles).contains(&x) || !(0..tiles).contains(&y) {
                     continue;
                 }
-                let lo = level_key(self.z, x as u64 * 4096, y as u64 * 4096);
+                // A tile's units share its Morton code as their top bits.
+                let lo = morton(x as u32, y as u32) << 24;
                 let hi = lo + (1 << 24);
                 let start = self.items.partition_point(|i| i.0 < lo);
                 for i in self.items[start..].iter().take_while(|i| i.0 < hi) {
@@ -511,11 +539,17 @@ impl PointLevel {
     }
 }
 
-/// Sort key of tile unit (gx, gy) at zoom z (<= 20): tile x, tile y, then the unit's
-/// x and y inside the tile (12 bits each).
-fn level_key(z: u8, gx: u64, gy: u64) -> u64 {
-    let (tx, ty) = (gx >> 12, gy >> 12);
-    (((tx << z) | ty) << 24) | ((gx & 0xfff) << 12) | (gy & 0xfff)
+/// Interleaves the bits of x and y (x in the even bits): the Z-order curve.
+fn morton(x: u32, y: u32) -> u64 {
+    fn spread(v: u32) -> u64 {
+        let mut v = u64::from(v);
+        v = (v | (v << 16)) & 0x0000_ffff_0000_ffff;
+        v = (v | (v << 8)) & 0x00ff_00ff_00ff_00ff;
+        v = (v | (v << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+        v = (v | (v << 2)) & 0x3333_3333_3333_3333;
+        (v | (v << 1)) & 0x5555_5555_5555_5555
+    }
+    spread(x) | (spread(y) << 1)
 }
 
 #[cfg(test)]
@@ -576,6 +610,16 @@ mod tests {
     }
 
     #[test]
+    fn morton_codes() {
+        assert_eq!(morton(1, 0), 1);
+        assert_eq!(morton(0, 1), 2);
+        assert_eq!(morton(3, 3), 15);
+        assert_eq!(morton(u32::MAX, u32::MAX), u64::MAX);
+        // A unit's code starts with its tile's code (12 bits of unit per axis).
+        assert_eq!(morton(5 * 4096 + 17, 9 * 4096 + 4000) >> 24, morton(5, 9));
+    }
+
+    #[test]
     fn point_levels_nest_and_keep_lowest_ids() {
         let pts: Vec<(u32, f64, f64)> = (0..10_000u32)
             .map(|i| {
@@ -587,8 +631,23 @@ mod tests {
             })
             .collect();
         let fine = PointLevel::build(5, &pts);
-        let coarse = PointLevel::build(4, &fine.points());
+        let coarse = fine.coarsen(4);
         let direct = PointLevel::build(4, &pts);
+        assert_eq!(
+            PointLevel::build(4, &fine.points()).points().len(),
+            coarse.len()
+        );
+        // From the finest level down to zoom 2, in one pass each.
+        let top = PointLevel::build(20, &pts);
+        let mut a: Vec<u32> = top.coarsen(2).points().iter().map(|p| p.0).collect();
+        let mut b: Vec<u32> = PointLevel::build(2, &pts)
+            .points()
+            .iter()
+            .map(|p| p.0)
+            .collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b);
         let mut a: Vec<u32> = coarse.points().iter().map(|p| p.0).collect();
         let mut b: Vec<u32> = direct.points().iter().map(|p| p.0).collect();
         a.sort_unstable();
