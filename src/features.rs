@@ -1,9 +1,14 @@
-//! OGC API – Features semantics over a loaded layer: query parameters, paging and the
-//! GeoJSON documents. Pure functions of (layer, query): no axum here, so they are unit
-//! tested without a server.
+//! OGC API – Features semantics over a loaded layer: the items query (bbox,
+//! bbox-crs, crs, datetime, equality filters on queryables, paging, format), its
+//! validation, and the GeoJSON pages. Pure functions of (layer, query): no axum here,
+//! so they are unit tested without a server.
 
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use layers::fgb::{Field, FieldType, RawValue};
 use layers::index::LoadedLayer;
-use serde_json::json;
+use serde_json::{json, Value};
+
+use crate::ogc::crs::{self, OutputCrs, Reproject};
 
 /// Default and maximum page sizes (OGC API – Features, /req/core/fc-limit-*).
 pub const DEFAULT_LIMIT: usize = 100;
@@ -13,39 +18,134 @@ pub const MAX_LIMIT: usize = 10_000;
 #[derive(Debug, PartialEq)]
 pub struct BadParam(pub String);
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct ItemsQuery {
-    /// [minx, miny, maxx, maxy], lon/lat.
-    pub bbox: Option<[f64; 4]>,
-    pub limit: usize,
-    pub offset: usize,
+/// Response encodings of the OGC resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Html,
 }
 
-const ITEMS_PARAMS: &[&str] = &["bbox", "limit", "offset", "f"];
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Html => "html",
+        }
+    }
+}
 
-/// Parses the query string of `/collections/{id}/items`. Unknown parameters are an
-/// error (a misspelt `bbox` must not silently return the whole layer).
-pub fn parse_items_query(raw: Option<&str>) -> Result<ItemsQuery, BadParam> {
-    let mut q = ItemsQuery {
-        bbox: None,
-        limit: DEFAULT_LIMIT,
-        offset: 0,
-    };
+/// `f=`: `json` (GeoJSON for features) or `html`.
+pub fn parse_format(v: &str) -> Result<Format, BadParam> {
+    match v {
+        "json" | "geojson" => Ok(Format::Json),
+        "html" => Ok(Format::Html),
+        _ => Err(BadParam(format!(
+            "f must be 'json' (GeoJSON) or 'html', got '{v}'"
+        ))),
+    }
+}
+
+/// A time interval in milliseconds since 1970 UTC; `None` ends are open.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeRange {
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+}
+
+/// One `property=value` equality filter on a queryable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PropFilter {
+    /// Schema index of the property.
+    pub index: usize,
+    pub name: String,
+    pub raw: String,
+    value: FilterValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum FilterValue {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemsQuery {
+    /// As given, in the axis order of `bbox_crs`.
+    pub bbox: Option<[f64; 4]>,
+    pub bbox_raw: Option<String>,
+    pub bbox_crs: &'static OutputCrs,
+    pub crs: &'static OutputCrs,
+    pub datetime: Option<TimeRange>,
+    pub datetime_raw: Option<String>,
+    pub props: Vec<PropFilter>,
+    pub limit: usize,
+    pub offset: usize,
+    /// Only when given with `f=` (otherwise the Accept header decides).
+    pub format: Option<Format>,
+}
+
+impl Default for ItemsQuery {
+    fn default() -> Self {
+        ItemsQuery {
+            bbox: None,
+            bbox_raw: None,
+            bbox_crs: crs::crs84(),
+            crs: crs::crs84(),
+            datetime: None,
+            datetime_raw: None,
+            props: Vec::new(),
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+            format: None,
+        }
+    }
+}
+
+/// The parameters `/items` takes besides the collection's queryables.
+pub const ITEMS_PARAMS: &[&str] = &[
+    "bbox", "bbox-crs", "crs", "datetime", "limit", "offset", "f",
+];
+
+/// The layer's temporal property: its first date or date-time field.
+pub fn temporal_field(schema: &[Field]) -> Option<(usize, &Field)> {
+    schema
+        .iter()
+        .enumerate()
+        .find(|(_, f)| matches!(f.ftype, FieldType::Date | FieldType::Datetime))
+}
+
+/// Parses the query string of `/collections/{id}/items` for a layer with `schema`.
+/// Unknown parameters are an error (a misspelt `bbox` must not silently return the
+/// whole layer); the message lists what is accepted.
+pub fn parse_items_query(raw: Option<&str>, schema: &[Field]) -> Result<ItemsQuery, BadParam> {
+    let mut q = ItemsQuery::default();
     let mut seen = std::collections::HashSet::new();
     for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-        if !ITEMS_PARAMS.contains(&k.as_ref()) {
-            return Err(BadParam(format!(
-                "unknown query parameter '{k}'; this endpoint accepts: {}",
-                ITEMS_PARAMS.join(", ")
-            )));
-        }
         if !seen.insert(k.to_string()) {
             return Err(BadParam(format!(
                 "query parameter '{k}' is given more than once"
             )));
         }
         match k.as_ref() {
-            "bbox" => q.bbox = Some(parse_bbox(&v)?),
+            "bbox" => {
+                q.bbox = Some(parse_bbox_numbers(&v)?);
+                q.bbox_raw = Some(v.to_string());
+            }
+            "bbox-crs" => q.bbox_crs = crs::parse("bbox-crs", &v)?,
+            "crs" => q.crs = crs::parse("crs", &v)?,
+            "datetime" => {
+                if temporal_field(schema).is_none() {
+                    return Err(BadParam(
+                        "datetime cannot be applied: this collection has no date or date-time \
+                         property (its extent has no temporal part)"
+                            .into(),
+                    ));
+                }
+                q.datetime = parse_datetime(&v)?;
+                q.datetime_raw = Some(v.to_string());
+            }
             "limit" => {
                 q.limit = v
                     .parse::<usize>()
@@ -62,17 +162,65 @@ pub fn parse_items_query(raw: Option<&str>) -> Result<ItemsQuery, BadParam> {
                     BadParam(format!("offset must be a whole number >= 0, got '{v}'"))
                 })?
             }
-            "f" if v != "json" && v != "geojson" => {
-                return Err(BadParam(format!("f must be 'json' (GeoJSON), got '{v}'")));
-            }
-            _ => {}
+            "f" => q.format = Some(parse_format(&v)?),
+            name => match schema.iter().position(|f| f.name == name) {
+                Some(index) => q.props.push(PropFilter {
+                    index,
+                    name: name.to_string(),
+                    raw: v.to_string(),
+                    value: filter_value(name, schema[index].ftype, &v)?,
+                }),
+                None => {
+                    let mut accepted: Vec<&str> = ITEMS_PARAMS.to_vec();
+                    accepted.extend(schema.iter().map(|f| f.name.as_str()));
+                    let hint = if name == "filter" || name == "filter-lang" {
+                        " (CQL2 filtering is not available yet; filter with property=value)"
+                    } else {
+                        ""
+                    };
+                    return Err(BadParam(format!(
+                        "unknown query parameter '{name}'{hint}; this endpoint accepts: {}",
+                        accepted.join(", ")
+                    )));
+                }
+            },
         }
+    }
+    if let Some(b) = q.bbox {
+        check_bbox(b, q.bbox_crs, q.bbox_raw.as_deref().unwrap_or(""))?;
     }
     Ok(q)
 }
 
-/// `bbox=minx,miny,maxx,maxy` (or the 6-number 3D form) in lon/lat degrees.
-pub fn parse_bbox(v: &str) -> Result<[f64; 4], BadParam> {
+fn filter_value(name: &str, t: FieldType, v: &str) -> Result<FilterValue, BadParam> {
+    Ok(match t {
+        FieldType::Int | FieldType::Long => FilterValue::Int(v.trim().parse().map_err(|_| {
+            BadParam(format!("{name} is a whole-number property, got '{v}'"))
+        })?),
+        FieldType::Float => FilterValue::Float(
+            v.trim()
+                .parse()
+                .ok()
+                .filter(|x: &f64| x.is_finite())
+                .ok_or_else(|| BadParam(format!("{name} is a numeric property, got '{v}'")))?,
+        ),
+        FieldType::Bool => FilterValue::Bool(match v.trim() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => {
+                return Err(BadParam(format!(
+                    "{name} is a true/false property, got '{v}'"
+                )))
+            }
+        }),
+        FieldType::String | FieldType::Date | FieldType::Datetime => {
+            FilterValue::Text(v.to_string())
+        }
+    })
+}
+
+/// `bbox=` numbers: 4, or 6 for a 3D box (heights are ignored: layers are 2D).
+pub fn parse_bbox_numbers(v: &str) -> Result<[f64; 4], BadParam> {
     let nums: Vec<f64> = v
         .split(',')
         .map(|s| s.trim().parse::<f64>())
@@ -94,74 +242,323 @@ pub fn parse_bbox(v: &str) -> Result<[f64; 4], BadParam> {
     if b.iter().any(|x| !x.is_finite()) {
         return Err(BadParam(format!("bbox has a non-finite number: '{v}'")));
     }
-    if !(-180.0..=180.0).contains(&b[0]) || !(-180.0..=180.0).contains(&b[2]) {
-        return Err(BadParam(format!(
-            "bbox longitudes must be within -180..180, got '{v}'"
-        )));
-    }
-    if !(-90.0..=90.0).contains(&b[1]) || !(-90.0..=90.0).contains(&b[3]) {
-        return Err(BadParam(format!(
-            "bbox latitudes must be within -90..90, got '{v}'"
-        )));
-    }
-    if b[1] > b[3] {
-        return Err(BadParam(format!(
-            "bbox minimum latitude {} is greater than the maximum {}",
-            b[1], b[3]
-        )));
-    }
-    if b[0] > b[2] {
-        return Err(BadParam(format!(
-            "bbox minimum longitude {} is greater than the maximum {}: boxes crossing the \
-             antimeridian are not supported, split it into two requests",
-            b[0], b[2]
-        )));
-    }
     Ok(b)
 }
 
-fn items_url(collection_url: &str, q: &ItemsQuery, offset: usize) -> String {
-    let mut s = form_urlencoded::Serializer::new(String::new());
-    if let Some(b) = q.bbox {
-        s.append_pair("bbox", &format!("{},{},{},{}", b[0], b[1], b[2], b[3]));
+/// Range and order checks, in the axis order of the box's CRS.
+fn check_bbox(b: [f64; 4], c: &OutputCrs, v: &str) -> Result<(), BadParam> {
+    let geographic = matches!(c.epsg, None | Some(4326));
+    // (lon, lat) order of the numbers as given.
+    let (x0, y0, x1, y1) = if c.north_first {
+        (b[1], b[0], b[3], b[2])
+    } else {
+        (b[0], b[1], b[2], b[3])
+    };
+    let (xn, yn) = match (geographic, c.north_first) {
+        (true, false) => ("longitude", "latitude"),
+        (true, true) => ("longitude", "latitude"),
+        (false, false) => ("easting", "northing"),
+        (false, true) => ("easting", "northing"),
+    };
+    if geographic {
+        if !(-180.0..=180.0).contains(&x0) || !(-180.0..=180.0).contains(&x1) {
+            return Err(BadParam(format!(
+                "bbox longitudes must be within -180..180, got '{v}'"
+            )));
+        }
+        if !(-90.0..=90.0).contains(&y0) || !(-90.0..=90.0).contains(&y1) {
+            return Err(BadParam(format!(
+                "bbox latitudes must be within -90..90, got '{v}'{}",
+                if c.north_first {
+                    " (EPSG:4326 boxes are minLat,minLon,maxLat,maxLon)"
+                } else {
+                    ""
+                }
+            )));
+        }
     }
-    s.append_pair("limit", &q.limit.to_string());
-    s.append_pair("offset", &offset.to_string());
-    format!("{collection_url}/items?{}", s.finish())
+    if y0 > y1 {
+        return Err(BadParam(format!(
+            "bbox minimum {yn} {y0} is greater than the maximum {y1}"
+        )));
+    }
+    if x0 > x1 {
+        let am = if geographic {
+            ": boxes crossing the antimeridian are not supported, split it into two requests"
+        } else {
+            ""
+        };
+        return Err(BadParam(format!(
+            "bbox minimum {xn} {x0} is greater than the maximum {x1}{am}"
+        )));
+    }
+    Ok(())
 }
 
-/// One page of `/items` as a GeoJSON FeatureCollection with OGC paging members.
+/// `bbox=minLon,minLat,maxLon,maxLat` in CRS84, validated (used by other endpoints).
+pub fn parse_bbox(v: &str) -> Result<[f64; 4], BadParam> {
+    let b = parse_bbox_numbers(v)?;
+    check_bbox(b, crs::crs84(), v)?;
+    Ok(b)
+}
+
+/// A date or date-time as the interval it covers (a date is its whole day; a
+/// date-time without an offset is taken as UTC).
+pub fn time_span(s: &str) -> Option<(i64, i64)> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        let ms = t.timestamp_millis();
+        return Some((ms, ms));
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+            let ms = t.and_utc().timestamp_millis();
+            return Some((ms, ms));
+        }
+    }
+    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    let start = d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis();
+    Some((start, start + 86_400_000 - 1))
+}
+
+/// `datetime=`: an instant, or an interval `start/end` where either end may be open
+/// (`..` or empty).
+pub fn parse_datetime(v: &str) -> Result<Option<TimeRange>, BadParam> {
+    let bad = |what: &str| {
+        BadParam(format!(
+            "datetime {what}: expected an RFC 3339 date or date-time (2024-05-01, \
+             2024-05-01T10:00:00Z) or an interval start/end with '..' for an open end, got '{v}'"
+        ))
+    };
+    let part = |p: &str| -> Result<Option<(i64, i64)>, BadParam> {
+        match p.trim() {
+            "" | ".." => Ok(None),
+            s => time_span(s).map(Some).ok_or_else(|| bad("is not valid")),
+        }
+    };
+    let r = match v.split_once('/') {
+        Some((a, b)) => {
+            if b.contains('/') {
+                return Err(bad("has more than one '/'"));
+            }
+            TimeRange {
+                start: part(a)?.map(|s| s.0),
+                end: part(b)?.map(|e| e.1),
+            }
+        }
+        None => {
+            if v.trim() == ".." {
+                return Err(bad("cannot be '..' alone"));
+            }
+            let (s, e) = part(v)?.ok_or_else(|| bad("is empty"))?;
+            TimeRange {
+                start: Some(s),
+                end: Some(e),
+            }
+        }
+    };
+    if let (Some(s), Some(e)) = (r.start, r.end) {
+        if s > e {
+            return Err(bad("starts after it ends"));
+        }
+    }
+    Ok(Some(r))
+}
+
+impl TimeRange {
+    fn overlaps(&self, (s, e): (i64, i64)) -> bool {
+        self.start.is_none_or(|qs| e >= qs) && self.end.is_none_or(|qe| s <= qe)
+    }
+}
+
+impl PropFilter {
+    fn matches(&self, v: &RawValue<'_>) -> bool {
+        match (&self.value, v) {
+            (FilterValue::Int(a), RawValue::I64(b)) => a == b,
+            (FilterValue::Int(a), RawValue::U64(b)) => u64::try_from(*a) == Ok(*b),
+            (FilterValue::Int(a), RawValue::F64(b)) => (*a as f64) == *b,
+            (FilterValue::Float(a), RawValue::F64(b)) => a == b,
+            (FilterValue::Float(a), RawValue::I64(b)) => *a == *b as f64,
+            (FilterValue::Bool(a), RawValue::Bool(b)) => a == b,
+            (FilterValue::Text(a), RawValue::Str(b)) => a.as_bytes() == *b,
+            _ => false,
+        }
+    }
+}
+
+impl ItemsQuery {
+    fn has_property_tests(&self) -> bool {
+        self.datetime.is_some() || !self.props.is_empty()
+    }
+
+    /// The query string that reproduces this query at `offset` (paging links carry
+    /// every parameter).
+    pub fn query_string(&self, offset: usize, format: Option<Format>) -> String {
+        let mut s = form_urlencoded::Serializer::new(String::new());
+        if let Some(b) = &self.bbox_raw {
+            s.append_pair("bbox", b);
+        }
+        if self.bbox_crs.epsg.is_some() {
+            s.append_pair("bbox-crs", self.bbox_crs.uri);
+        }
+        if self.crs.epsg.is_some() {
+            s.append_pair("crs", self.crs.uri);
+        }
+        if let Some(d) = &self.datetime_raw {
+            s.append_pair("datetime", d);
+        }
+        for p in &self.props {
+            s.append_pair(&p.name, &p.raw);
+        }
+        s.append_pair("limit", &self.limit.to_string());
+        s.append_pair("offset", &offset.to_string());
+        if let Some(f) = format {
+            s.append_pair("f", f.name());
+        }
+        s.finish()
+    }
+}
+
+/// One page of items: the GeoJSON body and the links (also sent as `Link` headers).
+pub struct Page {
+    pub body: Vec<u8>,
+    pub links: Vec<Value>,
+    pub matched: usize,
+    pub returned: usize,
+}
+
+/// Positions (id order) of the features whose geometry intersects `bbox` (lon/lat).
+/// The R-tree gives the candidates whose bounding box intersects; those not wholly
+/// inside the box are confirmed against their real geometry (a diagonal road's
+/// bounding box can cross the box while the road does not).
+pub fn bbox_matches(layer: &LoadedLayer, bbox: [f64; 4]) -> layers::Result<Vec<u32>> {
+    use geo::Intersects;
+    let rect = geo::Rect::new(
+        geo::coord! {x: bbox[0], y: bbox[1]},
+        geo::coord! {x: bbox[2], y: bbox[3]},
+    );
+    let mut out = Vec::new();
+    for (pos, e) in layer.query_bbox_iter(bbox) {
+        let inside = e[0] >= bbox[0] && e[1] >= bbox[1] && e[2] <= bbox[2] && e[3] <= bbox[3];
+        if inside {
+            out.push(pos);
+            continue;
+        }
+        let Some((_, offset)) = layer.at(pos) else {
+            continue;
+        };
+        if let (Some(g), _) = layer.geometry_and_properties(offset)? {
+            if g.intersects(&rect) {
+                out.push(pos);
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Positions (id order) of the features that satisfy every part of the query.
+fn matching(layer: &LoadedLayer, q: &ItemsQuery, bbox: Option<[f64; 4]>) -> layers::Result<Vec<u32>> {
+    let candidates: Box<dyn Iterator<Item = u32>> = match bbox {
+        Some(b) => Box::new(bbox_matches(layer, b)?.into_iter()),
+        None => Box::new(0..layer.len() as u32),
+    };
+    if !q.has_property_tests() {
+        return Ok(candidates.collect());
+    }
+    let time_idx = temporal_field(&layer.meta.schema).map(|(i, _)| i);
+    let mut out = Vec::new();
+    for pos in candidates {
+        let Some((_, offset)) = layer.at(pos) else {
+            continue;
+        };
+        // Absent (null) properties never match.
+        let mut ok = vec![false; q.props.len()];
+        let mut time_ok = q.datetime.is_none();
+        layer.for_each_value(offset, |i, v| {
+            for (k, p) in q.props.iter().enumerate() {
+                if p.index == i && p.matches(&v) {
+                    ok[k] = true;
+                }
+            }
+            if let (Some(r), Some(ti), RawValue::Str(s)) = (&q.datetime, time_idx, &v) {
+                if ti == i {
+                    time_ok = std::str::from_utf8(s)
+                        .ok()
+                        .and_then(time_span)
+                        .is_some_and(|span| r.overlaps(span));
+                }
+            }
+        })?;
+        if time_ok && ok.iter().all(|b| *b) {
+            out.push(pos);
+        }
+    }
+    Ok(out)
+}
+
+/// One page of `/items` as a GeoJSON FeatureCollection with the OGC paging members.
+/// `format` is the page's own encoding (for the self/alternate links).
 pub fn items_page(
     layer: &LoadedLayer,
     q: &ItemsQuery,
     collection_url: &str,
-) -> layers::Result<Vec<u8>> {
-    let hits: Option<Vec<u32>> = q.bbox.map(|b| layer.query_bbox(b));
-    let matched = hits.as_ref().map_or(layer.len(), Vec::len);
+    format: Format,
+) -> layers::Result<Page> {
+    let bbox = match q.bbox {
+        Some(b) => Some(
+            Reproject::new(q.bbox_crs)
+                .and_then(|r| r.bbox_to_lonlat(b))
+                .map_err(|e| layers::Error::bad(format!("bbox in {}: {e}", q.bbox_crs.uri)))?,
+        ),
+        None => None,
+    };
+    let reproject = Reproject::new(q.crs).map_err(layers::Error::Internal)?;
+    let hits = matching(layer, q, bbox)?;
+    let matched = hits.len();
     let start = q.offset.min(matched);
     let end = (start + q.limit).min(matched);
     let mut out = Vec::with_capacity(256 + (end - start) * 256);
     out.extend_from_slice(br#"{"type":"FeatureCollection","features":["#);
-    for (n, i) in (start..end).enumerate() {
-        let pos = hits.as_ref().map_or(i as u32, |h| h[i]);
+    let mut map = |g: &mut geo::Geometry<f64>| reproject.geometry(g);
+    for (n, &pos) in hits[start..end].iter().enumerate() {
         let Some((_, offset)) = layer.at(pos) else {
             continue;
         };
         if n > 0 {
             out.push(b',');
         }
-        layer.write_geojson(offset, &mut out)?;
+        if reproject.is_identity() {
+            layer.write_geojson(offset, &mut out)?;
+        } else {
+            layer.write_geojson_with(offset, &mut out, Some(&mut map))?;
+        }
     }
+    let url = |offset: usize, f: Format| {
+        format!(
+            "{collection_url}/items?{}",
+            q.query_string(offset, Some(f))
+        )
+    };
+    let (other, other_type) = match format {
+        Format::Json => (Format::Html, "text/html"),
+        Format::Html => (Format::Json, "application/geo+json"),
+    };
+    let this_type = match format {
+        Format::Json => "application/geo+json",
+        Format::Html => "text/html",
+    };
     let mut links = vec![
-        json!({"href": items_url(collection_url, q, q.offset), "rel": "self", "type": "application/geo+json", "title": "this page"}),
+        json!({"href": url(q.offset, format), "rel": "self", "type": this_type, "title": "this page"}),
+        json!({"href": url(q.offset, other), "rel": "alternate", "type": other_type, "title": "this page in another format"}),
         json!({"href": collection_url, "rel": "collection", "type": "application/json", "title": "the collection"}),
     ];
     if end < matched {
-        links.push(json!({"href": items_url(collection_url, q, end), "rel": "next", "type": "application/geo+json", "title": "next page"}));
+        links.push(json!({"href": url(end, format), "rel": "next", "type": this_type, "title": "next page"}));
     }
     if q.offset > 0 {
         let prev = q.offset.saturating_sub(q.limit);
-        links.push(json!({"href": items_url(collection_url, q, prev), "rel": "prev", "type": "application/geo+json", "title": "previous page"}));
+        links.push(json!({"href": url(prev, format), "rel": "prev", "type": this_type, "title": "previous page"}));
     }
     let tail = json!({
         "numberMatched": matched,
@@ -170,27 +567,63 @@ pub fn items_page(
         "links": links,
     });
     out.extend_from_slice(b"],");
-    let tail = serde_json::to_vec(&tail).map_err(|e| layers::Error::Internal(e.to_string()))?;
+    let tail_bytes =
+        serde_json::to_vec(&tail).map_err(|e| layers::Error::Internal(e.to_string()))?;
     // Splice the members of `tail` into the open object.
-    out.extend_from_slice(&tail[1..]);
-    Ok(out)
+    out.extend_from_slice(&tail_bytes[1..]);
+    Ok(Page {
+        body: out,
+        links,
+        matched,
+        returned: end - start,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn schema() -> Vec<Field> {
+        vec![
+            Field {
+                name: "colonia".into(),
+                ftype: FieldType::String,
+            },
+            Field {
+                name: "n".into(),
+                ftype: FieldType::Long,
+            },
+            Field {
+                name: "fecha".into(),
+                ftype: FieldType::Date,
+            },
+        ]
+    }
+
     #[test]
     fn parses_bbox_limit_offset() {
-        let q = parse_items_query(Some("bbox=-100.4,25.6,-100.2,25.8&limit=10&offset=5")).unwrap();
+        let s = schema();
+        let q = parse_items_query(Some("bbox=-100.4,25.6,-100.2,25.8&limit=10&offset=5"), &s)
+            .unwrap();
         assert_eq!(q.bbox, Some([-100.4, 25.6, -100.2, 25.8]));
         assert_eq!((q.limit, q.offset), (10, 5));
-        let q = parse_items_query(Some("bbox=-100.4,25.6,0,-100.2,25.8,10")).unwrap();
+        let q = parse_items_query(Some("bbox=-100.4,25.6,0,-100.2,25.8,10"), &s).unwrap();
         assert_eq!(q.bbox, Some([-100.4, 25.6, -100.2, 25.8]));
+        // EPSG:4326 boxes are lat/lon: the latitude checks apply to the first number.
+        let q = parse_items_query(
+            Some("bbox=25.6,-100.4,25.8,-100.2&bbox-crs=http://www.opengis.net/def/crs/EPSG/0/4326"),
+            &s,
+        )
+        .unwrap();
+        assert_eq!(q.bbox_crs.epsg, Some(4326));
+        let e = parse_items_query(Some("bbox=-100.4,25.6,-100.2,25.8&bbox-crs=EPSG:4326"), &s)
+            .unwrap_err();
+        assert!(e.0.contains("minLat,minLon"), "{}", e.0);
     }
 
     #[test]
     fn bad_params_say_what_is_wrong() {
+        let s = schema();
         let cases = [
             ("bbox=1,2,3", "4 numbers"),
             ("bbox=a,b,c,d", "comma-separated numbers"),
@@ -203,11 +636,53 @@ mod tests {
             ("limit=x", "limit"),
             ("offset=-1", "offset"),
             ("bbx=1,2,3,4", "unknown query parameter 'bbx'"),
+            ("filter=n>3", "CQL2"),
             ("limit=1&limit=2", "more than once"),
+            ("crs=EPSG:2154", "crs 'EPSG:2154' is not supported"),
+            ("n=abc", "whole-number"),
+            ("datetime=2024-13-01", "datetime is not valid"),
+            ("datetime=2024-02-01/2024-01-01", "starts after it ends"),
+            ("f=xml", "f must be"),
         ];
         for (q, needle) in cases {
-            let e = parse_items_query(Some(q)).unwrap_err();
+            let e = parse_items_query(Some(q), &s).unwrap_err();
             assert!(e.0.contains(needle), "{q}: {}", e.0);
         }
+        // The list of accepted parameters names the queryables too.
+        let e = parse_items_query(Some("coloina=x"), &s).unwrap_err();
+        assert!(e.0.contains("colonia"), "{}", e.0);
+        // No temporal property: datetime is refused, not silently ignored.
+        let e = parse_items_query(Some("datetime=2024-01-01"), &s[..2]).unwrap_err();
+        assert!(e.0.contains("no date"), "{}", e.0);
+    }
+
+    #[test]
+    fn datetime_instants_and_intervals() {
+        let day = |s| time_span(s).unwrap();
+        let r = parse_datetime("2024-05-01").unwrap().unwrap();
+        assert!(r.overlaps(day("2024-05-01")));
+        assert!(r.overlaps(day("2024-05-01T23:59:00Z")));
+        assert!(!r.overlaps(day("2024-05-02")));
+        let r = parse_datetime("2024-05-01T10:00:00Z").unwrap().unwrap();
+        assert!(r.overlaps(day("2024-05-01")), "an instant inside a date's day");
+        assert!(!r.overlaps(day("2024-05-01T10:00:01Z")));
+        let r = parse_datetime("2024-01-01/..").unwrap().unwrap();
+        assert!(r.overlaps(day("2030-01-01")) && !r.overlaps(day("2023-12-31")));
+        let r = parse_datetime("../2024-01-01").unwrap().unwrap();
+        assert!(r.overlaps(day("2024-01-01")) && !r.overlaps(day("2024-01-02")));
+        let r = parse_datetime("2024-01-01T00:00:00+01:00/2024-01-01T00:30:00Z")
+            .unwrap()
+            .unwrap();
+        assert!(r.overlaps(day("2023-12-31T23:30:00Z")));
+        assert!(parse_datetime("../..").unwrap().unwrap().overlaps(day("1999-01-01")));
+    }
+
+    #[test]
+    fn links_round_trip_every_parameter() {
+        let s = schema();
+        let raw = "bbox=-100.4,25.6,-100.2,25.8&crs=EPSG:6372&datetime=2024-01-01/..&colonia=Centro+Norte&limit=7&offset=14";
+        let q = parse_items_query(Some(raw), &s).unwrap();
+        let again = parse_items_query(Some(&q.query_string(q.offset, None)), &s).unwrap();
+        assert_eq!(q, again);
     }
 }

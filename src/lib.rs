@@ -7,6 +7,8 @@
 //! - `layers` (separate crate): ingest → CRS → quality → store → index.
 //! - [`features`]: OGC API – Features semantics over a loaded layer: parameters,
 //!   paging, GeoJSON documents. Knows nothing of axum.
+//! - [`ogc`]: OGC API – Features documents (landing, conformance, collections,
+//!   queryables, OpenAPI), their HTML pages, and output CRSs (Part 2).
 //! - [`http`]: axum routers, the one place errors become status codes, graceful
 //!   shutdown, the background refresh that picks up new versions.
 //! - [`tileserve`]: vector tiles of loaded layers (through the `tiles` crate), TileJSON,
@@ -17,4 +19,5 @@ pub mod config;
 pub mod demo;
 pub mod features;
 pub mod http;
+pub mod ogc;
 pub mod tileserve;

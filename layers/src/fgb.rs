@@ -478,6 +478,9 @@ fn hilbert(x: u32, y: u32) -> u32 {
     (i1 << 1) | i0
 }
 
+/// A transformation applied to geometries on output (e.g. to another CRS).
+pub type GeometryMap<'a> = dyn FnMut(&mut geo::Geometry<f64>) -> std::result::Result<(), String> + 'a;
+
 /// A feature's geometry and its properties by schema index (the id column excluded).
 pub type Decoded = (Option<geo::Geometry<f64>>, Vec<(usize, Value)>);
 
@@ -623,6 +626,17 @@ impl<B: AsRef<[u8]>> FgbView<B> {
     /// straight into `out` (no intermediate JSON values: this is the hot path of
     /// every items request).
     pub fn write_geojson(&self, offset: u64, out: &mut Vec<u8>) -> Result<()> {
+        self.write_geojson_with(offset, out, None)
+    }
+
+    /// [`FgbView::write_geojson`] with the geometry passed through `map` first
+    /// (output in another CRS); a `map` error is the caller's (a 400).
+    pub fn write_geojson_with(
+        &self,
+        offset: u64,
+        out: &mut Vec<u8>,
+        map: Option<&mut GeometryMap<'_>>,
+    ) -> Result<()> {
         let feat = self.feature(offset)?;
         let raw = feat.properties().map(|p| p.bytes()).unwrap_or(&[]);
         let id = leading_id(raw);
@@ -632,13 +646,31 @@ impl<B: AsRef<[u8]>> FgbView<B> {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(br#","geometry":"#);
-        match feat.geometry() {
-            Some(g) => {
+        match (feat.geometry(), map) {
+            (Some(g), None) => {
                 let mut w = geozero::geojson::GeoJsonWriter::new(&mut *out);
                 g.process(&mut w, self.geometry_type)
                     .map_err(|e| Error::Corrupt(format!("bad geometry at offset {offset}: {e}")))?;
             }
-            None => out.extend_from_slice(b"null"),
+            (Some(g), Some(map)) => {
+                use geozero::GeozeroGeometry;
+                let mut gw = geozero::geo_types::GeoWriter::new();
+                g.process(&mut gw, self.geometry_type)
+                    .map_err(|e| Error::Corrupt(format!("bad geometry at offset {offset}: {e}")))?;
+                match gw.take_geometry() {
+                    Some(mut geom) => {
+                        map(&mut geom).map_err(|e| {
+                            Error::bad(format!("feature {}: {e}", id.unwrap_or(-1)))
+                        })?;
+                        let mut w = geozero::geojson::GeoJsonWriter::new(&mut *out);
+                        geom.process_geom(&mut w).map_err(|e| {
+                            Error::Internal(format!("GeoJSON of feature at {offset}: {e}"))
+                        })?;
+                    }
+                    None => out.extend_from_slice(b"null"),
+                }
+            }
+            (None, _) => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(br#","properties":{"#);
         let mut first = true;

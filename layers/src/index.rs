@@ -153,6 +153,16 @@ impl LoadedLayer {
         self.view.write_geojson(offset, out)
     }
 
+    /// [`LoadedLayer::write_geojson`] with the geometry mapped first (another CRS).
+    pub fn write_geojson_with(
+        &self,
+        offset: u64,
+        out: &mut Vec<u8>,
+        map: Option<&mut crate::fgb::GeometryMap<'_>>,
+    ) -> Result<()> {
+        self.view.write_geojson_with(offset, out, map)
+    }
+
     /// Geometry and properties (by schema index) of the feature at `offset`.
     pub fn geometry_and_properties(&self, offset: u64) -> Result<crate::fgb::Decoded> {
         self.view.geometry_and_properties(offset)

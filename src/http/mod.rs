@@ -14,7 +14,8 @@ use layers::index::{LoadedLayer, Registry};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::features::{self, BadParam};
+use crate::features::{self, BadParam, Format};
+use crate::ogc::{self, crs::OutputCrs};
 use crate::tileserve::TileService;
 
 mod tiles;
@@ -24,6 +25,17 @@ mod tiles;
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub tiles: Arc<TileService>,
+    pub temporal: Arc<ogc::TemporalExtents>,
+}
+
+impl AppState {
+    pub fn new(registry: Arc<Registry>, tiles: Arc<TileService>) -> Self {
+        AppState {
+            registry,
+            tiles,
+            temporal: Arc::default(),
+        }
+    }
 }
 
 /// An error response: 4xx bodies explain, 5xx bodies reveal nothing.
@@ -87,9 +99,13 @@ pub(crate) type ApiResult<T> = Result<T, ApiError>;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(landing))
+        .route("/conformance", get(conformance))
+        .route("/api", get(api))
+        .route("/api.html", get(api_html))
         .route("/health", get(health))
         .route("/collections", get(collections))
         .route("/collections/:id", get(collection))
+        .route("/collections/:id/queryables", get(queryables))
         .route("/collections/:id/items", get(items))
         .route("/collections/:id/items/:fid", get(item))
         .route("/tiles/:layers/:z/:x/:y", get(tiles::tile))
@@ -156,82 +172,191 @@ pub(crate) fn layer(state: &AppState, id: &str) -> ApiResult<Arc<LoadedLayer>> {
     })
 }
 
-async fn landing(headers: HeaderMap) -> Json<Value> {
+/// The representation asked for: `f=` wins, then the Accept header (a browser's
+/// `text/html` gets HTML; API clients, `*/*` and no header get JSON).
+fn negotiate(f: Option<Format>, headers: &HeaderMap) -> Format {
+    if let Some(f) = f {
+        return f;
+    }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("text/html") && !accept.contains("json") {
+        Format::Html
+    } else {
+        Format::Json
+    }
+}
+
+/// For resources whose only parameter is `f`: unknown parameters are a 400.
+fn only_f(raw: Option<&str>) -> ApiResult<Option<Format>> {
+    let mut f = None;
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "f" => f = Some(features::parse_format(&v)?),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter '{other}'; this endpoint accepts: f"
+                )))
+            }
+        }
+    }
+    Ok(f)
+}
+
+fn with_type(body: impl IntoResponse, content_type: &'static str) -> Response {
+    let mut r = body.into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn json_doc(v: &Value, content_type: &'static str) -> Response {
+    with_type(serde_json::to_vec(v).unwrap_or_default(), content_type)
+}
+
+fn html_doc(s: String) -> Response {
+    with_type(s, "text/html; charset=utf-8")
+}
+
+/// `Link` header from a links array (RFC 8288), so clients can page without
+/// parsing the body.
+fn link_header(r: &mut Response, links: &[Value]) {
+    let v: Vec<String> = links
+        .iter()
+        .filter_map(|l| {
+            Some(format!(
+                "<{}>; rel=\"{}\"; type=\"{}\"",
+                l["href"].as_str()?,
+                l["rel"].as_str()?,
+                l["type"].as_str().unwrap_or("")
+            ))
+        })
+        .collect();
+    if let Ok(h) = HeaderValue::from_str(&v.join(", ")) {
+        r.headers_mut().insert(header::LINK, h);
+    }
+}
+
+async fn landing(headers: HeaderMap, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+    let f = negotiate(only_f(raw.as_deref())?, &headers);
     let base = base_url(&headers);
-    Json(json!({
-        "title": "Monterrey DataHub",
-        "description": "Datos geoespaciales de las secretarías del Municipio de Monterrey / Spatial data of the City of Monterrey",
-        "links": [
-            {"href": format!("{base}/"), "rel": "self", "type": "application/json", "title": "this document"},
-            {"href": format!("{base}/collections"), "rel": "data", "type": "application/json", "title": "layers"},
-        ]
-    }))
+    let doc = ogc::landing(&base);
+    Ok(match f {
+        Format::Json => json_doc(&doc, "application/json"),
+        Format::Html => html_doc(ogc::html::landing(&doc, &base)),
+    })
+}
+
+async fn conformance(headers: HeaderMap, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+    let f = negotiate(only_f(raw.as_deref())?, &headers);
+    let base = base_url(&headers);
+    let doc = ogc::conformance(&base);
+    Ok(match f {
+        Format::Json => json_doc(&doc, "application/json"),
+        Format::Html => html_doc(ogc::html::conformance(&doc, &base)),
+    })
+}
+
+fn sorted_layers(state: &AppState) -> Vec<Arc<LoadedLayer>> {
+    let snap = state.registry.snapshot();
+    let mut v: Vec<Arc<LoadedLayer>> = snap.values().cloned().collect();
+    v.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+    v
+}
+
+async fn api(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let doc = ogc::openapi::document(&sorted_layers(&state), &base_url(&headers));
+    json_doc(&doc, ogc::OPENAPI_TYPE)
+}
+
+async fn api_html(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let base = base_url(&headers);
+    let doc = ogc::openapi::document(&sorted_layers(&state), &base);
+    html_doc(ogc::html::api(&doc, &base))
 }
 
 async fn health(State(state): State<AppState>) -> Json<Value> {
     Json(json!({"status": "ok", "layers": state.registry.snapshot().len()}))
 }
 
-fn collection_json(l: &LoadedLayer, base: &str) -> Value {
-    let m = &l.meta;
-    let url = format!("{base}/collections/{}", m.id);
-    let mut c = json!({
-        "id": m.id,
-        "title": m.title,
-        "description": m.description,
-        "ministry": m.ministry,
-        "itemType": "feature",
-        "count": l.len(),
-        "version": m.version,
-        "updated": m.created_at,
-        "synthetic": m.synthetic,
-        "geometryTypes": m.geometry_types,
-        "sourceCrs": m.source_crs.epsg.map(|c| format!("EPSG:{c}")).unwrap_or_else(|| m.source_crs.name.clone()),
-        "crs": ["http://www.opengis.net/def/crs/OGC/1.3/CRS84"],
-        "storageCrs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84",
-        "links": [
-            {"href": url, "rel": "self", "type": "application/json", "title": "this collection"},
-            {"href": format!("{url}/items"), "rel": "items", "type": "application/geo+json", "title": "features"},
-        ],
-    });
-    if let Some(b) = m.bbox {
-        c["bbox"] = json!(b);
-        c["extent"] = json!({"spatial": {"bbox": [b], "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}});
-    }
-    c
+/// A collection document; the temporal extent may need a scan of the layer (once
+/// per version), so callers run this on the blocking pool.
+fn collection_doc(state: &AppState, l: &LoadedLayer, base: &str) -> Value {
+    ogc::collection(l, base, state.temporal.get(l))
 }
 
-async fn collections(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
+async fn collections(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let f = negotiate(only_f(raw.as_deref())?, &headers);
     let base = base_url(&headers);
-    let snap = state.registry.snapshot();
-    let mut ids: Vec<&String> = snap.keys().collect();
-    ids.sort();
-    let cols: Vec<Value> = ids
-        .iter()
-        .map(|id| collection_json(&snap[*id], &base))
-        .collect();
-    Json(json!({
-        "collections": cols,
-        "links": [{"href": format!("{base}/collections"), "rel": "self", "type": "application/json", "title": "this document"}],
-    }))
+    let st = state.clone();
+    let b = base.clone();
+    let doc = tokio::task::spawn_blocking(move || {
+        let cols = sorted_layers(&st)
+            .iter()
+            .map(|l| collection_doc(&st, l, &b))
+            .collect();
+        ogc::collections(cols, &b)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(match f {
+        Format::Json => json_doc(&doc, "application/json"),
+        Format::Html => html_doc(ogc::html::collections(&doc, &base)),
+    })
 }
 
 async fn collection(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let f = negotiate(only_f(raw.as_deref())?, &headers);
     let l = layer(&state, &id)?;
-    Ok(Json(collection_json(&l, &base_url(&headers))))
+    let base = base_url(&headers);
+    let (st, b, l2) = (state.clone(), base.clone(), l.clone());
+    let doc = tokio::task::spawn_blocking(move || collection_doc(&st, &l2, &b))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(match f {
+        Format::Json => json_doc(&doc, "application/json"),
+        Format::Html => html_doc(ogc::html::collection(
+            &doc,
+            &ogc::queryables(&l, &base),
+            &base,
+        )),
+    })
 }
 
-fn geojson(body: Vec<u8>) -> Response {
-    let mut r = body.into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/geo+json"),
-    );
-    r
+async fn queryables(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let f = only_f(raw.as_deref())?;
+    if f == Some(Format::Html) {
+        return Err(ApiError::bad_request(
+            "queryables are JSON Schema only; the collection's HTML page lists them",
+        ));
+    }
+    let l = layer(&state, &id)?;
+    Ok(json_doc(
+        &ogc::queryables(&l, &base_url(&headers)),
+        "application/schema+json",
+    ))
+}
+
+fn content_crs(r: &mut Response, c: &OutputCrs) {
+    if let Ok(v) = HeaderValue::from_str(&format!("<{}>", c.uri)) {
+        r.headers_mut().insert("content-crs", v);
+    }
 }
 
 async fn items(
@@ -241,26 +366,92 @@ async fn items(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let l = layer(&state, &id)?;
-    let q = features::parse_items_query(raw.as_deref())?;
-    let url = format!("{}/collections/{id}", base_url(&headers));
-    let body = tokio::task::spawn_blocking(move || features::items_page(&l, &q, &url))
+    let q = features::parse_items_query(raw.as_deref(), &l.meta.schema)?;
+    let f = negotiate(q.format, &headers);
+    let base = base_url(&headers);
+    let url = format!("{base}/collections/{id}");
+    let crs = q.crs;
+    let l2 = l.clone();
+    let page = tokio::task::spawn_blocking(move || features::items_page(&l2, &q, &url, f))
         .await
         .map_err(ApiError::internal)??;
-    Ok(geojson(body))
+    let mut r = match f {
+        Format::Json => with_type(page.body, "application/geo+json"),
+        Format::Html => {
+            let fc: Value = serde_json::from_slice(&page.body).map_err(ApiError::internal)?;
+            html_doc(ogc::html::items(
+                &fc,
+                &l.meta.title,
+                &id,
+                &base,
+                crs.epsg.is_none(),
+            ))
+        }
+    };
+    link_header(&mut r, &page.links);
+    content_crs(&mut r, crs);
+    Ok(r)
 }
 
 async fn item(
     State(state): State<AppState>,
     Path((id, fid)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     let l = layer(&state, &id)?;
-    let n: i64 = fid
-        .parse()
-        .map_err(|_| ApiError::not_found(format!("feature '{fid}' does not exist in '{id}'")))?;
-    let offset = l
-        .find(n)
-        .ok_or_else(|| ApiError::not_found(format!("feature '{fid}' does not exist in '{id}'")))?;
-    let mut out = Vec::new();
-    l.write_geojson(offset, &mut out)?;
-    Ok(geojson(out))
+    let mut crs = ogc::crs::crs84();
+    let mut f = None;
+    for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "f" => f = Some(features::parse_format(&v)?),
+            "crs" => crs = ogc::crs::parse("crs", &v)?,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter '{other}'; this endpoint accepts: crs, f"
+                )))
+            }
+        }
+    }
+    let f = negotiate(f, &headers);
+    let not_found = || ApiError::not_found(format!("feature '{fid}' does not exist in '{id}'"));
+    let n: i64 = fid.parse().map_err(|_| not_found())?;
+    let offset = l.find(n).ok_or_else(not_found)?;
+    let l2 = l.clone();
+    let out = tokio::task::spawn_blocking(move || -> layers::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        if crs.epsg.is_none() {
+            l2.write_geojson(offset, &mut out)?;
+        } else {
+            let r = ogc::crs::Reproject::new(crs).map_err(layers::Error::Internal)?;
+            let mut map = |g: &mut geo::Geometry<f64>| r.geometry(g);
+            l2.write_geojson_with(offset, &mut out, Some(&mut map))?;
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    // Links go into the object: the stored writer emits a bare Feature.
+    let base = base_url(&headers);
+    let url = format!("{base}/collections/{id}/items/{fid}");
+    let links = vec![
+        json!({"href": format!("{url}?f=json"), "rel": "self", "type": "application/geo+json", "title": "this feature"}),
+        json!({"href": format!("{url}?f=html"), "rel": "alternate", "type": "text/html", "title": "this feature as HTML"}),
+        json!({"href": format!("{base}/collections/{id}"), "rel": "collection", "type": "application/json", "title": "the collection"}),
+    ];
+    let mut feature: Value = serde_json::from_slice(&out).map_err(ApiError::internal)?;
+    feature["links"] = json!(links);
+    let mut r = match f {
+        Format::Json => json_doc(&feature, "application/geo+json"),
+        Format::Html => html_doc(ogc::html::item(
+            &feature,
+            &l.meta.title,
+            &id,
+            &base,
+            crs.epsg.is_none(),
+        )),
+    };
+    link_header(&mut r, &links);
+    content_crs(&mut r, crs);
+    Ok(r)
 }
