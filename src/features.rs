@@ -194,9 +194,11 @@ pub fn parse_items_query(raw: Option<&str>, schema: &[Field]) -> Result<ItemsQue
 
 fn filter_value(name: &str, t: FieldType, v: &str) -> Result<FilterValue, BadParam> {
     Ok(match t {
-        FieldType::Int | FieldType::Long => FilterValue::Int(v.trim().parse().map_err(|_| {
-            BadParam(format!("{name} is a whole-number property, got '{v}'"))
-        })?),
+        FieldType::Int | FieldType::Long => FilterValue::Int(
+            v.trim()
+                .parse()
+                .map_err(|_| BadParam(format!("{name} is a whole-number property, got '{v}'")))?,
+        ),
         FieldType::Float => FilterValue::Float(
             v.trim()
                 .parse()
@@ -310,7 +312,11 @@ pub fn time_span(s: &str) -> Option<(i64, i64)> {
         let ms = t.timestamp_millis();
         return Some((ms, ms));
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
             let ms = t.and_utc().timestamp_millis();
             return Some((ms, ms));
@@ -458,9 +464,41 @@ pub fn bbox_matches(layer: &LoadedLayer, bbox: [f64; 4]) -> layers::Result<Vec<u
 }
 
 /// Positions (id order) of the features that satisfy every part of the query.
-fn matching(layer: &LoadedLayer, q: &ItemsQuery, bbox: Option<[f64; 4]>) -> layers::Result<Vec<u32>> {
-    let candidates: Box<dyn Iterator<Item = u32>> = match bbox {
-        Some(b) => Box::new(bbox_matches(layer, b)?.into_iter()),
+fn matching(
+    layer: &LoadedLayer,
+    q: &ItemsQuery,
+    bbox: Option<[f64; 4]>,
+) -> layers::Result<Vec<u32>> {
+    let mut hits = match bbox {
+        Some(b) => Some(bbox_matches(layer, b)?),
+        None => None,
+    };
+    // A box in a projected CRS is a rectangle there, not in lon/lat: the covering
+    // lon/lat box found the candidates, the test is in the box's own CRS.
+    if let (Some(h), Some(b), false) =
+        (&mut hits, q.bbox, q.bbox_crs.epsg.is_none_or(|c| c == 4326))
+    {
+        use geo::Intersects;
+        let to = Reproject::new(q.bbox_crs).map_err(layers::Error::Internal)?;
+        let rect = geo::Rect::new(
+            geo::coord! {x: b[0], y: b[1]},
+            geo::coord! {x: b[2], y: b[3]},
+        );
+        let mut kept = Vec::with_capacity(h.len());
+        for &pos in h.iter() {
+            let Some((_, offset)) = layer.at(pos) else {
+                continue;
+            };
+            if let (Some(mut g), _) = layer.geometry_and_properties(offset)? {
+                if to.geometry(&mut g).is_ok() && g.intersects(&rect) {
+                    kept.push(pos);
+                }
+            }
+        }
+        *h = kept;
+    }
+    let candidates: Box<dyn Iterator<Item = u32>> = match hits {
+        Some(h) => Box::new(h.into_iter()),
         None => Box::new(0..layer.len() as u32),
     };
     if !q.has_property_tests() {
@@ -535,10 +573,7 @@ pub fn items_page(
         }
     }
     let url = |offset: usize, f: Format| {
-        format!(
-            "{collection_url}/items?{}",
-            q.query_string(offset, Some(f))
-        )
+        format!("{collection_url}/items?{}", q.query_string(offset, Some(f)))
     };
     let (other, other_type) = match format {
         Format::Json => (Format::Html, "text/html"),
@@ -603,15 +638,17 @@ mod tests {
     #[test]
     fn parses_bbox_limit_offset() {
         let s = schema();
-        let q = parse_items_query(Some("bbox=-100.4,25.6,-100.2,25.8&limit=10&offset=5"), &s)
-            .unwrap();
+        let q =
+            parse_items_query(Some("bbox=-100.4,25.6,-100.2,25.8&limit=10&offset=5"), &s).unwrap();
         assert_eq!(q.bbox, Some([-100.4, 25.6, -100.2, 25.8]));
         assert_eq!((q.limit, q.offset), (10, 5));
         let q = parse_items_query(Some("bbox=-100.4,25.6,0,-100.2,25.8,10"), &s).unwrap();
         assert_eq!(q.bbox, Some([-100.4, 25.6, -100.2, 25.8]));
         // EPSG:4326 boxes are lat/lon: the latitude checks apply to the first number.
         let q = parse_items_query(
-            Some("bbox=25.6,-100.4,25.8,-100.2&bbox-crs=http://www.opengis.net/def/crs/EPSG/0/4326"),
+            Some(
+                "bbox=25.6,-100.4,25.8,-100.2&bbox-crs=http://www.opengis.net/def/crs/EPSG/0/4326",
+            ),
             &s,
         )
         .unwrap();
@@ -664,7 +701,10 @@ mod tests {
         assert!(r.overlaps(day("2024-05-01T23:59:00Z")));
         assert!(!r.overlaps(day("2024-05-02")));
         let r = parse_datetime("2024-05-01T10:00:00Z").unwrap().unwrap();
-        assert!(r.overlaps(day("2024-05-01")), "an instant inside a date's day");
+        assert!(
+            r.overlaps(day("2024-05-01")),
+            "an instant inside a date's day"
+        );
         assert!(!r.overlaps(day("2024-05-01T10:00:01Z")));
         let r = parse_datetime("2024-01-01/..").unwrap().unwrap();
         assert!(r.overlaps(day("2030-01-01")) && !r.overlaps(day("2023-12-31")));
@@ -674,7 +714,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(r.overlaps(day("2023-12-31T23:30:00Z")));
-        assert!(parse_datetime("../..").unwrap().unwrap().overlaps(day("1999-01-01")));
+        assert!(parse_datetime("../..")
+            .unwrap()
+            .unwrap()
+            .overlaps(day("1999-01-01")));
     }
 
     #[test]

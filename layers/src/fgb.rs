@@ -479,7 +479,8 @@ fn hilbert(x: u32, y: u32) -> u32 {
 }
 
 /// A transformation applied to geometries on output (e.g. to another CRS).
-pub type GeometryMap<'a> = dyn FnMut(&mut geo::Geometry<f64>) -> std::result::Result<(), String> + 'a;
+pub type GeometryMap<'a> =
+    dyn FnMut(&mut geo::Geometry<f64>) -> std::result::Result<(), String> + 'a;
 
 /// A feature's geometry and its properties by schema index (the id column excluded).
 pub type Decoded = (Option<geo::Geometry<f64>>, Vec<(usize, Value)>);

@@ -88,7 +88,11 @@ pub fn parse(param: &str, v: &str) -> Result<&'static OutputCrs, BadParam> {
     found.ok_or_else(|| {
         BadParam(format!(
             "{param} '{v}' is not supported; use one of: {}",
-            SUPPORTED.iter().map(|c| c.uri).collect::<Vec<_>>().join(", ")
+            SUPPORTED
+                .iter()
+                .map(|c| c.uri)
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     })
 }
@@ -233,7 +237,11 @@ mod tests {
         assert_eq!(parse("crs", CRS84).unwrap().epsg, None);
         assert_eq!(parse("crs", "CRS84").unwrap().epsg, None);
         let e = parse("bbox-crs", "EPSG:2154").unwrap_err();
-        assert!(e.0.contains("bbox-crs 'EPSG:2154' is not supported"), "{}", e.0);
+        assert!(
+            e.0.contains("bbox-crs 'EPSG:2154' is not supported"),
+            "{}",
+            e.0
+        );
     }
 
     #[test]

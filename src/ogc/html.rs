@@ -115,7 +115,10 @@ pub fn collections(doc: &Value, base: &str) -> String {
     body.push_str("</table>");
     page(
         "Colecciones / Collections",
-        &[home(base), ("Colecciones", format!("{base}/collections?f=html"))],
+        &[
+            home(base),
+            ("Colecciones", format!("{base}/collections?f=html")),
+        ],
         &body,
     )
 }
@@ -133,13 +136,19 @@ pub fn collection(doc: &Value, queryables: &Value, base: &str) -> String {
     let id = s(doc, "id");
     let mut body = format!("<p>{}</p><table>", esc(s(doc, "description")));
     let row = |k: &str, v: String| format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), v);
-    body.push_str(&row("Identificador / Id", format!("<code>{}</code>", esc(id))));
+    body.push_str(&row(
+        "Identificador / Id",
+        format!("<code>{}</code>", esc(id)),
+    ));
     body.push_str(&row("Secretaría / Ministry", esc(s(doc, "ministry"))));
     body.push_str(&row(
         "Elementos / Features",
         doc["count"].as_u64().unwrap_or(0).to_string(),
     ));
-    body.push_str(&row("Geometría / Geometry", esc(&join_strs(&doc["geometryTypes"]))));
+    body.push_str(&row(
+        "Geometría / Geometry",
+        esc(&join_strs(&doc["geometryTypes"])),
+    ));
     if let Some(b) = doc["extent"]["spatial"]["bbox"][0].as_array() {
         let nums: Vec<String> = b.iter().map(|x| x.to_string()).collect();
         body.push_str(&row("Extensión / Extent (CRS84)", esc(&nums.join(", "))));
@@ -158,8 +167,10 @@ pub fn collection(doc: &Value, queryables: &Value, base: &str) -> String {
         ),
     ));
     body.push_str(&row("SRC disponibles / CRSs", esc(&join_strs(&doc["crs"]))));
-    body.push_str("</table><h2>Atributos consultables / Queryables</h2><table>\
-                   <tr><th>Nombre / Name</th><th>Tipo / Type</th></tr>");
+    body.push_str(
+        "</table><h2>Atributos consultables / Queryables</h2><table>\
+                   <tr><th>Nombre / Name</th><th>Tipo / Type</th></tr>",
+    );
     if let Some(props) = queryables["properties"].as_object() {
         for (name, p) in props {
             let t = match (s(p, "type"), s(p, "format")) {
@@ -167,7 +178,11 @@ pub fn collection(doc: &Value, queryables: &Value, base: &str) -> String {
                 (t, "") => t.to_string(),
                 (t, f) => format!("{t} ({f})"),
             };
-            body.push_str(&format!("<tr><td>{}</td><td>{}</td></tr>", esc(name), esc(&t)));
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td></tr>",
+                esc(name),
+                esc(&t)
+            ));
         }
     }
     body.push_str("</table><h2>Enlaces / Links</h2>");
@@ -219,7 +234,11 @@ pub fn items(fc: &Value, title: &str, id: &str, base: &str, lonlat: bool) -> Str
     body.push_str(&format!("<p>{}</p>", nav.join(" · ")));
     let mut keys: Vec<String> = Vec::new();
     for f in &feats {
-        for k in f["properties"].as_object().into_iter().flat_map(|o| o.keys()) {
+        for k in f["properties"]
+            .as_object()
+            .into_iter()
+            .flat_map(|o| o.keys())
+        {
             if !keys.contains(k) {
                 keys.push(k.clone());
             }
@@ -350,12 +369,7 @@ fn svg_preview(feats: &[Value]) -> String {
     let dx = ((b[2] - b[0]) * k).max(1e-9);
     let dy = (b[3] - b[1]).max(1e-9);
     let scale = ((w - 20.0) / dx).min((h - 20.0) / dy);
-    let px = |x: f64, y: f64| {
-        (
-            10.0 + (x - b[0]) * k * scale,
-            h - 10.0 - (y - b[1]) * scale,
-        )
-    };
+    let px = |x: f64, y: f64| (10.0 + (x - b[0]) * k * scale, h - 10.0 - (y - b[1]) * scale);
     let mut out = format!(
         "<svg class=\"preview\" role=\"img\" aria-label=\"Vista previa / preview\" \
          width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">"
@@ -416,7 +430,11 @@ fn walk_coords(v: &Value, f: &mut dyn FnMut(f64, f64)) {
 /// Calls `f` with every innermost position array (a ring or a line).
 fn rings(v: &Value, f: &mut dyn FnMut(&Vec<Value>)) {
     if let Some(a) = v.as_array() {
-        if a.first().and_then(|p| p.as_array()).and_then(|p| p.first()).is_some_and(Value::is_number) {
+        if a.first()
+            .and_then(|p| p.as_array())
+            .and_then(|p| p.first())
+            .is_some_and(Value::is_number)
+        {
             f(a);
         } else {
             for c in a {
@@ -433,7 +451,10 @@ mod tests {
 
     #[test]
     fn escapes_everything_it_prints() {
-        assert_eq!(esc("<a href='x'>&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
+        assert_eq!(
+            esc("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
         let fc = json!({"type": "FeatureCollection", "numberMatched": 1, "numberReturned": 1,
             "features": [{"type": "Feature", "id": 1, "geometry": {"type": "Polygon",
               "coordinates": [[[-100.3, 25.6], [-100.2, 25.6], [-100.2, 25.7], [-100.3, 25.6]]]},

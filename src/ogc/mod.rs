@@ -158,10 +158,7 @@ pub fn collection(l: &LoadedLayer, base: &str, temporal: Option<Interval>) -> Va
     let mut extent = serde_json::Map::new();
     if let Some(b) = m.bbox {
         c["bbox"] = json!(b);
-        extent.insert(
-            "spatial".into(),
-            json!({"bbox": [b], "crs": crs::CRS84}),
-        );
+        extent.insert("spatial".into(), json!({"bbox": [b], "crs": crs::CRS84}));
     }
     if let Some((a, b)) = temporal {
         extent.insert(

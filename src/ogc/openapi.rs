@@ -50,7 +50,10 @@ pub fn document(layers: &[std::sync::Arc<LoadedLayer>], base: &str) -> Value {
             "Landing page: links to the API definition, conformance and collections",
             "Capabilities",
             vec![param_ref("f")],
-            ok("The landing page", &[("application/json", obj("landingPage")), html()]),
+            ok(
+                "The landing page",
+                &[("application/json", obj("landingPage")), html()],
+            ),
         ),
     );
     paths.insert(
@@ -60,7 +63,10 @@ pub fn document(layers: &[std::sync::Arc<LoadedLayer>], base: &str) -> Value {
             "The conformance classes this server implements",
             "Capabilities",
             vec![param_ref("f")],
-            ok("Conformance classes", &[("application/json", obj("confClasses")), html()]),
+            ok(
+                "Conformance classes",
+                &[("application/json", obj("confClasses")), html()],
+            ),
         ),
     );
     paths.insert(
@@ -70,7 +76,10 @@ pub fn document(layers: &[std::sync::Arc<LoadedLayer>], base: &str) -> Value {
             "This API definition (OpenAPI 3.0)",
             "Capabilities",
             vec![],
-            ok("The OpenAPI document", &[(super::OPENAPI_TYPE, json!({"type": "object"}))]),
+            ok(
+                "The OpenAPI document",
+                &[(super::OPENAPI_TYPE, json!({"type": "object"}))],
+            ),
         ),
     );
     paths.insert(
@@ -90,7 +99,10 @@ pub fn document(layers: &[std::sync::Arc<LoadedLayer>], base: &str) -> Value {
             "The layers (collections) published",
             "Capabilities",
             vec![param_ref("f")],
-            ok("The collections", &[("application/json", obj("collections")), html()]),
+            ok(
+                "The collections",
+                &[("application/json", obj("collections")), html()],
+            ),
         ),
     );
     paths.insert(
@@ -100,7 +112,10 @@ pub fn document(layers: &[std::sync::Arc<LoadedLayer>], base: &str) -> Value {
             "Liveness and the number of loaded layers",
             "Service",
             vec![],
-            ok("Service status", &[("application/json", json!({"type": "object"}))]),
+            ok(
+                "Service status",
+                &[("application/json", json!({"type": "object"}))],
+            ),
         ),
     );
     for l in layers {
@@ -114,7 +129,10 @@ pub fn document(layers: &[std::sync::Arc<LoadedLayer>], base: &str) -> Value {
                 &format!("Description of '{}'", l.meta.title),
                 &tag,
                 vec![param_ref("f")],
-                ok("The collection", &[("application/json", obj("collection")), html()]),
+                ok(
+                    "The collection",
+                    &[("application/json", obj("collection")), html()],
+                ),
             ),
         );
         paths.insert(
@@ -124,13 +142,18 @@ pub fn document(layers: &[std::sync::Arc<LoadedLayer>], base: &str) -> Value {
                 &format!("Queryable properties of '{}'", l.meta.title),
                 &tag,
                 vec![],
-                ok("JSON Schema of the queryables", &[("application/schema+json", json!({"type": "object"}))]),
+                ok(
+                    "JSON Schema of the queryables",
+                    &[("application/schema+json", json!({"type": "object"}))],
+                ),
             ),
         );
-        let mut params: Vec<Value> = ["bbox", "bbox-crs", "crs", "datetime", "limit", "offset", "f"]
-            .iter()
-            .map(|n| param_ref(n))
-            .collect();
+        let mut params: Vec<Value> = [
+            "bbox", "bbox-crs", "crs", "datetime", "limit", "offset", "f",
+        ]
+        .iter()
+        .map(|n| param_ref(n))
+        .collect();
         for f in &l.meta.schema {
             params.push(json!({
                 "name": f.name,
@@ -149,7 +172,13 @@ pub fn document(layers: &[std::sync::Arc<LoadedLayer>], base: &str) -> Value {
                 &format!("Features of '{}'", l.meta.title),
                 &tag,
                 params,
-                ok("A page of features", &[("application/geo+json", obj("featureCollectionGeoJSON")), html()]),
+                ok(
+                    "A page of features",
+                    &[
+                        ("application/geo+json", obj("featureCollectionGeoJSON")),
+                        html(),
+                    ],
+                ),
             ),
         );
         paths.insert(
@@ -159,7 +188,10 @@ pub fn document(layers: &[std::sync::Arc<LoadedLayer>], base: &str) -> Value {
                 &format!("One feature of '{}'", l.meta.title),
                 &tag,
                 vec![param_ref("featureId"), param_ref("crs"), param_ref("f")],
-                ok("The feature", &[("application/geo+json", obj("featureGeoJSON")), html()]),
+                ok(
+                    "The feature",
+                    &[("application/geo+json", obj("featureGeoJSON")), html()],
+                ),
             ),
         );
     }

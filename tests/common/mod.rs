@@ -269,6 +269,36 @@ pub fn compare_with_ogr2ogr(
     cmp
 }
 
+/// Follows `next` links from `path`; returns every feature.
+pub fn all_pages(server: &Server, path: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut url = format!("{}{path}", server.base);
+    let mut matched = None;
+    loop {
+        let r = reqwest::blocking::get(&url).unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        assert_eq!(r.headers()["content-type"], "application/geo+json");
+        let v: Value = r.json().unwrap();
+        assert_eq!(
+            v["numberReturned"].as_u64().unwrap() as usize,
+            v["features"].as_array().unwrap().len()
+        );
+        matched.get_or_insert(v["numberMatched"].as_u64().unwrap());
+        out.extend(v["features"].as_array().unwrap().iter().cloned());
+        match v["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["rel"] == "next")
+        {
+            Some(l) => url = l["href"].as_str().unwrap().to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(Some(out.len() as u64), matched, "{path}");
+    out
+}
+
 /// A running `datahub serve` on a free port; killed on drop.
 pub struct Server {
     pub child: Child,

@@ -1,0 +1,526 @@
+//! OGC API – Features against the real binary on a real port, checked with clients
+//! and references we did not write: GDAL's OAPIF driver (listing, bbox, paging
+//! copies), GDAL's reprojection for the `crs` outputs, and brute-force filtering of
+//! the whole collection for `datetime` and property filters.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn demo_server(data: &Path) -> Server {
+    let o = run(data, &["demo"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    Server::start(data)
+}
+
+fn get_raw(server: &Server, path: &str, accept: Option<&str>) -> reqwest::blocking::Response {
+    let c = reqwest::blocking::Client::new();
+    let mut r = c.get(format!("{}{path}", server.base));
+    if let Some(a) = accept {
+        r = r.header("Accept", a);
+    }
+    r.send().unwrap()
+}
+
+fn ogr(args: &[&str]) -> String {
+    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn ids(fc: &[Value]) -> BTreeSet<i64> {
+    fc.iter().map(|f| f["id"].as_i64().unwrap()).collect()
+}
+
+#[test]
+fn gdal_oapif_lists_filters_and_copies_through_paging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let o = run(&data, &["demo"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // 100 North Carolina counties in NAD27: a real layer with many attributes.
+    ingest_ok(&data, &vector("sf/nc.gpkg"), "nc", &[]);
+    let server = Server::start(&data);
+    let url = format!("OAPIF:{}", server.base);
+
+    // Every collection is listed by GDAL.
+    let listing = ogr(&["ogrinfo", "-ro", "-so", "-q", &url]);
+    for id in ["colonias", "nc", "red-pluvial", "reportes"] {
+        assert!(listing.contains(&format!(": {id} ")), "{id} in {listing}");
+    }
+
+    // bbox through GDAL's client equals GDAL's own spatial filter on the source,
+    // converted to lon/lat first (geometry intersects the box, not its envelope).
+    let sources = data.join("demo-sources");
+    let cases = [
+        (
+            "nc",
+            [-80.0, 35.0, -78.5, 36.0],
+            vector("sf/nc.gpkg").display().to_string(),
+        ),
+        (
+            "colonias",
+            [-100.33, 25.66, -100.30, 25.69],
+            format!(
+                "/vsizip/{}/colonias/colonias.shp",
+                sources.join("colonias.zip").display()
+            ),
+        ),
+        (
+            "red-pluvial",
+            [-100.3, 25.6, -100.2, 25.7],
+            sources.join("red-pluvial.gpkg").display().to_string(),
+        ),
+    ];
+    for (layer, b, src) in cases {
+        let lonlat = tmp.path().join(format!("{layer}-4326.geojson"));
+        ogr2ogr(&[
+            "-f",
+            "GeoJSON",
+            lonlat.to_str().unwrap(),
+            &src,
+            "-t_srs",
+            "EPSG:4326",
+        ]);
+        let spat: Vec<String> = b.iter().map(|x| x.to_string()).collect();
+        let spat: Vec<&str> = spat.iter().map(String::as_str).collect();
+        let want = ogr_geojson(
+            lonlat.to_str().unwrap(),
+            None,
+            false,
+            &["-spat", spat[0], spat[1], spat[2], spat[3]],
+        )["features"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert!(want > 0, "{layer}: empty case");
+        let mut args = vec!["ogrinfo", "-ro", "-q", &url, layer, "-spat"];
+        args.extend(&spat);
+        let got = ogr(&args).matches("OGRFeature(").count();
+        assert_eq!(got, want, "{layer} {b:?}");
+    }
+
+    // ogr2ogr copies a whole collection through paging (17 per page: 6 pages) and
+    // the attributes equal the source's.
+    let copy = tmp.path().join("nc-copy.gpkg");
+    ogr2ogr(&[
+        "-f",
+        "GPKG",
+        copy.to_str().unwrap(),
+        &url,
+        "nc",
+        "-oo",
+        "PAGE_SIZE=17",
+    ]);
+    let copied = ogr_geojson(copy.to_str().unwrap(), None, false, &[]);
+    let source = ogr_geojson(vector("sf/nc.gpkg").to_str().unwrap(), None, true, &[]);
+    let key = |f: &Value| f["properties"]["FIPS"].as_str().unwrap().to_string();
+    let mut a: Vec<&Value> = copied["features"].as_array().unwrap().iter().collect();
+    let mut b: Vec<&Value> = source["features"].as_array().unwrap().iter().collect();
+    assert_eq!(a.len(), 100);
+    assert_eq!(a.len(), b.len());
+    a.sort_by_key(|f| key(f));
+    b.sort_by_key(|f| key(f));
+    for (x, y) in a.iter().zip(&b) {
+        for k in ["NAME", "FIPS", "AREA", "BIR74", "SID79", "NWBIR79"] {
+            assert_eq!(x["properties"][k], y["properties"][k], "{k} of {}", key(x));
+        }
+        let (p, q) = (coords(&x["geometry"]), coords(&y["geometry"]));
+        assert_eq!(p.len(), q.len(), "vertices of {}", key(x));
+    }
+}
+
+#[test]
+fn crs_outputs_follow_the_authority_axis_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = demo_server(&tmp.path().join("data"));
+    let base = "/collections/reportes/items?limit=50";
+    let (_, lonlat) = server.get(base);
+    let lonlat = lonlat["features"].as_array().unwrap().clone();
+    assert_eq!(lonlat.len(), 50);
+
+    // EPSG:4326 is latitude first.
+    let r = get_raw(&server, &format!("{base}&crs=EPSG:4326"), None);
+    assert_eq!(
+        r.headers()["content-crs"],
+        "<http://www.opengis.net/def/crs/EPSG/0/4326>"
+    );
+    let latlon: Value = r.json().unwrap();
+    for (a, b) in lonlat.iter().zip(latlon["features"].as_array().unwrap()) {
+        let (p, q) = (coords(&a["geometry"])[0], coords(&b["geometry"])[0]);
+        assert_eq!((p.1, p.0), q);
+    }
+    let r = get_raw(&server, base, None);
+    assert_eq!(
+        r.headers()["content-crs"],
+        "<http://www.opengis.net/def/crs/OGC/1.3/CRS84>"
+    );
+
+    // Projected outputs equal GDAL's transformation of the CRS84 features; EPSG:6372
+    // comes northing first (its EPSG axis order), GDAL's GeoJSON easting first.
+    let src = tmp.path().join("lonlat.geojson");
+    std::fs::write(
+        &src,
+        serde_json::to_vec(&serde_json::json!({"type": "FeatureCollection", "features": lonlat}))
+            .unwrap(),
+    )
+    .unwrap();
+    for (code, north_first) in [(32614, false), (6369, false), (3857, false), (6372, true)] {
+        let reference = ogr_geojson(
+            src.to_str().unwrap(),
+            None,
+            false,
+            &["-s_srs", "EPSG:4326", "-t_srs", &format!("EPSG:{code}")],
+        );
+        let (s, ours) = server.get(&format!(
+            "{base}&crs=http://www.opengis.net/def/crs/EPSG/0/{code}"
+        ));
+        assert_eq!(s, 200);
+        let ours = ours["features"].as_array().unwrap();
+        for (a, b) in ours.iter().zip(reference["features"].as_array().unwrap()) {
+            let p = coords(&a["geometry"])[0];
+            let p = if north_first { (p.1, p.0) } else { p };
+            let q = coords(&b["geometry"])[0];
+            assert!(
+                (p.0 - q.0).abs() < 0.01 && (p.1 - q.1).abs() < 0.01,
+                "EPSG:{code}: {p:?} vs GDAL {q:?}"
+            );
+        }
+    }
+
+    // bbox-crs: the same box in lat/lon order selects the same features; a UTM box
+    // selects exactly the features whose UTM coordinates fall in it.
+    let b = [-100.35, 25.65, -100.25, 25.72];
+    let crs84 = ids(&all_pages(
+        &server,
+        &format!(
+            "/collections/reportes/items?bbox={},{},{},{}",
+            b[0], b[1], b[2], b[3]
+        ),
+    ));
+    let swapped = ids(&all_pages(
+        &server,
+        &format!(
+            "/collections/reportes/items?bbox={},{},{},{}&bbox-crs=EPSG:4326",
+            b[1], b[0], b[3], b[2]
+        ),
+    ));
+    assert!(!crs84.is_empty());
+    assert_eq!(crs84, swapped);
+    let utm = all_pages(
+        &server,
+        "/collections/reportes/items?crs=EPSG:32614&limit=1000",
+    );
+    let ubox = [362_000.0, 2_838_000.0, 372_000.0, 2_846_000.0];
+    let want: BTreeSet<i64> = utm
+        .iter()
+        .filter(|f| {
+            let (x, y) = coords(&f["geometry"])[0];
+            ubox[0] <= x && x <= ubox[2] && ubox[1] <= y && y <= ubox[3]
+        })
+        .map(|f| f["id"].as_i64().unwrap())
+        .collect();
+    assert!(!want.is_empty(), "the UTM box holds some reports");
+    let got = ids(&all_pages(
+        &server,
+        &format!(
+            "/collections/reportes/items?bbox={},{},{},{}&bbox-crs=EPSG:32614",
+            ubox[0], ubox[1], ubox[2], ubox[3]
+        ),
+    ));
+    assert_eq!(got, want);
+
+    // One feature in another CRS; unsupported CRSs are a 400 that lists the choices.
+    let (s, f) = server.get("/collections/colonias/items/3?crs=EPSG:6372");
+    assert_eq!(s, 200);
+    let (n, e) = coords(&f["geometry"])[0];
+    assert!(
+        n > 1_000_000.0 && n < 2_500_000.0 && e > 2_000_000.0,
+        "{n} {e}"
+    );
+    for path in [
+        "/collections/reportes/items?crs=EPSG:2154",
+        "/collections/reportes/items?bbox-crs=EPSG:9999&bbox=1,2,3,4",
+        "/collections/reportes/items/1?crs=urn:nada",
+    ] {
+        let (s, e) = server.get(path);
+        assert_eq!(s, 400, "{path}");
+        assert!(
+            e["description"].as_str().unwrap().contains("EPSG/0/32614"),
+            "{path}: {e}"
+        );
+    }
+    // The collection advertises its CRSs.
+    let (_, c) = server.get("/collections/reportes");
+    let crs: Vec<&str> = c["crs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(crs.len(), 6);
+    assert_eq!(
+        c["storageCrs"],
+        "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+    );
+}
+
+#[test]
+fn filters_datetime_and_paging_match_brute_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = demo_server(&tmp.path().join("data"));
+    let all = all_pages(&server, "/collections/reportes/items?limit=10000");
+    assert_eq!(all.len(), 600);
+    let day = |f: &Value| f["properties"]["fecha"].as_str().unwrap_or("").to_string();
+
+    // Property equality and a closed date interval, paged 13 at a time.
+    let want: BTreeSet<i64> = all
+        .iter()
+        .filter(|f| f["properties"]["tipo"] == "Bache")
+        .filter(|f| ("2025-03-01".."2025-07-01").contains(&day(f).as_str()))
+        .map(|f| f["id"].as_i64().unwrap())
+        .collect();
+    assert!(want.len() > 13, "{}", want.len());
+    let path = "/collections/reportes/items?tipo=Bache&datetime=2025-03-01/2025-06-30&limit=13";
+    let got = all_pages(&server, path);
+    assert_eq!(ids(&got), want);
+    assert_eq!(got.len(), want.len(), "no duplicates across pages");
+
+    // Every link carries every parameter; prev of the second page is the first.
+    let r = get_raw(&server, &format!("{path}&offset=13"), None);
+    let link_header = r.headers()["link"].to_str().unwrap().to_string();
+    assert!(link_header.contains("rel=\"next\"") && link_header.contains("rel=\"prev\""));
+    let page2: Value = r.json().unwrap();
+    let prev = page2["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["rel"] == "prev")
+        .unwrap()["href"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for p in [
+        "tipo=Bache",
+        "datetime=2025-03-01%2F2025-06-30",
+        "limit=13",
+        "offset=0",
+    ] {
+        assert!(prev.contains(p), "{p} in {prev}");
+    }
+    let first: Value = reqwest::blocking::get(&prev).unwrap().json().unwrap();
+    let (_, direct) = server.get(path);
+    assert_eq!(first["features"], direct["features"]);
+
+    // Open intervals and instants.
+    for (dt, keep) in [
+        (
+            "2025-11-01/..",
+            Box::new(|d: &str| d >= "2025-11-01") as Box<dyn Fn(&str) -> bool>,
+        ),
+        (
+            "../2025-01-31",
+            Box::new(|d: &str| !d.is_empty() && d <= "2025-01-31"),
+        ),
+        ("2025-07-10", Box::new(|d: &str| d == "2025-07-10")),
+        (
+            "2025-07-10T12:00:00Z",
+            Box::new(|d: &str| d == "2025-07-10"),
+        ),
+    ] {
+        let want: BTreeSet<i64> = all
+            .iter()
+            .filter(|f| keep(&day(f)))
+            .map(|f| f["id"].as_i64().unwrap())
+            .collect();
+        let got = ids(&all_pages(
+            &server,
+            &format!("/collections/reportes/items?datetime={dt}&limit=500"),
+        ));
+        assert_eq!(got, want, "datetime={dt}");
+    }
+    // A numeric and a boolean queryable.
+    let folio = all[17]["properties"]["folio"].as_i64().unwrap();
+    let got = all_pages(
+        &server,
+        &format!("/collections/reportes/items?folio={folio}"),
+    );
+    assert_eq!(ids(&got), BTreeSet::from([all[17]["id"].as_i64().unwrap()]));
+    let attended = all
+        .iter()
+        .filter(|f| f["properties"]["atendido"] == true)
+        .count();
+    assert_eq!(
+        all_pages(
+            &server,
+            "/collections/reportes/items?atendido=true&limit=1000"
+        )
+        .len(),
+        attended
+    );
+
+    // Bad parameters: 400s that name the parameter.
+    for (path, needle) in [
+        (
+            "/collections/reportes/items?colour=red",
+            "unknown query parameter 'colour'",
+        ),
+        ("/collections/reportes/items?limit=0", "limit"),
+        ("/collections/reportes/items?limit=10001", "limit"),
+        ("/collections/reportes/items?folio=abc", "folio"),
+        ("/collections/reportes/items?datetime=ayer", "datetime"),
+        ("/collections/colonias/items?datetime=2025-01-01", "no date"),
+        ("/collections/reportes/items?filter=folio>1", "CQL2"),
+        ("/collections/reportes/items?f=xml", "f must be"),
+        (
+            "/collections?bbox=1,2,3,4",
+            "unknown query parameter 'bbox'",
+        ),
+    ] {
+        let (s, e) = server.get(path);
+        assert_eq!(s, 400, "{path}");
+        assert!(
+            e["description"].as_str().unwrap().contains(needle),
+            "{path}: {e}"
+        );
+    }
+}
+
+#[test]
+fn landing_conformance_openapi_queryables_and_html() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = demo_server(&tmp.path().join("data"));
+    let (s, landing) = server.get("/");
+    assert_eq!(s, 200);
+    let rels: BTreeSet<&str> = landing["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["rel"].as_str().unwrap())
+        .collect();
+    for rel in [
+        "self",
+        "alternate",
+        "service-desc",
+        "service-doc",
+        "conformance",
+        "data",
+    ] {
+        assert!(rels.contains(rel), "{rel}");
+    }
+    let (_, conf) = server.get("/conformance");
+    let classes = conf["conformsTo"].as_array().unwrap();
+    assert!(classes.contains(&"http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs".into()));
+
+    // OpenAPI: its media type, one items path per collection with its queryables.
+    let r = get_raw(&server, "/api", None);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/vnd.oai.openapi+json;version=3.0"
+    );
+    let api: Value = r.json().unwrap();
+    assert_eq!(api["openapi"], "3.0.3");
+    let params: Vec<String> = api["paths"]["/collections/reportes/items"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["name"].as_str().map(String::from).unwrap_or_else(|| {
+                p["$ref"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .into()
+            })
+        })
+        .collect();
+    for p in [
+        "bbox", "crs", "bbox-crs", "datetime", "limit", "tipo", "fecha",
+    ] {
+        assert!(params.iter().any(|x| x == p), "{p} in {params:?}");
+    }
+    // Every $ref resolves.
+    let text = api.to_string();
+    for r in text.split("\"$ref\":\"#/").skip(1) {
+        let path = &r[..r.find('"').unwrap()];
+        let mut v = &api;
+        for part in path.split('/') {
+            v = &v[part];
+        }
+        assert!(!v.is_null(), "dangling $ref #/{path}");
+    }
+    let r = get_raw(&server, "/api.html", None);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(r.text().unwrap().contains("/collections/reportes/items"));
+
+    // Queryables: JSON Schema with the stored types.
+    let r = get_raw(&server, "/collections/reportes/queryables", None);
+    assert_eq!(r.headers()["content-type"], "application/schema+json");
+    let q: Value = r.json().unwrap();
+    assert_eq!(q["type"], "object");
+    assert_eq!(q["properties"]["folio"]["type"], "integer");
+    assert_eq!(q["properties"]["fecha"]["format"], "date");
+    assert_eq!(q["properties"]["atendido"]["type"], "boolean");
+    assert_eq!(q["properties"]["geometry"]["format"], "geometry-point");
+
+    // Temporal extent from the date property; none for a layer without dates.
+    let (_, c) = server.get("/collections/reportes");
+    let t = c["extent"]["temporal"]["interval"][0].as_array().unwrap();
+    assert!(t[0].as_str().unwrap().starts_with("2025-01"), "{t:?}");
+    let (_, c) = server.get("/collections/colonias");
+    assert!(c["extent"].get("temporal").is_none());
+    assert_eq!(c["itemType"], "feature");
+
+    // HTML for a browser (Accept) and by f=html; JSON for API clients.
+    let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    for (path, needle) in [
+        ("/", "Monterrey DataHub"),
+        ("/collections", "Colonias"),
+        ("/collections/colonias", "Queryables"),
+        ("/collections/colonias/items?limit=5", "<svg"),
+        ("/collections/colonias/items/3", "nombre"),
+        ("/conformance", "ogcapi-features-1"),
+    ] {
+        let r = get_raw(&server, path, Some(browser));
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        let body = r.text().unwrap();
+        assert!(body.contains(needle), "{path} lacks {needle}");
+        assert!(body.starts_with("<!DOCTYPE html>"));
+    }
+    let r = get_raw(&server, "/collections/colonias/items?f=html", None);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let r = get_raw(
+        &server,
+        "/collections/colonias/items",
+        Some("application/geo+json"),
+    );
+    assert_eq!(r.headers()["content-type"], "application/geo+json");
+    let r = get_raw(&server, "/collections/colonias/items?f=json", Some(browser));
+    assert_eq!(r.headers()["content-type"], "application/geo+json");
+}
