@@ -8,6 +8,7 @@ use layers::fgb::{Field, FieldType, RawValue};
 use layers::index::LoadedLayer;
 use serde_json::{json, Value};
 
+use crate::download::DownloadFormat;
 use crate::ogc::crs::{self, OutputCrs, Reproject};
 
 /// Default and maximum page sizes (OGC API – Features, /req/core/fc-limit-*).
@@ -23,6 +24,8 @@ pub struct BadParam(pub String);
 pub enum Format {
     Json,
     Html,
+    /// A file of the whole result (items only).
+    Download(DownloadFormat),
 }
 
 impl Format {
@@ -30,17 +33,29 @@ impl Format {
         match self {
             Format::Json => "json",
             Format::Html => "html",
+            Format::Download(d) => d.param(),
         }
     }
 }
 
-/// `f=`: `json` (GeoJSON for features) or `html`.
+/// `f=` of the documents: `json` or `html`.
 pub fn parse_format(v: &str) -> Result<Format, BadParam> {
     match v {
-        "json" | "geojson" => Ok(Format::Json),
+        "json" => Ok(Format::Json),
         "html" => Ok(Format::Html),
+        _ => Err(BadParam(format!("f must be 'json' or 'html', got '{v}'"))),
+    }
+}
+
+/// `f=` of items: a page (`json`, `html`) or a download of the whole result.
+pub fn parse_items_format(v: &str) -> Result<Format, BadParam> {
+    match (v, DownloadFormat::parse(v)) {
+        ("json", _) => Ok(Format::Json),
+        ("html", _) => Ok(Format::Html),
+        (_, Some(d)) => Ok(Format::Download(d)),
         _ => Err(BadParam(format!(
-            "f must be 'json' (GeoJSON) or 'html', got '{v}'"
+            "f must be 'json' or 'html' (a page of GeoJSON or HTML) or a download format: {}; got '{v}'",
+            crate::download::ALL.map(|d| d.param()).join(", ")
         ))),
     }
 }
@@ -81,6 +96,8 @@ pub struct ItemsQuery {
     pub datetime_raw: Option<String>,
     pub props: Vec<PropFilter>,
     pub limit: usize,
+    /// `limit` was given (downloads are the whole result unless it is).
+    pub limit_set: bool,
     pub offset: usize,
     /// Only when given with `f=` (otherwise the Accept header decides).
     pub format: Option<Format>,
@@ -97,6 +114,7 @@ impl Default for ItemsQuery {
             datetime_raw: None,
             props: Vec::new(),
             limit: DEFAULT_LIMIT,
+            limit_set: false,
             offset: 0,
             format: None,
         }
@@ -147,6 +165,7 @@ pub fn parse_items_query(raw: Option<&str>, schema: &[Field]) -> Result<ItemsQue
                 q.datetime_raw = Some(v.to_string());
             }
             "limit" => {
+                q.limit_set = true;
                 q.limit = v
                     .parse::<usize>()
                     .ok()
@@ -162,7 +181,7 @@ pub fn parse_items_query(raw: Option<&str>, schema: &[Field]) -> Result<ItemsQue
                     BadParam(format!("offset must be a whole number >= 0, got '{v}'"))
                 })?
             }
-            "f" => q.format = Some(parse_format(&v)?),
+            "f" => q.format = Some(parse_items_format(&v)?),
             name => match schema.iter().position(|f| f.name == name) {
                 Some(index) => q.props.push(PropFilter {
                     index,
@@ -535,14 +554,8 @@ fn matching(
     Ok(out)
 }
 
-/// One page of `/items` as a GeoJSON FeatureCollection with the OGC paging members.
-/// `format` is the page's own encoding (for the self/alternate links).
-pub fn items_page(
-    layer: &LoadedLayer,
-    q: &ItemsQuery,
-    collection_url: &str,
-    format: Format,
-) -> layers::Result<Page> {
+/// Positions (id order) of the whole result of `q` (every filter, no paging).
+pub fn result_positions(layer: &LoadedLayer, q: &ItemsQuery) -> layers::Result<Vec<u32>> {
     let bbox = match q.bbox {
         Some(b) => Some(
             Reproject::new(q.bbox_crs)
@@ -551,8 +564,35 @@ pub fn items_page(
         ),
         None => None,
     };
+    matching(layer, q, bbox)
+}
+
+/// The positions a download holds: the whole result, or the page `limit`/`offset`
+/// select when `limit` is given.
+pub fn download_positions(layer: &LoadedLayer, q: &ItemsQuery) -> layers::Result<Vec<u32>> {
+    let mut all = result_positions(layer, q)?;
+    if q.limit_set || q.offset > 0 {
+        let start = q.offset.min(all.len());
+        let end = if q.limit_set {
+            (start + q.limit).min(all.len())
+        } else {
+            all.len()
+        };
+        all = all[start..end].to_vec();
+    }
+    Ok(all)
+}
+
+/// One page of `/items` as a GeoJSON FeatureCollection with the OGC paging members.
+/// `format` is the page's own encoding (for the self/alternate links).
+pub fn items_page(
+    layer: &LoadedLayer,
+    q: &ItemsQuery,
+    collection_url: &str,
+    format: Format,
+) -> layers::Result<Page> {
     let reproject = Reproject::new(q.crs).map_err(layers::Error::Internal)?;
-    let hits = matching(layer, q, bbox)?;
+    let hits = result_positions(layer, q)?;
     let matched = hits.len();
     let start = q.offset.min(matched);
     let end = (start + q.limit).min(matched);
@@ -576,12 +616,12 @@ pub fn items_page(
         format!("{collection_url}/items?{}", q.query_string(offset, Some(f)))
     };
     let (other, other_type) = match format {
-        Format::Json => (Format::Html, "text/html"),
         Format::Html => (Format::Json, "application/geo+json"),
+        _ => (Format::Html, "text/html"),
     };
     let this_type = match format {
-        Format::Json => "application/geo+json",
         Format::Html => "text/html",
+        _ => "application/geo+json",
     };
     let mut links = vec![
         json!({"href": url(q.offset, format), "rel": "self", "type": this_type, "title": "this page"}),
@@ -680,6 +720,7 @@ mod tests {
             ("datetime=2024-13-01", "datetime is not valid"),
             ("datetime=2024-02-01/2024-01-01", "starts after it ends"),
             ("f=xml", "f must be"),
+            ("f=xml", "gpkg"),
         ];
         for (q, needle) in cases {
             let e = parse_items_query(Some(q), &s).unwrap_err();

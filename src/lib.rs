@@ -9,6 +9,8 @@
 //!   paging, GeoJSON documents. Knows nothing of axum.
 //! - [`ogc`]: OGC API – Features documents (landing, conformance, collections,
 //!   queryables, OpenAPI), their HTML pages, and output CRSs (Part 2).
+//! - [`download`]: whole results as files (GeoJSON streamed; FlatGeobuf, CSV,
+//!   GeoPackage, Shapefile, KML through GDAL).
 //! - [`http`]: axum routers, the one place errors become status codes, graceful
 //!   shutdown, the background refresh that picks up new versions.
 //! - [`tileserve`]: vector tiles of loaded layers (through the `tiles` crate), TileJSON,
@@ -17,6 +19,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod download;
 pub mod features;
 pub mod http;
 pub mod ogc;

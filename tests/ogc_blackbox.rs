@@ -524,3 +524,154 @@ fn landing_conformance_openapi_queryables_and_html() {
     let r = get_raw(&server, "/collections/colonias/items?f=json", Some(browser));
     assert_eq!(r.headers()["content-type"], "application/geo+json");
 }
+
+#[test]
+fn downloads_reopen_in_gdal_and_equal_the_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let o = run(&data, &["demo"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    ingest_ok(&data, &vector("sf/nc.gpkg"), "nc", &[]);
+    let server = Server::start(&data);
+    let source = ogr_geojson(vector("sf/nc.gpkg").to_str().unwrap(), None, true, &[]);
+    let by_fips = |fc: &Value| -> std::collections::BTreeMap<String, Value> {
+        fc["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["properties"]["FIPS"].as_str().unwrap().to_string(),
+                    f.clone(),
+                )
+            })
+            .collect()
+    };
+    let want = by_fips(&source);
+    // The collection links every download.
+    let (_, c) = server.get("/collections/nc");
+    let enclosures = c["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["rel"] == "enclosure")
+        .count();
+    assert_eq!(enclosures, 6);
+
+    for (f, file, ctype) in [
+        ("geojson", "nc.geojson", "application/geo+json"),
+        ("fgb", "nc.fgb", "application/flatgeobuf"),
+        ("csv", "nc.csv", "text/csv; charset=utf-8"),
+        ("gpkg", "nc.gpkg", "application/geopackage+sqlite3"),
+        ("shp", "nc.zip", "application/zip"),
+        ("kml", "nc.kml", "application/vnd.google-earth.kml+xml"),
+    ] {
+        let r = get_raw(&server, &format!("/collections/nc/items?f={f}"), None);
+        assert_eq!(r.status(), 200, "{f}");
+        assert_eq!(r.headers()["content-type"], ctype);
+        assert_eq!(
+            r.headers()["content-disposition"],
+            format!("attachment; filename=\"{file}\"").as_str()
+        );
+        let path = tmp.path().join(file);
+        std::fs::write(&path, r.bytes().unwrap()).unwrap();
+        let open = if f == "shp" {
+            format!("/vsizip/{}/nc.shp", path.display())
+        } else {
+            path.display().to_string()
+        };
+        let got = by_fips(&ogr_geojson(&open, None, f != "csv", &[]));
+        assert_eq!(got.len(), 100, "{f}");
+        for (k, w) in &want {
+            let g = &got[k];
+            // KML and CSV carry attributes as text.
+            let text = |v: &Value| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            for field in ["NAME", "BIR74", "SID79"] {
+                let mut a = &g["properties"][field];
+                if f == "kml" && a.is_null() {
+                    // GDAL's KML writer makes a NAME field the Placemark's <name>.
+                    a = &g["properties"]["Name"];
+                }
+                let b = &w["properties"][field];
+                if f == "kml" || f == "csv" {
+                    assert_eq!(
+                        text(a).trim_end_matches(".0"),
+                        text(b).trim_end_matches(".0"),
+                        "{f} {k} {field}"
+                    );
+                } else {
+                    assert_eq!(a, b, "{f} {k} {field}");
+                }
+            }
+            if f != "csv" {
+                // Same vertices and extent (ring orientation follows RFC 7946, so the
+                // order may be reversed from the source's).
+                let (p, q) = (coords(&g["geometry"]), coords(&w["geometry"]));
+                assert_eq!(p.len(), q.len(), "{f} {k}");
+                let (a, b) = (
+                    envelope(&g["geometry"]).unwrap(),
+                    envelope(&w["geometry"]).unwrap(),
+                );
+                let err = (0..4).map(|i| (a[i] - b[i]).abs()).fold(0.0, f64::max);
+                assert!(err < 1e-6, "{f} {k}: {err}");
+            }
+        }
+    }
+    // The shapefile says its encoding; accents survive (demo colonias).
+    let r = get_raw(&server, "/collections/colonias/items?f=shp", None);
+    let z = tmp.path().join("colonias.zip");
+    std::fs::write(&z, r.bytes().unwrap()).unwrap();
+    let listing = Command::new("unzip").arg("-l").arg(&z).output().unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("colonias.cpg"));
+    let names = ogr_geojson(
+        &format!("/vsizip/{}/colonias.shp", z.display()),
+        None,
+        false,
+        &[],
+    );
+    assert!(names["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["properties"]["nombre"] == "Tecnológico"));
+
+    // A filtered download holds the query's result; a projected one is in its CRS.
+    let (_, page) = server.get("/collections/nc/items?bbox=-80,35,-78.5,36&limit=1");
+    let r = get_raw(
+        &server,
+        "/collections/nc/items?bbox=-80,35,-78.5,36&f=gpkg",
+        None,
+    );
+    let p = tmp.path().join("filtered.gpkg");
+    std::fs::write(&p, r.bytes().unwrap()).unwrap();
+    let filtered = ogr_geojson(p.to_str().unwrap(), None, false, &[]);
+    assert_eq!(
+        filtered["features"].as_array().unwrap().len() as u64,
+        page["numberMatched"].as_u64().unwrap()
+    );
+    let r = get_raw(
+        &server,
+        "/collections/reportes/items?f=fgb&crs=EPSG:32614",
+        None,
+    );
+    assert_eq!(
+        r.headers()["content-crs"],
+        "<http://www.opengis.net/def/crs/EPSG/0/32614>"
+    );
+    let p = tmp.path().join("utm.fgb");
+    std::fs::write(&p, r.bytes().unwrap()).unwrap();
+    let info = ogr(&["ogrinfo", "-ro", "-so", "-al", p.to_str().unwrap()]);
+    assert!(
+        info.contains("UTM zone 14N") && info.contains("Feature Count: 600"),
+        "{info}"
+    );
+    let (s, e) = server.get("/collections/reportes/items?f=kml&crs=EPSG:32614");
+    assert_eq!(s, 400);
+    assert!(e["description"].as_str().unwrap().contains("KML"));
+    // Nothing left behind in the scratch folder.
+    let left: Vec<_> = std::fs::read_dir(data.join("tmp")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -14,6 +14,7 @@ use layers::index::{LoadedLayer, Registry};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::download::DownloadFormat;
 use crate::features::{self, BadParam, Format};
 use crate::ogc::{self, crs::OutputCrs};
 use crate::tileserve::TileService;
@@ -244,7 +245,7 @@ async fn landing(headers: HeaderMap, RawQuery(raw): RawQuery) -> ApiResult<Respo
     let base = base_url(&headers);
     let doc = ogc::landing(&base);
     Ok(match f {
-        Format::Json => json_doc(&doc, "application/json"),
+        Format::Json | Format::Download(_) => json_doc(&doc, "application/json"),
         Format::Html => html_doc(ogc::html::landing(&doc, &base)),
     })
 }
@@ -254,7 +255,7 @@ async fn conformance(headers: HeaderMap, RawQuery(raw): RawQuery) -> ApiResult<R
     let base = base_url(&headers);
     let doc = ogc::conformance(&base);
     Ok(match f {
-        Format::Json => json_doc(&doc, "application/json"),
+        Format::Json | Format::Download(_) => json_doc(&doc, "application/json"),
         Format::Html => html_doc(ogc::html::conformance(&doc, &base)),
     })
 }
@@ -306,7 +307,7 @@ async fn collections(
     .await
     .map_err(ApiError::internal)?;
     Ok(match f {
-        Format::Json => json_doc(&doc, "application/json"),
+        Format::Json | Format::Download(_) => json_doc(&doc, "application/json"),
         Format::Html => html_doc(ogc::html::collections(&doc, &base)),
     })
 }
@@ -325,7 +326,7 @@ async fn collection(
         .await
         .map_err(ApiError::internal)?;
     Ok(match f {
-        Format::Json => json_doc(&doc, "application/json"),
+        Format::Json | Format::Download(_) => json_doc(&doc, "application/json"),
         Format::Html => html_doc(ogc::html::collection(
             &doc,
             &ogc::queryables(&l, &base),
@@ -368,6 +369,9 @@ async fn items(
     let l = layer(&state, &id)?;
     let q = features::parse_items_query(raw.as_deref(), &l.meta.schema)?;
     let f = negotiate(q.format, &headers);
+    if let Format::Download(d) = f {
+        return download(&state, l, q, d).await;
+    }
     let base = base_url(&headers);
     let url = format!("{base}/collections/{id}");
     let crs = q.crs;
@@ -376,7 +380,7 @@ async fn items(
         .await
         .map_err(ApiError::internal)??;
     let mut r = match f {
-        Format::Json => with_type(page.body, "application/geo+json"),
+        Format::Json | Format::Download(_) => with_type(page.body, "application/geo+json"),
         Format::Html => {
             let fc: Value = serde_json::from_slice(&page.body).map_err(ApiError::internal)?;
             html_doc(ogc::html::items(
@@ -389,6 +393,63 @@ async fn items(
         }
     };
     link_header(&mut r, &page.links);
+    content_crs(&mut r, crs);
+    Ok(r)
+}
+
+/// The whole result of an items query as a file. The result is computed before the
+/// response starts, so bad queries are still a clean 4xx; then it streams.
+async fn download(
+    state: &AppState,
+    l: Arc<LoadedLayer>,
+    q: features::ItemsQuery,
+    fmt: DownloadFormat,
+) -> ApiResult<Response> {
+    use crate::download::{stream_file, stream_geojson, write_file, Chunk};
+    if fmt == DownloadFormat::Kml && q.crs.epsg.is_some() {
+        return Err(ApiError::bad_request(
+            "KML is always WGS 84 longitude/latitude: leave out crs for f=kml",
+        ));
+    }
+    let crs = q.crs;
+    let (l2, q2) = (l.clone(), q.clone());
+    let positions = tokio::task::spawn_blocking(move || features::download_positions(&l2, &q2))
+        .await
+        .map_err(ApiError::internal)??;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+    if fmt == DownloadFormat::GeoJson {
+        let l2 = l.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = stream_geojson(&l2, &positions, crs, &tx) {
+                tracing::error!(error = %e, "GeoJSON download failed midway");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        });
+    } else {
+        // Scratch under the data folder's tmp/, named like ingest staging so a
+        // crash leaves nothing that `clean_stale` does not remove.
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("download.{}.", std::process::id()))
+            .tempdir_in(state.registry.store().tmp_dir())
+            .map_err(ApiError::internal)?;
+        let (l2, dir_path) = (l.clone(), dir.path().to_path_buf());
+        let path =
+            tokio::task::spawn_blocking(move || write_file(&l2, &positions, fmt, crs, &dir_path))
+                .await
+                .map_err(ApiError::internal)??;
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = stream_file(&path, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+            drop(dir);
+        });
+    }
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut r = with_type(body, fmt.media_type());
+    let disposition = format!("attachment; filename=\"{}.{}\"", l.meta.id, fmt.extension());
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
     content_crs(&mut r, crs);
     Ok(r)
 }
@@ -442,7 +503,7 @@ async fn item(
     let mut feature: Value = serde_json::from_slice(&out).map_err(ApiError::internal)?;
     feature["links"] = json!(links);
     let mut r = match f {
-        Format::Json => json_doc(&feature, "application/geo+json"),
+        Format::Json | Format::Download(_) => json_doc(&feature, "application/geo+json"),
         Format::Html => html_doc(ogc::html::item(
             &feature,
             &l.meta.title,

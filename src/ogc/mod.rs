@@ -155,6 +155,17 @@ pub fn collection(l: &LoadedLayer, base: &str, temporal: Option<Interval>) -> Va
         "geometryTypes": m.geometry_types,
         "sourceCrs": m.source_crs.epsg.map(|c| format!("EPSG:{c}")).unwrap_or_else(|| m.source_crs.name.clone()),
     });
+    // Whole-layer downloads, one link per format.
+    if let Some(links) = c["links"].as_array_mut() {
+        for d in crate::download::ALL {
+            links.push(link(
+                format!("{url}/items?f={}", d.param()),
+                "enclosure",
+                d.media_type(),
+                &format!("descarga / download: {}", d.title()),
+            ));
+        }
+    }
     let mut extent = serde_json::Map::new();
     if let Some(b) = m.bbox {
         c["bbox"] = json!(b);
