@@ -10,7 +10,7 @@ ADDR ?= 127.0.0.1:8080
 TESTDATA ?= ../shared/data
 FETCHED := tests/.testdata
 
-APT_PKGS := libgdal-dev gdal-bin libclang-dev clang pkg-config zip unzip curl ca-certificates bc python3 python3-pip wrk
+APT_PKGS := libgdal-dev gdal-bin libclang-dev clang pkg-config zip unzip curl ca-certificates bc python3 python3-pip python3-venv wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help deps build run test testdata bench lint fmt clean
@@ -37,6 +37,12 @@ tests/node_modules: tests/package.json tests/package-lock.json
 	cd tests && npm ci --no-audit --no-fund --silent
 	@touch tests/node_modules
 
+# OWSLib (a third-party OGC API client) for the OGC tests, in a venv, pinned.
+tests/.venv/bin/python: tests/requirements.txt
+	python3 -m venv tests/.venv
+	tests/.venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+	@touch tests/.venv/bin/python
+
 build: deps
 	cargo build --release
 
@@ -49,7 +55,7 @@ testdata:
 	@if [ -d "$(TESTDATA)/vector" ]; then echo "$(abspath $(TESTDATA))"; \
 	else bash tests/fetch-testdata.sh "$(FETCHED)" >&2 && echo "$(abspath $(FETCHED))"; fi
 
-test: deps lint tests/node_modules
+test: deps lint tests/node_modules tests/.venv/bin/python
 	DATAHUB_TEST_DATA="$$($(MAKE) -s testdata)" cargo test --workspace -- --test-threads=2
 
 bench: deps build

@@ -675,3 +675,66 @@ fn downloads_reopen_in_gdal_and_equal_the_source() {
     let left: Vec<_> = std::fs::read_dir(data.join("tmp")).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// OWSLib's Features client (Python venv made by `make test` from
+/// tests/requirements.txt).
+#[test]
+fn owslib_features_client() {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: `make test` creates it (python3 -m venv + OWSLib)",
+        python.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let server = demo_server(&tmp.path().join("data"));
+    let b = [-100.35, 25.65, -100.25, 25.72];
+    let o = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/owslib_client.py"))
+        .arg(&server.base)
+        .arg("reportes")
+        .arg(format!("{},{},{},{}", b[0], b[1], b[2], b[3]))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let seen: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        seen["collections"],
+        serde_json::json!(["colonias", "red-pluvial", "reportes"])
+    );
+    assert_eq!(seen["title"], "Reportes ciudadanos (sintético)");
+    assert!(seen["conformance"]
+        .as_array()
+        .unwrap()
+        .contains(&"http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core".into()));
+    assert!(seen["queryables"]
+        .as_array()
+        .unwrap()
+        .contains(&"tipo".into()));
+    // bbox through OWSLib's paging = the brute-force set over all features.
+    let all = all_pages(&server, "/collections/reportes/items?limit=1000");
+    let want: BTreeSet<i64> = all
+        .iter()
+        .filter(|f| {
+            let (x, y) = coords(&f["geometry"])[0];
+            b[0] <= x && x <= b[2] && b[1] <= y && y <= b[3]
+        })
+        .map(|f| f["id"].as_i64().unwrap())
+        .collect();
+    let got: Vec<i64> = seen["bbox_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(got.len(), want.len(), "no duplicates or gaps across pages");
+    assert_eq!(got.iter().copied().collect::<BTreeSet<_>>(), want);
+    assert_eq!(seen["bbox_matched"].as_u64().unwrap() as usize, want.len());
+    let all_ids: Vec<i64> = seen["all_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(all_ids, (1..=600).collect::<Vec<i64>>());
+}
