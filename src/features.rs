@@ -8,6 +8,7 @@ use layers::fgb::{Field, FieldType, RawValue};
 use layers::index::LoadedLayer;
 use serde_json::{json, Value};
 
+use crate::cql2;
 use crate::download::DownloadFormat;
 use crate::ogc::crs::{self, OutputCrs, Reproject};
 
@@ -95,6 +96,11 @@ pub struct ItemsQuery {
     pub datetime: Option<TimeRange>,
     pub datetime_raw: Option<String>,
     pub props: Vec<PropFilter>,
+    /// CQL2 `filter` (geometry literals already in lon/lat) and its raw parameters.
+    pub filter: Option<cql2::Expr>,
+    pub filter_raw: Option<String>,
+    pub filter_lang: Option<String>,
+    pub filter_crs: &'static OutputCrs,
     pub limit: usize,
     /// `limit` was given (downloads are the whole result unless it is).
     pub limit_set: bool,
@@ -113,6 +119,10 @@ impl Default for ItemsQuery {
             datetime: None,
             datetime_raw: None,
             props: Vec::new(),
+            filter: None,
+            filter_raw: None,
+            filter_lang: None,
+            filter_crs: crs::crs84(),
             limit: DEFAULT_LIMIT,
             limit_set: false,
             offset: 0,
@@ -123,7 +133,16 @@ impl Default for ItemsQuery {
 
 /// The parameters `/items` takes besides the collection's queryables.
 pub const ITEMS_PARAMS: &[&str] = &[
-    "bbox", "bbox-crs", "crs", "datetime", "limit", "offset", "f",
+    "bbox",
+    "bbox-crs",
+    "crs",
+    "datetime",
+    "filter",
+    "filter-lang",
+    "filter-crs",
+    "limit",
+    "offset",
+    "f",
 ];
 
 /// The layer's temporal property: its first date or date-time field.
@@ -182,6 +201,9 @@ pub fn parse_items_query(raw: Option<&str>, schema: &[Field]) -> Result<ItemsQue
                 })?
             }
             "f" => q.format = Some(parse_items_format(&v)?),
+            "filter" => q.filter_raw = Some(v.to_string()),
+            "filter-lang" => q.filter_lang = Some(v.to_string()),
+            "filter-crs" => q.filter_crs = crs::parse("filter-crs", &v)?,
             name => match schema.iter().position(|f| f.name == name) {
                 Some(index) => q.props.push(PropFilter {
                     index,
@@ -192,13 +214,8 @@ pub fn parse_items_query(raw: Option<&str>, schema: &[Field]) -> Result<ItemsQue
                 None => {
                     let mut accepted: Vec<&str> = ITEMS_PARAMS.to_vec();
                     accepted.extend(schema.iter().map(|f| f.name.as_str()));
-                    let hint = if name == "filter" || name == "filter-lang" {
-                        " (CQL2 filtering is not available yet; filter with property=value)"
-                    } else {
-                        ""
-                    };
                     return Err(BadParam(format!(
-                        "unknown query parameter '{name}'{hint}; this endpoint accepts: {}",
+                        "unknown query parameter '{name}'; this endpoint accepts: {}",
                         accepted.join(", ")
                     )));
                 }
@@ -207,6 +224,26 @@ pub fn parse_items_query(raw: Option<&str>, schema: &[Field]) -> Result<ItemsQue
     }
     if let Some(b) = q.bbox {
         check_bbox(b, q.bbox_crs, q.bbox_raw.as_deref().unwrap_or(""))?;
+    }
+    if let Some(f) = &q.filter_raw {
+        let mut e = match q.filter_lang.as_deref() {
+            None | Some("cql2-text") => cql2::parse_text(f, schema),
+            Some("cql2-json") => cql2::parse_json(f, schema),
+            Some(other) => {
+                return Err(BadParam(format!(
+                    "filter-lang must be 'cql2-text' (default) or 'cql2-json', got '{other}'"
+                )))
+            }
+        }
+        .map_err(|e| BadParam(e.0))?;
+        if q.filter_crs.epsg.is_some() {
+            let r = Reproject::new(q.filter_crs).map_err(BadParam)?;
+            e.map_geometries(&mut |g| r.geometry_to_lonlat(g))
+                .map_err(|m| BadParam(format!("filter geometry in {}: {m}", q.filter_crs.uri)))?;
+        }
+        q.filter = Some(e);
+    } else if q.filter_lang.is_some() || q.filter_crs.epsg.is_some() {
+        return Err(BadParam("filter-lang and filter-crs need a filter".into()));
     }
     Ok(q)
 }
@@ -413,7 +450,7 @@ impl PropFilter {
 
 impl ItemsQuery {
     fn has_property_tests(&self) -> bool {
-        self.datetime.is_some() || !self.props.is_empty()
+        self.datetime.is_some() || !self.props.is_empty() || self.filter.is_some()
     }
 
     /// The query string that reproduces this query at `offset` (paging links carry
@@ -431,6 +468,15 @@ impl ItemsQuery {
         }
         if let Some(d) = &self.datetime_raw {
             s.append_pair("datetime", d);
+        }
+        if let Some(f) = &self.filter_raw {
+            s.append_pair("filter", f);
+        }
+        if let Some(l) = &self.filter_lang {
+            s.append_pair("filter-lang", l);
+        }
+        if self.filter_crs.epsg.is_some() {
+            s.append_pair("filter-crs", self.filter_crs.uri);
         }
         for p in &self.props {
             s.append_pair(&p.name, &p.raw);
@@ -492,6 +538,15 @@ fn matching(
         Some(b) => Some(bbox_matches(layer, b)?),
         None => None,
     };
+    // A spatial test the filter requires: the R-tree narrows the candidates first.
+    if let Some(fb) = q.filter.as_ref().and_then(cql2::Expr::required_bbox) {
+        let mut near: Vec<u32> = layer.query_bbox(fb);
+        if let Some(h) = &hits {
+            let keep: std::collections::HashSet<u32> = h.iter().copied().collect();
+            near.retain(|p| keep.contains(p));
+        }
+        hits = Some(near);
+    }
     // A box in a projected CRS is a rectangle there, not in lon/lat: the covering
     // lon/lat box found the candidates, the test is in the box's own CRS.
     if let (Some(h), Some(b), false) =
@@ -524,6 +579,8 @@ fn matching(
         return Ok(candidates.collect());
     }
     let time_idx = temporal_field(&layer.meta.schema).map(|(i, _)| i);
+    let schema = &layer.meta.schema;
+    let needs_geometry = q.filter.as_ref().is_some_and(cql2::Expr::needs_geometry);
     let mut out = Vec::new();
     for pos in candidates {
         let Some((_, offset)) = layer.at(pos) else {
@@ -532,7 +589,11 @@ fn matching(
         // Absent (null) properties never match.
         let mut ok = vec![false; q.props.len()];
         let mut time_ok = q.datetime.is_none();
+        let mut values: Vec<Option<RawValue<'_>>> = vec![None; schema.len()];
         layer.for_each_value(offset, |i, v| {
+            if let Some(slot) = values.get_mut(i) {
+                *slot = Some(v);
+            }
             for (k, p) in q.props.iter().enumerate() {
                 if p.index == i && p.matches(&v) {
                     ok[k] = true;
@@ -547,9 +608,26 @@ fn matching(
                 }
             }
         })?;
-        if time_ok && ok.iter().all(|b| *b) {
-            out.push(pos);
+        if !(time_ok && ok.iter().all(|b| *b)) {
+            continue;
         }
+        if let Some(f) = &q.filter {
+            let geometry = if needs_geometry {
+                layer.geometry_and_properties(offset)?.0
+            } else {
+                None
+            };
+            let row = cql2::Row {
+                values: &values,
+                schema,
+                geometry: geometry.as_ref(),
+            };
+            // Unknown (a null compared) is not a match, as in SQL.
+            if f.eval(&row) != Some(true) {
+                continue;
+            }
+        }
+        out.push(pos);
     }
     Ok(out)
 }
@@ -713,7 +791,9 @@ mod tests {
             ("limit=x", "limit"),
             ("offset=-1", "offset"),
             ("bbx=1,2,3,4", "unknown query parameter 'bbx'"),
-            ("filter=n>3", "CQL2"),
+            ("filter=n>>3", "at character 3"),
+            ("filter=n>3&filter-lang=cql3", "filter-lang"),
+            ("filter-lang=cql2-json", "need a filter"),
             ("limit=1&limit=2", "more than once"),
             ("crs=EPSG:2154", "crs 'EPSG:2154' is not supported"),
             ("n=abc", "whole-number"),

@@ -5,6 +5,7 @@
 //! - [`config`]: settings from flags, `DATAHUB_*` variables and an optional TOML file,
 //!   parsed once into typed structs.
 //! - `layers` (separate crate): ingest → CRS → quality → store → index.
+//! - [`cql2`]: CQL2 text/JSON filters: parsing, checking against queryables, evaluation.
 //! - [`features`]: OGC API – Features semantics over a loaded layer: parameters,
 //!   paging, GeoJSON documents. Knows nothing of axum.
 //! - [`ogc`]: OGC API – Features documents (landing, conformance, collections,
@@ -18,6 +19,7 @@
 //! - [`demo`]: the generated (synthetic) Monterrey demo layers used by `make run`.
 
 pub mod config;
+pub mod cql2;
 pub mod demo;
 pub mod download;
 pub mod features;

@@ -381,7 +381,14 @@ fn filters_datetime_and_paging_match_brute_force() {
         ("/collections/reportes/items?folio=abc", "folio"),
         ("/collections/reportes/items?datetime=ayer", "datetime"),
         ("/collections/colonias/items?datetime=2025-01-01", "no date"),
-        ("/collections/reportes/items?filter=folio>1", "CQL2"),
+        (
+            "/collections/reportes/items?filter=folio>>1",
+            "at character 7",
+        ),
+        (
+            "/collections/reportes/items?filter=foli%20>%201",
+            "'foli' is not a queryable",
+        ),
         ("/collections/reportes/items?f=xml", "f must be"),
         (
             "/collections?bbox=1,2,3,4",
@@ -737,4 +744,237 @@ fn owslib_features_client() {
         .map(|v| v.as_i64().unwrap())
         .collect();
     assert_eq!(all_ids, (1..=600).collect::<Vec<i64>>());
+}
+
+fn fold(s: &str) -> String {
+    s.to_lowercase()
+        .replace('á', "a")
+        .replace('é', "e")
+        .replace('í', "i")
+        .replace('ó', "o")
+        .replace('ú', "u")
+        .replace('ñ', "n")
+}
+
+/// Point in polygon (ray casting) for the brute-force side of the tests.
+fn inside(p: (f64, f64), ring: &[(f64, f64)]) -> bool {
+    let mut c = false;
+    for i in 0..ring.len() {
+        let (a, b) = (ring[i], ring[(i + 1) % ring.len()]);
+        if (a.1 > p.1) != (b.1 > p.1) && p.0 < (b.0 - a.0) * (p.1 - a.1) / (b.1 - a.1) + a.0 {
+            c = !c;
+        }
+    }
+    c
+}
+
+#[test]
+fn cql2_filters_match_brute_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = demo_server(&data);
+    let all = all_pages(&server, "/collections/reportes/items?limit=10000");
+    let p = |f: &Value, k: &str| f["properties"][k].clone();
+    let q = |s: &str| form_urlencoded_encode(s);
+    let tri = [(-100.40, 25.62), (-100.20, 25.65), (-100.30, 25.76)];
+    type Pred = Box<dyn Fn(&Value) -> bool>;
+    let cases: Vec<(&str, Option<&str>, Pred)> = vec![
+        (
+            "tipo = 'Bache' AND atendido = true",
+            Some(r#"{"op":"and","args":[{"op":"=","args":[{"property":"tipo"},"Bache"]},{"op":"=","args":[{"property":"atendido"},true]}]}"#),
+            Box::new(move |f| p(f, "tipo") == "Bache" && p(f, "atendido") == true),
+        ),
+        (
+            "tipo IN ('Bache', 'Basura') AND NOT atendido = true",
+            None,
+            Box::new(move |f| {
+                (p(f, "tipo") == "Bache" || p(f, "tipo") == "Basura") && p(f, "atendido") == false
+            }),
+        ),
+        (
+            "folio BETWEEN 50100 AND 50199",
+            Some(r#"{"op":"between","args":[{"property":"folio"},50100,50199]}"#),
+            Box::new(move |f| (50100..=50199).contains(&p(f, "folio").as_i64().unwrap())),
+        ),
+        (
+            "descripcion LIKE '%sin ilumina_i_n'",
+            None,
+            Box::new(move |f| p(f, "descripcion").as_str().unwrap_or("").ends_with("sin iluminación")),
+        ),
+        (
+            "fecha >= DATE('2025-06-01') AND fecha < DATE('2025-07-01')",
+            None,
+            Box::new(move |f| {
+                let d = p(f, "fecha");
+                let d = d.as_str().unwrap_or("");
+                ("2025-06-01".."2025-07-01").contains(&d)
+            }),
+        ),
+        (
+            "S_INTERSECTS(geometry, BBOX(-100.35, 25.65, -100.25, 25.72))",
+            Some(r#"{"op":"s_intersects","args":[{"property":"geometry"},{"bbox":[-100.35,25.65,-100.25,25.72]}]}"#),
+            Box::new(move |f| {
+                let (x, y) = coords(&f["geometry"])[0];
+                (-100.35..=-100.25).contains(&x) && (25.65..=25.72).contains(&y)
+            }),
+        ),
+        (
+            "S_INTERSECTS(geometry, POLYGON((-100.40 25.62, -100.20 25.65, -100.30 25.76, -100.40 25.62))) OR tipo = 'Fuga de agua'",
+            None,
+            Box::new(move |f| inside(coords(&f["geometry"])[0], &tri) || p(f, "tipo") == "Fuga de agua"),
+        ),
+    ];
+    for (text, json, pred) in cases {
+        let want: BTreeSet<i64> = all
+            .iter()
+            .filter(|f| pred(f))
+            .map(|f| f["id"].as_i64().unwrap())
+            .collect();
+        assert!(
+            !want.is_empty() && want.len() < all.len(),
+            "{text}: {} of {}",
+            want.len(),
+            all.len()
+        );
+        let got = all_pages(
+            &server,
+            &format!("/collections/reportes/items?limit=9&filter={}", q(text)),
+        );
+        assert_eq!(ids(&got), want, "{text}");
+        assert_eq!(got.len(), want.len(), "{text}: pages overlap");
+        if let Some(j) = json {
+            let got = all_pages(
+                &server,
+                &format!(
+                    "/collections/reportes/items?limit=50&filter-lang=cql2-json&filter={}",
+                    q(j)
+                ),
+            );
+            assert_eq!(ids(&got), want, "{j}");
+        }
+        // Combined with bbox and datetime.
+        let b = [-100.38, 25.62, -100.22, 25.74];
+        let want2: BTreeSet<i64> = all
+            .iter()
+            .filter(|f| pred(f))
+            .filter(|f| {
+                let (x, y) = coords(&f["geometry"])[0];
+                b[0] <= x && x <= b[2] && b[1] <= y && y <= b[3]
+            })
+            .filter(|f| p(f, "fecha").as_str().is_some_and(|d| d >= "2025-04-01"))
+            .map(|f| f["id"].as_i64().unwrap())
+            .collect();
+        let got = all_pages(
+            &server,
+            &format!(
+                "/collections/reportes/items?limit=5&bbox={},{},{},{}&datetime=2025-04-01/..&filter={}",
+                b[0], b[1], b[2], b[3], q(text)
+            ),
+        );
+        assert_eq!(ids(&got), want2, "{text} + bbox + datetime");
+    }
+
+    // Accent- and case-insensitive search over the colonias' names.
+    let colonias = all_pages(&server, "/collections/colonias/items?limit=1000");
+    let want: BTreeSet<i64> = colonias
+        .iter()
+        .filter(|f| fold(f["properties"]["nombre"].as_str().unwrap()).contains("nino"))
+        .map(|f| f["id"].as_i64().unwrap())
+        .collect();
+    assert!(!want.is_empty());
+    let got = all_pages(
+        &server,
+        &format!(
+            "/collections/colonias/items?filter={}",
+            q("ACCENTI(CASEI(nombre)) LIKE ACCENTI(CASEI('%NIÑO%'))")
+        ),
+    );
+    assert_eq!(ids(&got), want);
+
+    // Polygons and lines against SpatiaLite's ST_Intersects through GDAL's SQLite
+    // dialect on the stored layer.
+    for (layer, wkt) in [
+        (
+            "colonias",
+            "POLYGON((-100.34 25.66, -100.29 25.66, -100.31 25.70, -100.34 25.66))",
+        ),
+        ("red-pluvial", "LINESTRING(-100.40 25.60, -100.20 25.75)"),
+    ] {
+        let fgb = current_fgb(&data, layer);
+        let sql = format!(
+            "SELECT \"__datahub_fid\" FROM \"{layer}\" WHERE ST_Intersects(GEOMETRY, ST_GeomFromText('{wkt}', 4326))"
+        );
+        let out = ogr(&[
+            "ogrinfo",
+            "-ro",
+            "-q",
+            "-dialect",
+            "SQLite",
+            "-sql",
+            &sql,
+            fgb.to_str().unwrap(),
+        ]);
+        let want: BTreeSet<i64> = out
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("__datahub_fid (Integer64) = "))
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert!(!want.is_empty(), "{layer}: {out}");
+        let got = all_pages(
+            &server,
+            &format!(
+                "/collections/{layer}/items?filter={}",
+                q(&format!("S_INTERSECTS(geometry, {wkt})"))
+            ),
+        );
+        assert_eq!(ids(&got), want, "{layer}");
+    }
+
+    // filter-crs: a UTM box as a filter literal equals the same box as bbox-crs.
+    let ubox = "BBOX(362000, 2838000, 372000, 2846000)";
+    let a = ids(&all_pages(
+        &server,
+        &format!(
+            "/collections/reportes/items?filter-crs=EPSG:32614&filter={}",
+            q(&format!("S_INTERSECTS(geometry, {ubox})"))
+        ),
+    ));
+    let b = ids(&all_pages(
+        &server,
+        "/collections/reportes/items?bbox-crs=EPSG:32614&bbox=362000,2838000,372000,2846000",
+    ));
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
+
+    // Conformance declares CQL2; malformed filters are 400s with the position.
+    let (_, conf) = server.get("/conformance");
+    assert!(conf["conformsTo"]
+        .as_array()
+        .unwrap()
+        .contains(&"http://www.opengis.net/spec/cql2/1.0/conf/cql2-text".into()));
+    let (s, e) = server.get(&format!(
+        "/collections/reportes/items?filter={}",
+        q("tipo = 'Bache' AND")
+    ));
+    assert_eq!(s, 400);
+    assert!(
+        e["description"]
+            .as_str()
+            .unwrap()
+            .contains("at character 19"),
+        "{e}"
+    );
+}
+
+fn form_urlencoded_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }

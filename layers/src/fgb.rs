@@ -839,6 +839,7 @@ impl<B: AsRef<[u8]>> FgbView<B> {
 }
 
 /// One decoded property value, borrowing strings from the file.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RawValue<'a> {
     Bool(bool),
     I64(i64),
@@ -848,12 +849,12 @@ pub enum RawValue<'a> {
 }
 
 impl RawValue<'_> {
-    fn to_json(&self) -> Value {
+    fn to_json(self) -> Value {
         match self {
-            RawValue::Bool(b) => Value::Bool(*b),
-            RawValue::I64(n) => Value::from(*n),
-            RawValue::U64(n) => Value::from(*n),
-            RawValue::F64(x) => float_value(*x),
+            RawValue::Bool(b) => Value::Bool(b),
+            RawValue::I64(n) => Value::from(n),
+            RawValue::U64(n) => Value::from(n),
+            RawValue::F64(x) => float_value(x),
             RawValue::Str(s) => Value::String(String::from_utf8_lossy(s).into_owned()),
         }
     }

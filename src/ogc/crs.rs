@@ -158,6 +158,36 @@ impl Reproject {
         err.map_or(Ok(()), Err)
     }
 
+    /// A geometry given in this CRS (its axis order) in lon/lat (filter literals
+    /// with `filter-crs`).
+    pub fn geometry_to_lonlat(&self, g: &mut Geometry<f64>) -> Result<(), String> {
+        let mut err = None;
+        for_each_coord_mut(g, &mut |c| {
+            if err.is_some() {
+                return;
+            }
+            let (x, y) = if self.crs.north_first {
+                (c.y, c.x)
+            } else {
+                (c.x, c.y)
+            };
+            match &self.inv {
+                None => {
+                    c.x = x;
+                    c.y = y;
+                }
+                Some(inv) => match inv.convert((x, y)) {
+                    Ok((lon, lat)) if lon.is_finite() && lat.is_finite() => {
+                        c.x = lon;
+                        c.y = lat;
+                    }
+                    _ => err = Some(format!("({x}, {y}) has no longitude/latitude")),
+                },
+            }
+        });
+        err.map_or(Ok(()), Err)
+    }
+
     /// A box given in this CRS (its axis order) as the lon/lat box that covers it:
     /// the edges are sampled, since a projected rectangle is curved in lon/lat.
     pub fn bbox_to_lonlat(&self, b: [f64; 4]) -> Result<[f64; 4], String> {
