@@ -65,6 +65,9 @@ echo "empty server ${empty} MB; with 1 M points ${loaded} MB (layer: $((loaded -
 echo "== vector tiles (viewport grid, HTTP)"
 bash tests/bench/tiles.sh "$work"
 
+echo "== OGC API - Features (HTTP, and pygeoapi in the same run)"
+bash tests/bench/ogc.sh "$work"
+
 echo "== index (criterion, in-process)"
 cargo bench -q -p layers --bench index -- --noplot 2>&1 | grep -E "index_1M|time:|returns" || true
 echo "== tile encoding (criterion, in-process)"
