@@ -37,6 +37,11 @@ tests/node_modules: tests/package.json tests/package-lock.json
 	cd tests && npm ci --no-audit --no-fund --silent
 	@touch tests/node_modules
 
+# MapLibre GL JS, served by DataHub itself (no CDN), pinned by web/package-lock.json.
+web/node_modules: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --silent
+	@touch web/node_modules
+
 # OWSLib (a third-party OGC API client) for the OGC tests, in a venv, pinned.
 tests/.venv/bin/python: tests/requirements.txt
 	python3 -m venv tests/.venv
@@ -46,7 +51,7 @@ tests/.venv/bin/python: tests/requirements.txt
 build: deps
 	cargo build --release
 
-run: build
+run: build web/node_modules
 	./target/release/datahub --data $(DATA) demo
 	./target/release/datahub --data $(DATA) serve --addr $(ADDR)
 
@@ -55,7 +60,7 @@ testdata:
 	@if [ -d "$(TESTDATA)/vector" ]; then echo "$(abspath $(TESTDATA))"; \
 	else bash tests/fetch-testdata.sh "$(FETCHED)" >&2 && echo "$(abspath $(FETCHED))"; fi
 
-test: deps lint tests/node_modules tests/.venv/bin/python
+test: deps lint tests/node_modules tests/.venv/bin/python web/node_modules
 	DATAHUB_TEST_DATA="$$($(MAKE) -s testdata)" cargo test --workspace -- --test-threads=2
 
 bench: deps build

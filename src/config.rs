@@ -18,6 +18,8 @@ pub struct FileSettings {
     pub max_unzipped_mb: Option<u64>,
     /// `[tiles]` and `[tiles.layers.<id>]`.
     pub tiles: Option<crate::tileserve::TileSettings>,
+    /// Folder with the front-end packages (`web/`, filled by `npm ci`).
+    pub web_dir: Option<PathBuf>,
 }
 
 impl FileSettings {
@@ -41,6 +43,7 @@ pub struct Settings {
     pub refresh_secs: u64,
     pub max_unzipped_mb: u64,
     pub tiles: crate::tileserve::TileSettings,
+    pub web_dir: PathBuf,
 }
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -60,6 +63,7 @@ impl Settings {
             refresh_secs: file.refresh_secs.unwrap_or(2).max(1),
             max_unzipped_mb: file.max_unzipped_mb.unwrap_or(8192),
             tiles: file.tiles.unwrap_or_default(),
+            web_dir: file.web_dir.unwrap_or_else(|| PathBuf::from("web")),
         }
     }
 }

@@ -226,7 +226,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let tiles = Arc::new(datahub::tileserve::TileService::new(settings.tiles.clone()));
                 http::serve(
                     listener,
-                    AppState::new(registry, tiles),
+                    AppState::new(registry, tiles, &settings.web_dir),
                     Duration::from_secs(settings.refresh_secs),
                     shutdown_signal(),
                 )

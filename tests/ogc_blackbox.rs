@@ -500,7 +500,7 @@ fn landing_conformance_openapi_queryables_and_html() {
         ("/", "Monterrey DataHub"),
         ("/collections", "Colonias"),
         ("/collections/colonias", "Queryables"),
-        ("/collections/colonias/items?limit=5", "<svg"),
+        ("/collections/colonias/items?limit=5", "new maplibregl.Map"),
         ("/collections/colonias/items/3", "nombre"),
         ("/conformance", "ogcapi-features-1"),
     ] {
@@ -517,6 +517,35 @@ fn landing_conformance_openapi_queryables_and_html() {
         assert!(body.contains(needle), "{path} lacks {needle}");
         assert!(body.starts_with("<!DOCTYPE html>"));
     }
+    // MapLibre is served by DataHub itself (installed by `make test`), and only it.
+    let r = get_raw(&server, "/web/maplibre/maplibre-gl.js", None);
+    assert_eq!(
+        r.status(),
+        200,
+        "web/node_modules missing? `make test` runs npm ci in web/"
+    );
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("javascript"));
+    assert!(r.bytes().unwrap().len() > 100_000);
+    assert_eq!(
+        get_raw(&server, "/web/maplibre/maplibre-gl.css", None).status(),
+        200
+    );
+    assert_eq!(
+        get_raw(&server, "/web/maplibre/../../package.json", None).status(),
+        404
+    );
+    // Projected output has no map (the preview is lon/lat).
+    let body = get_raw(
+        &server,
+        "/collections/colonias/items?f=html&crs=EPSG:32614",
+        None,
+    )
+    .text()
+    .unwrap();
+    assert!(!body.contains("maplibregl") && body.contains("<table>"));
     let r = get_raw(&server, "/collections/colonias/items?f=html", None);
     assert!(r.headers()["content-type"]
         .to_str()

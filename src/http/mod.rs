@@ -27,14 +27,27 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub tiles: Arc<TileService>,
     pub temporal: Arc<ogc::TemporalExtents>,
+    /// MapLibre GL JS's `dist/` when installed (`npm ci` in `web/`): the HTML item
+    /// pages then show a MapLibre map, otherwise an SVG drawing.
+    pub maplibre: Option<std::path::PathBuf>,
 }
 
 impl AppState {
-    pub fn new(registry: Arc<Registry>, tiles: Arc<TileService>) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        tiles: Arc<TileService>,
+        web_dir: &std::path::Path,
+    ) -> Self {
+        let dist = web_dir.join("node_modules/maplibre-gl/dist");
+        let maplibre = dist.join("maplibre-gl.js").is_file().then_some(dist);
+        if maplibre.is_none() {
+            tracing::warn!(web_dir = %web_dir.display(), "MapLibre GL JS not installed (run `npm ci` in web/): HTML previews are SVG");
+        }
         AppState {
             registry,
             tiles,
             temporal: Arc::default(),
+            maplibre,
         }
     }
 }
@@ -111,6 +124,16 @@ pub fn router(state: AppState) -> Router {
         .route("/collections/:id/items/:fid", get(item))
         .route("/tiles/:layers/:z/:x/:y", get(tiles::tile))
         .route("/tiles/:name", get(tiles::tilejson))
+        .nest_service(
+            "/web/maplibre",
+            // Only MapLibre's own files: nothing else of web/ is served.
+            tower_http::services::ServeDir::new(
+                state
+                    .maplibre
+                    .clone()
+                    .unwrap_or_else(|| std::path::PathBuf::from("/nonexistent")),
+            ),
+        )
         .fallback(|| async { ApiError::not_found("no such endpoint; see / for the links") })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -354,6 +377,15 @@ async fn queryables(
     ))
 }
 
+/// The map shown on HTML feature pages (only for lon/lat output).
+fn preview(state: &AppState, crs: &OutputCrs) -> ogc::html::Preview {
+    match (crs.epsg, &state.maplibre) {
+        (Some(_), _) => ogc::html::Preview::None,
+        (None, Some(_)) => ogc::html::Preview::MapLibre,
+        (None, None) => ogc::html::Preview::Svg,
+    }
+}
+
 fn content_crs(r: &mut Response, c: &OutputCrs) {
     if let Ok(v) = HeaderValue::from_str(&format!("<{}>", c.uri)) {
         r.headers_mut().insert("content-crs", v);
@@ -388,7 +420,7 @@ async fn items(
                 &l.meta.title,
                 &id,
                 &base,
-                crs.epsg.is_none(),
+                preview(&state, crs),
             ))
         }
     };
@@ -509,7 +541,7 @@ async fn item(
             &l.meta.title,
             &id,
             &base,
-            crs.epsg.is_none(),
+            preview(&state, crs),
         )),
     };
     link_header(&mut r, &links);

@@ -207,9 +207,69 @@ fn cell(v: &Value) -> String {
     }
 }
 
+/// The map drawn above features: MapLibre GL JS (served by DataHub from `web/`),
+/// an SVG drawing when MapLibre is not installed, none for projected output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preview {
+    MapLibre,
+    Svg,
+    None,
+}
+
+fn preview(feats: &[Value], kind: Preview, base: &str) -> String {
+    match kind {
+        Preview::None => String::new(),
+        Preview::Svg => svg_preview(feats),
+        Preview::MapLibre => maplibre_preview(feats, base),
+    }
+}
+
+/// A small MapLibre map of the features, offline: a plain background and the
+/// features themselves (points, lines, fills), fitted to their extent.
+fn maplibre_preview(feats: &[Value], base: &str) -> String {
+    let mut b = [f64::MAX, f64::MAX, f64::MIN, f64::MIN];
+    for f in feats {
+        walk_coords(&f["geometry"]["coordinates"], &mut |x, y| {
+            b = [b[0].min(x), b[1].min(y), b[2].max(x), b[3].max(y)];
+        });
+    }
+    if b[0] > b[2] {
+        return String::new();
+    }
+    let fc = serde_json::json!({"type": "FeatureCollection", "features": feats});
+    // Inline JSON in a script element: no '<' at all (it only occurs inside JSON
+    // strings, where \u003c means the same), so nothing can close or confuse it.
+    let data = fc.to_string().replace('<', "\\u003c");
+    format!(
+        "<link rel=\"stylesheet\" href=\"{base}/web/maplibre/maplibre-gl.css\">\
+         <div id=\"map\" style=\"width:100%;max-width:720px;height:360px;border:1px solid #bbb\" \
+         role=\"img\" aria-label=\"Mapa de vista previa / preview map\"></div>\
+         <script src=\"{base}/web/maplibre/maplibre-gl.js\"></script>\
+         <script type=\"application/json\" id=\"features\">{data}</script>\
+         <script>\
+         const fc = JSON.parse(document.getElementById('features').textContent);\
+         const map = new maplibregl.Map({{container: 'map', attributionControl: false,\
+           bounds: [[{w}, {s}], [{e}, {n}]], fitBoundsOptions: {{padding: 24, maxZoom: 17}},\
+           style: {{version: 8, sources: {{f: {{type: 'geojson', data: fc}}}}, layers: [\
+             {{id: 'bg', type: 'background', paint: {{'background-color': '#f8f8f4'}}}},\
+             {{id: 'fill', type: 'fill', source: 'f', filter: ['==', ['geometry-type'], 'Polygon'],\
+               paint: {{'fill-color': '#2e86c1', 'fill-opacity': 0.35}}}},\
+             {{id: 'line', type: 'line', source: 'f', filter: ['!=', ['geometry-type'], 'Point'],\
+               paint: {{'line-color': '#1b4f72', 'line-width': 1.5}}}},\
+             {{id: 'pt', type: 'circle', source: 'f', filter: ['==', ['geometry-type'], 'Point'],\
+               paint: {{'circle-color': '#c0392b', 'circle-radius': 4, 'circle-stroke-color': '#fff', 'circle-stroke-width': 1}}}}\
+           ]}}}});\
+         map.addControl(new maplibregl.NavigationControl());\
+         </script>",
+        w = b[0],
+        s = b[1],
+        e = b[2],
+        n = b[3],
+    )
+}
+
 /// Items page: preview, paging links, and a table of the features' properties.
-/// `lonlat`: coordinates are lon/lat (the preview is only drawn for those).
-pub fn items(fc: &Value, title: &str, id: &str, base: &str, lonlat: bool) -> String {
+pub fn items(fc: &Value, title: &str, id: &str, base: &str, map: Preview) -> String {
     let feats = fc["features"].as_array().cloned().unwrap_or_default();
     let mut body = format!(
         "<p>{} de {} elementos / {} of {} features.</p>",
@@ -218,9 +278,7 @@ pub fn items(fc: &Value, title: &str, id: &str, base: &str, lonlat: bool) -> Str
         fc["numberReturned"].as_u64().unwrap_or(0),
         fc["numberMatched"].as_u64().unwrap_or(0),
     );
-    if lonlat {
-        body.push_str(&svg_preview(&feats));
-    }
+    body.push_str(&preview(&feats, map, base));
     let mut nav = Vec::new();
     for l in fc["links"].as_array().into_iter().flatten() {
         let label = match s(l, "rel") {
@@ -278,15 +336,13 @@ pub fn items(fc: &Value, title: &str, id: &str, base: &str, lonlat: bool) -> Str
     )
 }
 
-pub fn item(f: &Value, title: &str, id: &str, base: &str, lonlat: bool) -> String {
+pub fn item(f: &Value, title: &str, id: &str, base: &str, map: Preview) -> String {
     let fid = match &f["id"] {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
     let mut body = String::new();
-    if lonlat {
-        body.push_str(&svg_preview(std::slice::from_ref(f)));
-    }
+    body.push_str(&preview(std::slice::from_ref(f), map, base));
     body.push_str("<table>");
     for (k, v) in f["properties"].as_object().into_iter().flatten() {
         body.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), cell(v)));
@@ -459,9 +515,15 @@ mod tests {
             "features": [{"type": "Feature", "id": 1, "geometry": {"type": "Polygon",
               "coordinates": [[[-100.3, 25.6], [-100.2, 25.6], [-100.2, 25.7], [-100.3, 25.6]]]},
               "properties": {"nombre": "<script>alert(1)</script>"}}], "links": []});
-        let h = items(&fc, "Colonias", "colonias", "http://x", true);
+        let h = items(&fc, "Colonias", "colonias", "http://x", Preview::Svg);
         assert!(!h.contains("<script>alert"));
         assert!(h.contains("&lt;script&gt;"));
         assert!(h.contains("<svg") && h.contains("<path"));
+        // The MapLibre preview embeds the features as JSON that cannot close its
+        // script element.
+        let h = items(&fc, "Colonias", "colonias", "http://x", Preview::MapLibre);
+        assert!(!h.contains("<script>alert") && !h.contains("</script>alert"));
+        assert!(h.contains("\\u003cscript>alert"));
+        assert!(h.contains("maplibre-gl.js") && h.contains("new maplibregl.Map"));
     }
 }
