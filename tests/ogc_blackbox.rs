@@ -1007,3 +1007,61 @@ fn form_urlencoded_encode(s: &str) -> String {
     }
     out
 }
+
+/// The OpenAPI document passes an independent OpenAPI 3.0 validator
+/// (openapi-spec-validator, in the test venv); browsers on other origins may read
+/// features and tiles (CORS).
+#[test]
+fn openapi_validates_and_cors_allows_browsers() {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python");
+    assert!(python.exists(), "`make test` creates tests/.venv");
+    let tmp = tempfile::tempdir().unwrap();
+    let server = demo_server(&tmp.path().join("data"));
+    let api = get_raw(&server, "/api", None).bytes().unwrap();
+    let doc = tmp.path().join("api.json");
+    std::fs::write(&doc, &api).unwrap();
+    let o = Command::new(&python)
+        .args([
+            "-c",
+            "import json,sys; from openapi_spec_validator import validate; \
+             from openapi_spec_validator.validation.validators import OpenAPIV30SpecValidator; \
+             validate(json.load(open(sys.argv[1])), cls=OpenAPIV30SpecValidator); print('valid')",
+        ])
+        .arg(&doc)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("valid"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let c = reqwest::blocking::Client::new();
+    let r = c
+        .get(format!(
+            "{}/collections/reportes/items?limit=1",
+            server.base
+        ))
+        .header("Origin", "https://portal.monterrey.gob.mx")
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        exposed.contains("link") && exposed.contains("content-crs"),
+        "{exposed}"
+    );
+    let r = c
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/tiles/reportes/12/906/1745.mvt", server.base),
+        )
+        .header("Origin", "https://portal.monterrey.gob.mx")
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+}

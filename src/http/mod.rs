@@ -136,7 +136,25 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::not_found("no such endpoint; see / for the links") })
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(cors())
         .with_state(state)
+}
+
+/// Everything here is readable from any origin (web maps on the city's portals call
+/// features and tiles from the browser); the headers clients need are exposed.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::HEAD])
+        .allow_headers([header::ACCEPT, header::IF_NONE_MATCH])
+        .expose_headers([
+            header::LINK,
+            header::ETAG,
+            header::CONTENT_DISPOSITION,
+            HeaderName::from_static("content-crs"),
+            HeaderName::from_static("x-tile-dropped-features"),
+        ])
 }
 
 /// Serves until `shutdown` resolves; also refreshes the registry every `refresh`
