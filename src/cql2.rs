@@ -107,43 +107,13 @@ fn lex(s: &str) -> Result<Vec<(usize, Tok)>, FilterError> {
                 Tok::Comma
             }
             '\'' => {
-                let mut v = String::new();
-                i += 1;
-                loop {
-                    match c.get(i) {
-                        None => return Err(err_at(start, "unterminated 'string'")),
-                        Some('\'') if c.get(i + 1) == Some(&'\'') => {
-                            v.push('\'');
-                            i += 2;
-                        }
-                        Some('\'') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(x) => {
-                            v.push(*x);
-                            i += 1;
-                        }
-                    }
-                }
+                let (v, next) = quoted(&c, i, '\'', "unterminated 'string'")?;
+                i = next;
                 Tok::Str(v)
             }
             '"' => {
-                let mut v = String::new();
-                i += 1;
-                loop {
-                    match c.get(i) {
-                        None => return Err(err_at(start, "unterminated \"property name\"")),
-                        Some('"') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(x) => {
-                            v.push(*x);
-                            i += 1;
-                        }
-                    }
-                }
+                let (v, next) = quoted(&c, i, '"', "unterminated \"property name\"")?;
+                i = next;
                 Tok::Quoted(v)
             }
             '=' => {
@@ -200,6 +170,32 @@ fn lex(s: &str) -> Result<Vec<(usize, Tok)>, FilterError> {
         out.push((start, tok));
     }
     Ok(out)
+}
+
+/// The text between quote `q` at `start` and its closing quote (a doubled quote is one
+/// literal quote); returns it and the index after the closing quote.
+fn quoted(
+    c: &[char],
+    start: usize,
+    q: char,
+    unterminated: &str,
+) -> Result<(String, usize), FilterError> {
+    let mut v = String::new();
+    let mut i = start + 1;
+    loop {
+        match c.get(i) {
+            None => return Err(err_at(start, unterminated)),
+            Some(x) if *x == q && c.get(i + 1) == Some(&q) => {
+                v.push(q);
+                i += 2;
+            }
+            Some(x) if *x == q => return Ok((v, i + 1)),
+            Some(x) => {
+                v.push(*x);
+                i += 1;
+            }
+        }
+    }
 }
 
 struct Parser<'a> {

@@ -4,8 +4,7 @@
 //! (a CP1252 zipped Shapefile in EPSG:6372, a CSV of points, a GeoPackage in UTM 14N)
 //! and go through the normal ingest pipeline, so the demo exercises it end to end.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use gdal::spatial_ref::SpatialRef;
@@ -166,29 +165,7 @@ fn write_colonias(dir: &Path) -> layers::Result<PathBuf> {
         }
     }
     let zip_path = dir.join("colonias.zip");
-    let file = File::create(&zip_path).map_err(|e| layers::Error::io(&zip_path, e))?;
-    let mut zip = zip::ZipWriter::new(file);
-    let mut entries: Vec<_> = fs::read_dir(&shp_dir)
-        .map_err(|e| layers::Error::io(&shp_dir, e))?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let bytes = fs::read(&p).map_err(|e| layers::Error::io(&p, e))?;
-        zip.start_file(
-            format!("colonias/{name}"),
-            zip::write::SimpleFileOptions::default(),
-        )
-        .and_then(|_| zip.write_all(&bytes).map_err(Into::into))
-        .map_err(|e| layers::Error::Internal(format!("zip: {e}")))?;
-    }
-    zip.finish()
-        .map_err(|e| layers::Error::Internal(format!("zip: {e}")))?;
+    crate::download::zip_folder(&shp_dir, &zip_path, "colonias/")?;
     let _ = fs::remove_dir_all(&shp_dir);
     Ok(zip_path)
 }

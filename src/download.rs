@@ -276,7 +276,7 @@ pub fn write_file(
         return Ok(path);
     }
     let zip_path = dir.join(format!("{id}.zip"));
-    zip_folder(&dir.join("shp"), &zip_path)?;
+    zip_folder(&dir.join("shp"), &zip_path, "")?;
     Ok(zip_path)
 }
 
@@ -345,7 +345,9 @@ fn write_rows(
     Ok(())
 }
 
-fn zip_folder(folder: &Path, out: &Path) -> layers::Result<()> {
+/// Zips the files of `folder` (not recursive) into `out`, each named `prefix` + its
+/// file name, in name order.
+pub fn zip_folder(folder: &Path, out: &Path, prefix: &str) -> layers::Result<()> {
     let io = |e: std::io::Error| layers::Error::io(out, e);
     let file = std::fs::File::create(out).map_err(io)?;
     let mut zip = zip::ZipWriter::new(file);
@@ -361,7 +363,7 @@ fn zip_folder(folder: &Path, out: &Path) -> layers::Result<()> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        zip.start_file(name, opts)
+        zip.start_file(format!("{prefix}{name}"), opts)
             .map_err(|e| layers::Error::Internal(format!("zip: {e}")))?;
         let mut f = std::fs::File::open(&p).map_err(io)?;
         std::io::copy(&mut f, &mut zip).map_err(io)?;

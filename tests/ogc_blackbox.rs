@@ -20,6 +20,17 @@ fn demo_server(data: &Path) -> Server {
     Server::start(data)
 }
 
+/// The demo layers plus 100 North Carolina counties in NAD27 (a real layer with many
+/// attributes), served.
+fn demo_and_nc(dir: &Path) -> (std::path::PathBuf, Server) {
+    let data = dir.join("data");
+    let o = run(&data, &["demo"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    ingest_ok(&data, &vector("sf/nc.gpkg"), "nc", &[]);
+    let server = Server::start(&data);
+    (data, server)
+}
+
 fn get_raw(server: &Server, path: &str, accept: Option<&str>) -> reqwest::blocking::Response {
     let c = reqwest::blocking::Client::new();
     let mut r = c.get(format!("{}{path}", server.base));
@@ -46,12 +57,7 @@ fn ids(fc: &[Value]) -> BTreeSet<i64> {
 #[test]
 fn gdal_oapif_lists_filters_and_copies_through_paging() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let o = run(&data, &["demo"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    // 100 North Carolina counties in NAD27: a real layer with many attributes.
-    ingest_ok(&data, &vector("sf/nc.gpkg"), "nc", &[]);
-    let server = Server::start(&data);
+    let (data, server) = demo_and_nc(tmp.path());
     let url = format!("OAPIF:{}", server.base);
 
     // Every collection is listed by GDAL.
@@ -564,11 +570,7 @@ fn landing_conformance_openapi_queryables_and_html() {
 #[test]
 fn downloads_reopen_in_gdal_and_equal_the_source() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let o = run(&data, &["demo"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    ingest_ok(&data, &vector("sf/nc.gpkg"), "nc", &[]);
-    let server = Server::start(&data);
+    let (data, server) = demo_and_nc(tmp.path());
     let source = ogr_geojson(vector("sf/nc.gpkg").to_str().unwrap(), None, true, &[]);
     let by_fips = |fc: &Value| -> std::collections::BTreeMap<String, Value> {
         fc["features"]
