@@ -237,28 +237,26 @@ impl Parser<'_> {
         }
     }
 
-    fn or(&mut self) -> Result<Expr, FilterError> {
-        let mut v = vec![self.and()?];
-        while self.eat_keyword("OR") {
-            v.push(self.and()?);
+    /// `operand (KEYWORD operand)*`, one node for the whole run.
+    fn chain(
+        &mut self,
+        keyword: &str,
+        operand: fn(&mut Self) -> Result<Expr, FilterError>,
+        node: fn(Vec<Expr>) -> Expr,
+    ) -> Result<Expr, FilterError> {
+        let mut v = vec![operand(self)?];
+        while self.eat_keyword(keyword) {
+            v.push(operand(self)?);
         }
-        Ok(if v.len() == 1 {
-            v.remove(0)
-        } else {
-            Expr::Or(v)
-        })
+        Ok(if v.len() == 1 { v.remove(0) } else { node(v) })
+    }
+
+    fn or(&mut self) -> Result<Expr, FilterError> {
+        self.chain("OR", Self::and, Expr::Or)
     }
 
     fn and(&mut self) -> Result<Expr, FilterError> {
-        let mut v = vec![self.not()?];
-        while self.eat_keyword("AND") {
-            v.push(self.not()?);
-        }
-        Ok(if v.len() == 1 {
-            v.remove(0)
-        } else {
-            Expr::And(v)
-        })
+        self.chain("AND", Self::not, Expr::And)
     }
 
     fn not(&mut self) -> Result<Expr, FilterError> {
@@ -823,36 +821,10 @@ impl Expr {
     pub fn eval(&self, row: &Row<'_>) -> Option<bool> {
         match self {
             Expr::Bool(b) => Some(*b),
-            Expr::And(v) => {
-                let mut unknown = false;
-                for e in v {
-                    match e.eval(row) {
-                        Some(false) => return Some(false),
-                        None => unknown = true,
-                        Some(true) => {}
-                    }
-                }
-                if unknown {
-                    None
-                } else {
-                    Some(true)
-                }
-            }
-            Expr::Or(v) => {
-                let mut unknown = false;
-                for e in v {
-                    match e.eval(row) {
-                        Some(true) => return Some(true),
-                        None => unknown = true,
-                        Some(false) => {}
-                    }
-                }
-                if unknown {
-                    None
-                } else {
-                    Some(false)
-                }
-            }
+            // AND stops at the first false, OR at the first true; otherwise an
+            // unknown part makes the whole unknown.
+            Expr::And(v) => decide(v.iter().map(|e| e.eval(row)), false),
+            Expr::Or(v) => decide(v.iter().map(|e| e.eval(row)), true),
             Expr::Not(e) => e.eval(row).map(|b| !b),
             Expr::Cmp(op, a, b) => {
                 let (a, b) = (value(a, row)?, value(b, row)?);
@@ -872,19 +844,12 @@ impl Expr {
             },
             Expr::In(a, list) => {
                 let a = value(a, row)?;
-                let mut unknown = false;
-                for x in list {
-                    match value(x, row).and_then(|x| compare(&a, &x)) {
-                        Some(std::cmp::Ordering::Equal) => return Some(true),
-                        None => unknown = true,
-                        _ => {}
-                    }
-                }
-                if unknown {
-                    None
-                } else {
-                    Some(false)
-                }
+                let eq = list.iter().map(|x| {
+                    value(x, row)
+                        .and_then(|x| compare(&a, &x))
+                        .map(|o| o == std::cmp::Ordering::Equal)
+                });
+                decide(eq, true)
             }
             Expr::Between(a, lo, hi) => {
                 let (a, lo, hi) = (value(a, row)?, value(lo, row)?, value(hi, row)?);
@@ -896,6 +861,24 @@ impl Expr {
             Expr::IsNull(a) => Some(value(a, row).is_none()),
             Expr::SIntersects(g) => Some(row.geometry.is_some_and(|f| f.intersects(g))),
         }
+    }
+}
+
+/// Three-valued reduction: `stop` as soon as a part is `stop`, unknown if any part
+/// was unknown, else `!stop`.
+fn decide(parts: impl Iterator<Item = Option<bool>>, stop: bool) -> Option<bool> {
+    let mut unknown = false;
+    for p in parts {
+        match p {
+            Some(b) if b == stop => return Some(stop),
+            None => unknown = true,
+            Some(_) => {}
+        }
+    }
+    if unknown {
+        None
+    } else {
+        Some(!stop)
     }
 }
 
