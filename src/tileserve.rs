@@ -271,7 +271,6 @@ impl TileService {
         let mut feats;
         if points_only && !opts.at_maxzoom {
             opts.world_coords = true;
-            let world = self.world(layer);
             let wb = tile.bounds_world(opts.buffer, opts.extent);
             // Generalised points (lowest id per tile unit), decided before decoding;
             // when even those exceed what the cap can hold (~12 bytes per point at the
@@ -281,14 +280,14 @@ impl TileService {
             const DIRECT_MAX: usize = 200_000;
             let mut direct = Vec::new();
             let mut dense = false;
-            for (pos, _) in layer.query_bbox_iter(b) {
+            for (pos, e) in layer.query_bbox_iter(b) {
                 if direct.len() == DIRECT_MAX {
                     dense = true;
                     break;
                 }
-                if let Some(&(x, y)) = world.get(pos as usize) {
-                    direct.push((pos, x, y));
-                }
+                // From the leaf in hand rather than `world` (a random read per point).
+                let (x, y) = lonlat_to_world(e[0], e[1]);
+                direct.push((pos, x, y));
             }
             let max_count = (s.max_bytes / 16).max(1);
             let mut z = tile.z;
@@ -329,13 +328,16 @@ impl TileService {
                 }
             }
             pre_dropped = distinct - cand.len();
-            // Position (= id) order, as the renderer writes them.
-            cand.sort_unstable_by_key(|c| c.0);
-            feats = Vec::with_capacity(cand.len());
-            for (pos, x, y) in cand {
-                let Some((fid, offset)) = layer.at(pos) else {
-                    continue;
-                };
+            // Read in file order: the file is in Hilbert order, so a tile's features
+            // sit close together there, while their ids are scattered (the renderer
+            // writes them in id order).
+            let mut reads: Vec<(u64, i64, f64, f64)> = cand
+                .into_iter()
+                .filter_map(|(pos, x, y)| layer.at(pos).map(|(fid, off)| (off, fid, x, y)))
+                .collect();
+            reads.sort_unstable_by_key(|r| r.0);
+            feats = Vec::with_capacity(reads.len());
+            for (offset, fid, x, y) in reads {
                 // The position is known: only the attributes are read.
                 let mut props = Vec::with_capacity(fields.len());
                 layer.for_each_value(offset, |i, v| {

@@ -209,9 +209,26 @@ type GeomOut = (GeomType, Vec<u32>, (i32, i32), f64);
 
 fn encode_geometry(g: &Geometry<f64>, clip: &Rect<f64>, opts: &RenderOptions) -> Option<GeomOut> {
     match g {
-        Geometry::Point(_) | Geometry::MultiPoint(_) => {
+        // One point: one small allocation (dense point tiles hold tens of thousands).
+        Geometry::Point(p) => {
+            let c = p.0;
+            let inside = clip.min().x <= c.x
+                && c.x <= clip.max().x
+                && clip.min().y <= c.y
+                && c.y <= clip.max().y;
+            if !inside {
+                return None;
+            }
+            let (x, y) = q(c);
+            let cmds = vec![
+                9, // MoveTo, count 1
+                crate::mvt::zigzag(i64::from(x)) as u32,
+                crate::mvt::zigzag(i64::from(y)) as u32,
+            ];
+            Some((GeomType::Point, cmds, (x, y), 0.0))
+        }
+        Geometry::MultiPoint(_) => {
             let pts: Vec<(i32, i32)> = match g {
-                Geometry::Point(p) => vec![p.0],
                 Geometry::MultiPoint(mp) => mp.0.iter().map(|p| p.0).collect(),
                 _ => Vec::new(),
             }
