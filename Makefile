@@ -10,7 +10,7 @@ ADDR ?= 127.0.0.1:8080
 TESTDATA ?= ../shared/data
 FETCHED := tests/.testdata
 
-APT_PKGS := libgdal-dev gdal-bin libclang-dev clang pkg-config zip unzip curl ca-certificates bc python3 python3-pip python3-venv wrk
+APT_PKGS := libgdal-dev gdal-bin libclang-dev clang pkg-config zip unzip curl ca-certificates bc python3 python3-pip python3-venv wrk chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help deps build run test testdata bench lint fmt clean

@@ -1067,3 +1067,41 @@ fn openapi_validates_and_cors_allows_browsers() {
     assert!(r.status().is_success(), "{}", r.status());
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
 }
+
+/// The HTML pages' MapLibre previews in a real browser (Debian's Chromium through
+/// playwright-core, both installed by `make test`): every feature of the page drawn,
+/// no console errors, no failed requests (MapLibre comes from DataHub, not a CDN).
+#[test]
+fn html_previews_draw_in_chromium() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = demo_server(&tmp.path().join("data"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser-check.js");
+    let o = Command::new("node")
+        .arg(&script)
+        .arg(&server.base)
+        .args([
+            "/collections/colonias/items?limit=20&f=html",
+            "/collections/red-pluvial/items?f=html",
+            "/collections/reportes/items/5?f=html",
+        ])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "browser check failed (chromium and tests/node_modules come from `make test`): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    // Features are told apart by their properties (GeoJSON ids are not feature-state ids).
+    assert_eq!(
+        r["drawn"]["/collections/colonias/items?limit=20&f=html"], 20,
+        "{r}"
+    );
+    assert_eq!(
+        r["drawn"]["/collections/red-pluvial/items?f=html"], 40,
+        "{r}"
+    );
+    assert_eq!(r["drawn"]["/collections/reportes/items/5?f=html"], 1, "{r}");
+}

@@ -38,6 +38,7 @@ pub fn page(title: &str, crumbs: &[(&str, String)], body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"es\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <link rel=\"icon\" href=\"data:,\">\
          <title>{t} – Monterrey DataHub</title><style>{STYLE}</style></head>\
          <body><header><strong><a href=\"/\">Monterrey DataHub</a></strong></header><main>\
          <nav class=\"crumbs\" aria-label=\"ruta\">{nav}</nav><h1>{t}</h1>{body}</main></body></html>",
@@ -248,7 +249,7 @@ fn maplibre_preview(feats: &[Value], base: &str) -> String {
          <script type=\"application/json\" id=\"features\">{data}</script>\
          <script>\
          const fc = JSON.parse(document.getElementById('features').textContent);\
-         const map = new maplibregl.Map({{container: 'map', attributionControl: false,\
+         const map = window.previewMap = new maplibregl.Map({{container: 'map', attributionControl: false,\
            bounds: [[{w}, {s}], [{e}, {n}]], fitBoundsOptions: {{padding: 24, maxZoom: 17}},\
            style: {{version: 8, sources: {{f: {{type: 'geojson', data: fc}}}}, layers: [\
              {{id: 'bg', type: 'background', paint: {{'background-color': '#f8f8f4'}}}},\
