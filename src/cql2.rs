@@ -205,7 +205,12 @@ struct Parser<'a> {
     schema: &'a [Field],
     /// The filter's characters (geometry literals are re-read as WKT text).
     chars: Vec<char>,
+    /// Nesting of parentheses, NOT and functions: bounded, so a hostile filter cannot
+    /// exhaust the stack.
+    depth: usize,
 }
+
+const MAX_DEPTH: usize = 64;
 
 impl Parser<'_> {
     fn pos(&self) -> usize {
@@ -260,10 +265,20 @@ impl Parser<'_> {
     }
 
     fn not(&mut self) -> Result<Expr, FilterError> {
-        if self.eat_keyword("NOT") {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(err_at(
+                self.pos(),
+                format!("the filter nests deeper than {MAX_DEPTH} levels"),
+            ));
         }
-        self.primary()
+        let e = if self.eat_keyword("NOT") {
+            self.not().map(|e| Expr::Not(Box::new(e)))
+        } else {
+            self.primary()
+        };
+        self.depth -= 1;
+        e
     }
 
     fn primary(&mut self) -> Result<Expr, FilterError> {
@@ -395,7 +410,12 @@ impl Parser<'_> {
                     }
                     "CASEI" | "ACCENTI" if call => {
                         self.i += 1;
+                        self.depth += 1;
+                        if self.depth > MAX_DEPTH {
+                            return Err(err_at(at, "functions nest too deeply"));
+                        }
                         let inner = self.scalar()?;
+                        self.depth -= 1;
                         self.expect(Tok::RParen, "')'")?;
                         let f = if upper == "CASEI" {
                             Folding::Case
@@ -537,6 +557,7 @@ pub fn parse_text(s: &str, schema: &[Field]) -> Result<Expr, FilterError> {
         end: chars.len(),
         schema,
         chars,
+        depth: 0,
     };
     if p.toks.is_empty() {
         return Err(err_at(0, "the filter is empty"));
@@ -1153,6 +1174,16 @@ mod tests {
             ),
             ("value = 3 value", 11, "unexpected text"),
             ("FOO(value) = 1", 1, "unknown function"),
+            (
+                format!("{}value = 1", "(".repeat(100_000)).as_str(),
+                65,
+                "deeper than 64",
+            ),
+            (
+                format!("{}value = 1", "NOT ".repeat(100_000)).as_str(),
+                257,
+                "deeper than 64",
+            ),
         ] {
             let e = parse_text(f, &s).unwrap_err();
             assert!(

@@ -340,14 +340,11 @@ fn check_bbox(b: [f64; 4], c: &OutputCrs, v: &str) -> Result<(), BadParam> {
             "bbox minimum {yn} {y0} is greater than the maximum {y1}"
         )));
     }
-    if x0 > x1 {
-        let am = if geographic {
-            ": boxes crossing the antimeridian are not supported, split it into two requests"
-        } else {
-            ""
-        };
+    // A lon/lat box whose west edge is east of its east edge crosses the antimeridian
+    // (OGC API – Features, /req/core/fc-bbox-definition); a projected one is an error.
+    if x0 > x1 && !geographic {
         return Err(BadParam(format!(
-            "bbox minimum {xn} {x0} is greater than the maximum {x1}{am}"
+            "bbox minimum {xn} {x0} is greater than the maximum {x1}"
         )));
     }
     Ok(())
@@ -403,9 +400,28 @@ pub fn parse_datetime(v: &str) -> Result<Option<TimeRange>, BadParam> {
             if b.contains('/') {
                 return Err(bad("has more than one '/'"));
             }
-            TimeRange {
-                start: part(a)?.map(|s| s.0),
-                end: part(b)?.map(|e| e.1),
+            // ISO 8601 intervals may give one end as a duration: start/P1M2D, P1D/end.
+            let (a, b) = (a.trim(), b.trim());
+            match (duration(a), duration(b)) {
+                (None, Some(d)) => {
+                    let s = part(a)?.ok_or_else(|| bad("has a duration after an open start"))?;
+                    TimeRange {
+                        start: Some(s.0),
+                        end: Some(d.add(s.0).ok_or_else(|| bad("is out of range"))?),
+                    }
+                }
+                (Some(d), None) => {
+                    let e = part(b)?.ok_or_else(|| bad("has a duration before an open end"))?;
+                    TimeRange {
+                        start: Some(d.sub(e.1).ok_or_else(|| bad("is out of range"))?),
+                        end: Some(e.1),
+                    }
+                }
+                (Some(_), Some(_)) => return Err(bad("has two durations")),
+                (None, None) => TimeRange {
+                    start: part(a)?.map(|s| s.0),
+                    end: part(b)?.map(|e| e.1),
+                },
             }
         }
         None => {
@@ -425,6 +441,76 @@ pub fn parse_datetime(v: &str) -> Result<Option<TimeRange>, BadParam> {
         }
     }
     Ok(Some(r))
+}
+
+/// An ISO 8601 duration (`P1Y2M3DT4H5M6S`, `P2W`): calendar months and exact
+/// milliseconds, applied in UTC.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct IsoDuration {
+    months: u32,
+    millis: i64,
+}
+
+fn duration(s: &str) -> Option<IsoDuration> {
+    let rest = s.strip_prefix('P')?;
+    if rest.is_empty() {
+        return None;
+    }
+    let (date, time) = match rest.split_once('T') {
+        Some((d, t)) if !t.is_empty() => (d, t),
+        Some(_) => return None,
+        None => (rest, ""),
+    };
+    let mut d = IsoDuration {
+        months: 0,
+        millis: 0,
+    };
+    let mut take = |part: &str, units: &[(char, u32, i64)]| -> Option<()> {
+        let mut num = String::new();
+        for c in part.chars() {
+            if c.is_ascii_digit() || c == '.' {
+                num.push(c);
+                continue;
+            }
+            let &(_, months, ms) = units.iter().find(|u| u.0 == c)?;
+            let n: f64 = num.parse().ok()?;
+            num.clear();
+            if months > 0 {
+                d.months = d.months.checked_add((n as u32).checked_mul(months)?)?;
+            } else {
+                d.millis = d.millis.checked_add((n * ms as f64) as i64)?;
+            }
+        }
+        num.is_empty().then_some(())
+    };
+    take(
+        date,
+        &[
+            ('Y', 12, 0),
+            ('M', 1, 0),
+            ('W', 0, 7 * 86_400_000),
+            ('D', 0, 86_400_000),
+        ],
+    )?;
+    take(
+        time,
+        &[('H', 0, 3_600_000), ('M', 0, 60_000), ('S', 0, 1_000)],
+    )?;
+    Some(d)
+}
+
+impl IsoDuration {
+    fn add(self, ms: i64) -> Option<i64> {
+        let t = chrono::DateTime::from_timestamp_millis(ms)?
+            .checked_add_months(chrono::Months::new(self.months))?;
+        t.timestamp_millis().checked_add(self.millis)
+    }
+
+    fn sub(self, ms: i64) -> Option<i64> {
+        let t = chrono::DateTime::from_timestamp_millis(ms)?
+            .checked_sub_months(chrono::Months::new(self.months))?;
+        t.timestamp_millis().checked_sub(self.millis)
+    }
 }
 
 impl TimeRange {
@@ -503,6 +589,14 @@ pub struct Page {
 /// inside the box are confirmed against their real geometry (a diagonal road's
 /// bounding box can cross the box while the road does not).
 pub fn bbox_matches(layer: &LoadedLayer, bbox: [f64; 4]) -> layers::Result<Vec<u32>> {
+    if bbox[0] > bbox[2] {
+        // Crossing the antimeridian: the part east of it and the part west of it.
+        let mut a = bbox_matches(layer, [bbox[0], bbox[1], 180.0, bbox[3]])?;
+        a.extend(bbox_matches(layer, [-180.0, bbox[1], bbox[2], bbox[3]])?);
+        a.sort_unstable();
+        a.dedup();
+        return Ok(a);
+    }
     use geo::Intersects;
     let rect = geo::Rect::new(
         geo::coord! {x: bbox[0], y: bbox[1]},
@@ -782,7 +876,6 @@ mod tests {
         let cases = [
             ("bbox=1,2,3", "4 numbers"),
             ("bbox=a,b,c,d", "comma-separated numbers"),
-            ("bbox=-100,26,-101,27", "antimeridian"),
             ("bbox=-100,27,-99,26", "latitude"),
             ("bbox=-200,20,-99,26", "longitudes"),
             ("bbox=-100,20,-99,96", "latitudes"),

@@ -523,6 +523,17 @@ fn landing_conformance_openapi_queryables_and_html() {
         assert!(body.contains(needle), "{path} lacks {needle}");
         assert!(body.starts_with("<!DOCTYPE html>"));
     }
+    // A forged forwarded host cannot inject markup into links or pages.
+    let r = reqwest::blocking::Client::new()
+        .get(format!("{}/?f=html", server.base))
+        .header("X-Forwarded-Host", "evil\"><script>alert(1)</script>")
+        .send()
+        .unwrap();
+    let body = r.text().unwrap();
+    assert!(
+        !body.contains("<script>alert") && !body.contains("evil"),
+        "{body}"
+    );
     // MapLibre is served by DataHub itself (installed by `make test`), and only it.
     let r = get_raw(&server, "/web/maplibre/maplibre-gl.js", None);
     assert_eq!(

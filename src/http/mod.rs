@@ -190,7 +190,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// The URL prefix clients used to reach us (honours reverse-proxy headers).
+/// The URL prefix clients used to reach us (honours reverse-proxy headers). Only a
+/// well-formed scheme and host are taken from the request: they are written into
+/// links and HTML pages, so a forged header must not inject markup.
 pub(crate) fn base_url(headers: &HeaderMap) -> String {
     let h = |name: &str| {
         headers
@@ -199,9 +201,18 @@ pub(crate) fn base_url(headers: &HeaderMap) -> String {
             .map(|s| s.split(',').next().unwrap_or("").trim().to_string())
             .filter(|s| !s.is_empty())
     };
-    let proto = h("x-forwarded-proto").unwrap_or_else(|| "http".into());
+    let host_ok = |s: &String| {
+        s.len() <= 255
+            && s.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_')
+            })
+    };
+    let proto = h("x-forwarded-proto")
+        .filter(|p| p == "http" || p == "https")
+        .unwrap_or_else(|| "http".into());
     let host = h("x-forwarded-host")
-        .or_else(|| h("host"))
+        .filter(host_ok)
+        .or_else(|| h("host").filter(host_ok))
         .unwrap_or_else(|| "localhost".into());
     format!("{proto}://{host}")
 }
@@ -477,17 +488,23 @@ async fn download(
         });
     } else {
         // Scratch under the data folder's tmp/, named like ingest staging so a
-        // crash leaves nothing that `clean_stale` does not remove.
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("download.{}.", std::process::id()))
-            .tempdir_in(state.registry.store().tmp_dir())
-            .map_err(ApiError::internal)?;
-        let (l2, dir_path) = (l.clone(), dir.path().to_path_buf());
-        let path =
-            tokio::task::spawn_blocking(move || write_file(&l2, &positions, fmt, crs, &dir_path))
-                .await
-                .map_err(ApiError::internal)??;
+        // crash leaves nothing that `clean_stale` does not remove. It is created and
+        // dropped by the blocking task, so a client that goes away mid-write cannot
+        // delete it under GDAL (nor leave the task writing into a recreated one).
+        let tmp_root = state.registry.store().tmp_dir();
+        let l2 = l.clone();
+        let written = tokio::task::spawn_blocking(move || -> layers::Result<_> {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("download.{}.", std::process::id()))
+                .tempdir_in(&tmp_root)
+                .map_err(|e| layers::Error::io(&tmp_root, e))?;
+            let path = write_file(&l2, &positions, fmt, crs, dir.path())?;
+            Ok((dir, path))
+        })
+        .await
+        .map_err(ApiError::internal)??;
         tokio::task::spawn_blocking(move || {
+            let (dir, path) = written;
             if let Err(e) = stream_file(&path, &tx) {
                 let _ = tx.blocking_send(Err(e));
             }

@@ -148,10 +148,22 @@ pub fn document(layers: &[std::sync::Arc<LoadedLayer>], base: &str) -> Value {
                 ),
             ),
         );
+        let temporal = crate::features::temporal_field(&l.meta.schema).is_some();
+        // datetime only where the collection has a temporal property (else it is a 400).
         let mut params: Vec<Value> = [
-            "bbox", "bbox-crs", "crs", "datetime", "limit", "offset", "f",
+            "bbox",
+            "bbox-crs",
+            "crs",
+            "datetime",
+            "filter",
+            "filter-lang",
+            "filter-crs",
+            "limit",
+            "offset",
+            "f",
         ]
         .iter()
+        .filter(|n| temporal || **n != "datetime")
         .map(|n| param_ref(n))
         .collect();
         for f in &l.meta.schema {
@@ -253,18 +265,18 @@ pub fn document(layers: &[std::sync::Arc<LoadedLayer>], base: &str) -> Value {
         "paths": paths,
         "components": {
             "parameters": {
-                "f": {"name": "f", "in": "query", "required": false, "description": "Response format (otherwise the Accept header decides)", "schema": {"type": "string", "enum": ["json", "html"]}},
+                "f": {"name": "f", "in": "query", "required": false, "style": "form", "explode": false, "description": "Response format (otherwise the Accept header decides)", "schema": {"type": "string", "enum": ["json", "html"]}},
                 "bbox": {"name": "bbox", "in": "query", "required": false, "style": "form", "explode": false,
                     "description": "Only features whose geometry intersects this box: minx,miny,maxx,maxy (or 6 numbers for 3D), in the axis order of bbox-crs (CRS84: lon,lat)",
                     "schema": {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}}},
-                "bbox-crs": {"name": "bbox-crs", "in": "query", "required": false, "description": "CRS of bbox (default CRS84)", "schema": {"type": "string", "format": "uri", "enum": crs_uris}},
-                "crs": {"name": "crs", "in": "query", "required": false, "description": "CRS of the returned geometries (default CRS84); the response names it in Content-Crs", "schema": {"type": "string", "format": "uri", "enum": crs_uris}},
-                "datetime": {"name": "datetime", "in": "query", "required": false, "description": "Only features whose date property is this instant or within this interval (start/end, '..' for an open end)", "schema": {"type": "string"}},
-                "filter": {"name": "filter", "in": "query", "required": false, "description": "CQL2 filter on the queryables: comparisons, AND/OR/NOT, LIKE, IN, BETWEEN, IS NULL, CASEI/ACCENTI, DATE/TIMESTAMP, S_INTERSECTS(geometry, <WKT or BBOX>)", "schema": {"type": "string"}},
-                "filter-lang": {"name": "filter-lang", "in": "query", "required": false, "description": "Encoding of filter", "schema": {"type": "string", "enum": ["cql2-text", "cql2-json"], "default": "cql2-text"}},
-                "filter-crs": {"name": "filter-crs", "in": "query", "required": false, "description": "CRS of the geometry literals in filter (default CRS84)", "schema": {"type": "string", "format": "uri", "enum": crs_uris}},
-                "limit": {"name": "limit", "in": "query", "required": false, "description": "Features per page", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}},
-                "offset": {"name": "offset", "in": "query", "required": false, "description": "Features to skip (paging; the next link carries it)", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                "bbox-crs": {"name": "bbox-crs", "in": "query", "required": false, "style": "form", "explode": false, "description": "CRS of bbox (default CRS84)", "schema": {"type": "string", "format": "uri", "enum": crs_uris}},
+                "crs": {"name": "crs", "in": "query", "required": false, "style": "form", "explode": false, "description": "CRS of the returned geometries (default CRS84); the response names it in Content-Crs", "schema": {"type": "string", "format": "uri", "enum": crs_uris}},
+                "datetime": {"name": "datetime", "in": "query", "required": false, "style": "form", "explode": false, "description": "Only features whose date property is this instant or within this interval (start/end, '..' for an open end)", "schema": {"type": "string"}},
+                "filter": {"name": "filter", "in": "query", "required": false, "style": "form", "explode": false, "description": "CQL2 filter on the queryables: comparisons, AND/OR/NOT, LIKE, IN, BETWEEN, IS NULL, CASEI/ACCENTI, DATE/TIMESTAMP, S_INTERSECTS(geometry, <WKT or BBOX>)", "schema": {"type": "string"}},
+                "filter-lang": {"name": "filter-lang", "in": "query", "required": false, "style": "form", "explode": false, "description": "Encoding of filter", "schema": {"type": "string", "enum": ["cql2-text", "cql2-json"], "default": "cql2-text"}},
+                "filter-crs": {"name": "filter-crs", "in": "query", "required": false, "style": "form", "explode": false, "description": "CRS of the geometry literals in filter (default CRS84)", "schema": {"type": "string", "format": "uri", "enum": crs_uris}},
+                "limit": {"name": "limit", "in": "query", "required": false, "style": "form", "explode": false, "description": "Features per page", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}},
+                "offset": {"name": "offset", "in": "query", "required": false, "style": "form", "explode": false, "description": "Features to skip (paging; the next link carries it)", "schema": {"type": "integer", "minimum": 0, "default": 0}},
                 "featureId": {"name": "featureId", "in": "path", "required": true, "description": "The feature's id (stable across versions when the layer has a key field)", "schema": {"type": "string"}},
             },
             "schemas": {
