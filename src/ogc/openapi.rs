@@ -150,22 +150,11 @@ pub fn document(layers: &[std::sync::Arc<LoadedLayer>], base: &str) -> Value {
         );
         let temporal = crate::features::temporal_field(&l.meta.schema).is_some();
         // datetime only where the collection has a temporal property (else it is a 400).
-        let mut params: Vec<Value> = [
-            "bbox",
-            "bbox-crs",
-            "crs",
-            "datetime",
-            "filter",
-            "filter-lang",
-            "filter-crs",
-            "limit",
-            "offset",
-            "f",
-        ]
-        .iter()
-        .filter(|n| temporal || **n != "datetime")
-        .map(|n| param_ref(n))
-        .collect();
+        let mut params: Vec<Value> = crate::features::ITEMS_PARAMS
+            .iter()
+            .filter(|n| temporal || **n != "datetime")
+            .map(|n| param_ref(n))
+            .collect();
         for f in &l.meta.schema {
             params.push(json!({
                 "name": f.name,
