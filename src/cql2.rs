@@ -41,6 +41,21 @@ pub enum CmpOp {
     Ge,
 }
 
+impl CmpOp {
+    /// The same symbols in both encodings.
+    fn parse(op: &str) -> Option<CmpOp> {
+        Some(match op {
+            "=" => CmpOp::Eq,
+            "<>" => CmpOp::Ne,
+            "<" => CmpOp::Lt,
+            "<=" => CmpOp::Le,
+            ">" => CmpOp::Gt,
+            ">=" => CmpOp::Ge,
+            _ => return None,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scalar {
     /// Schema index of a property.
@@ -321,14 +336,7 @@ impl Parser<'_> {
         if let Some(Tok::Op(op)) = self.peek().cloned() {
             self.i += 1;
             let right = self.scalar()?;
-            let op = match op {
-                "=" => CmpOp::Eq,
-                "<>" => CmpOp::Ne,
-                "<" => CmpOp::Lt,
-                "<=" => CmpOp::Le,
-                ">" => CmpOp::Gt,
-                _ => CmpOp::Ge,
-            };
+            let op = CmpOp::parse(op).ok_or_else(|| err_at(at, "unknown operator"))?;
             return Ok(Expr::Cmp(op, left, right));
         }
         let negated = self.eat_keyword("NOT");
@@ -631,16 +639,9 @@ fn json_expr(v: &Value, schema: &[Field]) -> Result<Expr, FilterError> {
             arity(1)?;
             Expr::Not(Box::new(json_expr(&args[0], schema)?))
         }
-        "=" | "<>" | "<" | "<=" | ">" | ">=" => {
+        cmp if CmpOp::parse(cmp).is_some() => {
             arity(2)?;
-            let c = match op {
-                "=" => CmpOp::Eq,
-                "<>" => CmpOp::Ne,
-                "<" => CmpOp::Lt,
-                "<=" => CmpOp::Le,
-                ">" => CmpOp::Gt,
-                _ => CmpOp::Ge,
-            };
+            let c = CmpOp::parse(cmp).ok_or_else(|| jerr("unknown operator"))?;
             Expr::Cmp(c, sc(&args[0])?, sc(&args[1])?)
         }
         "like" => {

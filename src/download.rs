@@ -108,7 +108,6 @@ pub fn stream_geojson(
     tx: &Sender<Chunk>,
 ) -> layers::Result<()> {
     let reproject = Reproject::new(crs).map_err(layers::Error::Internal)?;
-    let mut map = |g: &mut geo::Geometry<f64>| reproject.geometry(g);
     let mut buf = Vec::with_capacity(CHUNK + 4096);
     buf.extend_from_slice(br#"{"type":"FeatureCollection","features":["#);
     for (n, &pos) in positions.iter().enumerate() {
@@ -118,11 +117,7 @@ pub fn stream_geojson(
         if n > 0 {
             buf.push(b',');
         }
-        if reproject.is_identity() {
-            layer.write_geojson(offset, &mut buf)?;
-        } else {
-            layer.write_geojson_with(offset, &mut buf, Some(&mut map))?;
-        }
+        reproject.write_feature(layer, offset, &mut buf)?;
         if buf.len() >= CHUNK {
             let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK + 4096));
             if tx.blocking_send(Ok(Bytes::from(full))).is_err() {

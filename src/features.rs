@@ -350,13 +350,6 @@ fn check_bbox(b: [f64; 4], c: &OutputCrs, v: &str) -> Result<(), BadParam> {
     Ok(())
 }
 
-/// `bbox=minLon,minLat,maxLon,maxLat` in CRS84, validated (used by other endpoints).
-pub fn parse_bbox(v: &str) -> Result<[f64; 4], BadParam> {
-    let b = parse_bbox_numbers(v)?;
-    check_bbox(b, crs::crs84(), v)?;
-    Ok(b)
-}
-
 /// A date or date-time as the interval it covers (a date is its whole day; a
 /// date-time without an offset is taken as UTC).
 pub fn time_span(s: &str) -> Option<(i64, i64)> {
@@ -770,7 +763,6 @@ pub fn items_page(
     let end = (start + q.limit).min(matched);
     let mut out = Vec::with_capacity(256 + (end - start) * 256);
     out.extend_from_slice(br#"{"type":"FeatureCollection","features":["#);
-    let mut map = |g: &mut geo::Geometry<f64>| reproject.geometry(g);
     for (n, &pos) in hits[start..end].iter().enumerate() {
         let Some((_, offset)) = layer.at(pos) else {
             continue;
@@ -778,11 +770,7 @@ pub fn items_page(
         if n > 0 {
             out.push(b',');
         }
-        if reproject.is_identity() {
-            layer.write_geojson(offset, &mut out)?;
-        } else {
-            layer.write_geojson_with(offset, &mut out, Some(&mut map))?;
-        }
+        reproject.write_feature(layer, offset, &mut out)?;
     }
     let url = |offset: usize, f: Format| {
         format!("{collection_url}/items?{}", q.query_string(offset, Some(f)))

@@ -548,13 +548,9 @@ async fn item(
     let l2 = l.clone();
     let out = tokio::task::spawn_blocking(move || -> layers::Result<Vec<u8>> {
         let mut out = Vec::new();
-        if crs.epsg.is_none() {
-            l2.write_geojson(offset, &mut out)?;
-        } else {
-            let r = ogc::crs::Reproject::new(crs).map_err(layers::Error::Internal)?;
-            let mut map = |g: &mut geo::Geometry<f64>| r.geometry(g);
-            l2.write_geojson_with(offset, &mut out, Some(&mut map))?;
-        }
+        ogc::crs::Reproject::new(crs)
+            .map_err(layers::Error::Internal)?
+            .write_feature(&l2, offset, &mut out)?;
         Ok(out)
     })
     .await

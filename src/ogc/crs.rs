@@ -158,6 +158,21 @@ impl Reproject {
         err.map_or(Ok(()), Err)
     }
 
+    /// Writes the stored feature at `offset` as GeoJSON in this CRS (the stored
+    /// lon/lat as is when this is CRS84).
+    pub fn write_feature(
+        &self,
+        layer: &layers::index::LoadedLayer,
+        offset: u64,
+        out: &mut Vec<u8>,
+    ) -> layers::Result<()> {
+        if self.is_identity() {
+            return layer.write_geojson(offset, out);
+        }
+        let mut map = |g: &mut Geometry<f64>| self.geometry(g);
+        layer.write_geojson_with(offset, out, Some(&mut map))
+    }
+
     /// A geometry given in this CRS (its axis order) in lon/lat (filter literals
     /// with `filter-crs`).
     pub fn geometry_to_lonlat(&self, g: &mut Geometry<f64>) -> Result<(), String> {

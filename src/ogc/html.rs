@@ -228,15 +228,9 @@ fn preview(feats: &[Value], kind: Preview, base: &str) -> String {
 /// A small MapLibre map of the features, offline: a plain background and the
 /// features themselves (points, lines, fills), fitted to their extent.
 fn maplibre_preview(feats: &[Value], base: &str) -> String {
-    let mut b = [f64::MAX, f64::MAX, f64::MIN, f64::MIN];
-    for f in feats {
-        walk_coords(&f["geometry"]["coordinates"], &mut |x, y| {
-            b = [b[0].min(x), b[1].min(y), b[2].max(x), b[3].max(y)];
-        });
-    }
-    if b[0] > b[2] {
+    let Some(b) = bounds(feats) else {
         return String::new();
-    }
+    };
     let fc = serde_json::json!({"type": "FeatureCollection", "features": feats});
     // Inline JSON in a script element: no '<' at all (it only occurs inside JSON
     // strings, where \u003c means the same), so nothing can close or confuse it.
@@ -409,18 +403,10 @@ pub fn api(doc: &Value, base: &str) -> String {
 /// A small map of the features as inline SVG (equirectangular, scaled by the cosine
 /// of the latitude so shapes are not stretched).
 fn svg_preview(feats: &[Value]) -> String {
-    let mut geoms = Vec::new();
-    let mut b = [f64::MAX, f64::MAX, f64::MIN, f64::MIN];
-    for f in feats {
-        let g = &f["geometry"];
-        walk_coords(&g["coordinates"], &mut |x, y| {
-            b = [b[0].min(x), b[1].min(y), b[2].max(x), b[3].max(y)];
-        });
-        geoms.push(g);
-    }
-    if b[0] > b[2] {
+    let Some(b) = bounds(feats) else {
         return String::new();
-    }
+    };
+    let geoms: Vec<&Value> = feats.iter().map(|f| &f["geometry"]).collect();
     let (w, h) = (480.0, 320.0);
     let k = ((b[1] + b[3]) / 2.0).to_radians().cos().max(0.1);
     let dx = ((b[2] - b[0]) * k).max(1e-9);
@@ -467,6 +453,17 @@ fn svg_preview(feats: &[Value]) -> String {
     }
     out.push_str("</svg>");
     out
+}
+
+/// [min x, min y, max x, max y] of the features' coordinates; `None` when they have none.
+fn bounds(feats: &[Value]) -> Option<[f64; 4]> {
+    let mut b = [f64::MAX, f64::MAX, f64::MIN, f64::MIN];
+    for f in feats {
+        walk_coords(&f["geometry"]["coordinates"], &mut |x, y| {
+            b = [b[0].min(x), b[1].min(y), b[2].max(x), b[3].max(y)];
+        });
+    }
+    (b[0] <= b[2]).then_some(b)
 }
 
 fn walk_coords(v: &Value, f: &mut dyn FnMut(f64, f64)) {
