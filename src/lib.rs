@@ -16,8 +16,11 @@
 //!   shutdown, the background refresh that picks up new versions.
 //! - [`tileserve`]: vector tiles of loaded layers (through the `tiles` crate), TileJSON,
 //!   and the tile cache.
+//! - [`analysis`]: neighbourhood decision support: aggregate a layer by zones,
+//!   nearest features, coverage, zone profiles, class breaks.
 //! - [`demo`]: the generated (synthetic) Monterrey demo layers used by `make run`.
 
+pub mod analysis;
 pub mod config;
 pub mod cql2;
 pub mod demo;

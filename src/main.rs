@@ -1,4 +1,4 @@
-//! The `datahub` command: `ingest`, `serve`, `layers`, `versions`, `demo`.
+//! The `datahub` command: `ingest`, `serve`, `layers`, `versions`, `demo`, `aggregate`.
 //! Thin: parses arguments into settings and calls the library.
 
 use std::io::Write;
@@ -88,6 +88,32 @@ enum Cmd {
     },
     /// Generate and ingest the synthetic Monterrey demo layers (skips existing ones).
     Demo,
+    /// Aggregate a layer by a zone layer: counts, sums, means, densities, lengths or
+    /// shares of area per colonia (the same numbers as /api/analysis/aggregate).
+    Aggregate {
+        /// Zone layer (polygons), e.g. colonias
+        #[arg(long)]
+        zones: String,
+        /// Layer to aggregate, e.g. reportes
+        #[arg(long)]
+        layer: String,
+        /// count, sum:<field>, mean:<field>, min:<field>, max:<field>, density, length,
+        /// area_share; repeat the option or separate with commas
+        #[arg(long, default_value = "count")]
+        stat: Vec<String>,
+        /// CQL2 filter on the layer, e.g. "tipo = 'Bache'"
+        #[arg(long)]
+        filter: Option<String>,
+        /// cql2-text (default) or cql2-json
+        #[arg(long)]
+        filter_lang: Option<String>,
+        /// Field that names the zones (default: nombre, name, … or the first text field)
+        #[arg(long)]
+        name_field: Option<String>,
+        /// table (default), csv, json or geojson
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -290,6 +316,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Aggregate {
+            zones,
+            layer,
+            stat,
+            filter,
+            filter_lang,
+            name_field,
+            format,
+        } => aggregate_cmd(
+            &store,
+            &zones,
+            &layer,
+            &stat,
+            filter,
+            filter_lang,
+            name_field,
+            &format,
+        ),
         Cmd::Demo => {
             let made = datahub::demo::ensure_demo(&store)?;
             for line in made {
@@ -320,4 +364,110 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown signal received; finishing requests in flight");
+}
+
+#[allow(clippy::too_many_arguments)]
+fn aggregate_cmd(
+    store: &FsStore,
+    zones: &str,
+    layer: &str,
+    stat: &[String],
+    filter: Option<String>,
+    filter_lang: Option<String>,
+    name_field: Option<String>,
+    format: &str,
+) -> anyhow::Result<()> {
+    use datahub::analysis::{self, FilterSpec, Stat};
+    if !["table", "csv", "json", "geojson"].contains(&format) {
+        anyhow::bail!("unknown --format '{format}'; use table, csv, json or geojson");
+    }
+    let registry = Registry::new(store.clone());
+    registry.refresh()?;
+    let get = |id: &str| {
+        registry
+            .get(id)
+            .ok_or_else(|| layers::Error::UnknownLayer(id.to_string()))
+    };
+    let (zl, ll) = (get(zones)?, get(layer)?);
+    let mut stats: Vec<Stat> = Vec::new();
+    for s in stat
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let st = Stat::parse(s, &ll).map_err(layers::Error::bad)?;
+        if !stats.contains(&st) {
+            stats.push(st);
+        }
+    }
+    let filter = filter.map(|f| FilterSpec {
+        filter: f,
+        lang: filter_lang,
+        crs: None,
+    });
+    let cache = analysis::cache::Cache::new(1, 1);
+    let (z, agg) = analysis::cached_aggregate(
+        &cache,
+        &zl,
+        name_field.as_deref(),
+        &ll,
+        &stats,
+        filter.as_ref(),
+    )?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        "csv" => write!(out, "{}", agg.to_csv())?,
+        "json" => writeln!(out, "{}", serde_json::to_string_pretty(&agg.to_json())?)?,
+        "geojson" => writeln!(out, "{}", agg.to_geojson(&z))?,
+        _ => {
+            let mut header = vec!["id".to_string(), "name".into(), "area_km2".into()];
+            header.extend(agg.stats.iter().cloned());
+            let mut rows: Vec<Vec<String>> = vec![header];
+            for r in &agg.rows {
+                let mut row = vec![
+                    r.fid.to_string(),
+                    r.name.clone().unwrap_or_default(),
+                    format!("{:.3}", r.area_km2),
+                ];
+                row.extend(r.values.iter().map(|v| match v {
+                    Some(x) if x.fract() == 0.0 => format!("{x}"),
+                    Some(x) => format!("{x:.3}"),
+                    None => "-".into(),
+                }));
+                rows.push(row);
+            }
+            let widths: Vec<usize> = (0..rows[0].len())
+                .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+                .collect();
+            for r in &rows {
+                let cells: Vec<String> = r
+                    .iter()
+                    .zip(&widths)
+                    .enumerate()
+                    .map(|(i, (c, w))| {
+                        let pad = w - c.chars().count();
+                        if i == 1 {
+                            format!("{c}{}", " ".repeat(pad))
+                        } else {
+                            format!("{}{c}", " ".repeat(pad))
+                        }
+                    })
+                    .collect();
+                writeln!(out, "{}", cells.join("  "))?;
+            }
+            writeln!(
+                out,
+                "{} zones of '{}' v{}, layer '{}' v{}, {:.1} ms. {}",
+                agg.rows.len(),
+                agg.zones_id,
+                agg.zones_version,
+                agg.layer_id,
+                agg.layer_version,
+                agg.elapsed_ms,
+                analysis::METHOD
+            )?;
+        }
+    }
+    Ok(())
 }

@@ -73,6 +73,8 @@ pub struct TileBody {
 struct TileKey {
     layers: Vec<(String, u32)>,
     tile: (u8, u32, u32),
+    /// What is drawn when it is not the layers' own features (an analysis choropleth).
+    variant: Option<Arc<str>>,
 }
 
 type LevelKey = (String, u32, u8);
@@ -190,7 +192,86 @@ impl TileService {
                 .map(|l| (l.meta.id.clone(), l.meta.version))
                 .collect(),
             tile: (tile.z, tile.x, tile.y),
+            variant: None,
         }
+    }
+
+    /// A tile of `zones`' polygons under the MVT layer `name`, with the attributes
+    /// `props` gives each zone (by id-order position) instead of the zones' own:
+    /// the analysis choropleths. `variant` names what `props` computes (it is part of
+    /// the cache key and ETag); `also` are the other layers it depends on, so a new
+    /// version of any of them evicts the tile.
+    pub fn zone_tile(
+        &self,
+        zones: &LoadedLayer,
+        also: &[&LoadedLayer],
+        name: &str,
+        variant: &str,
+        tile: TileId,
+        props: impl Fn(u32) -> Vec<(Arc<str>, MvtValue)>,
+    ) -> layers::Result<Arc<TileBody>> {
+        let key = TileKey {
+            layers: std::iter::once(zones)
+                .chain(also.iter().copied())
+                .map(|l| (l.meta.id.clone(), l.meta.version))
+                .collect(),
+            tile: (tile.z, tile.x, tile.y),
+            variant: Some(Arc::from(variant)),
+        };
+        if let Some(hit) = self.cache.get(&key) {
+            return Ok(hit);
+        }
+        let s = &self.settings;
+        let lo = s.layers.get(&zones.meta.id).cloned().unwrap_or_default();
+        let opts = RenderOptions {
+            extent: s.extent,
+            buffer: lo.buffer.unwrap_or(s.buffer),
+            tolerance: lo.tolerance.unwrap_or(s.tolerance),
+            max_bytes: s.max_bytes,
+            at_maxzoom: tile.z >= self.maxzoom(&zones.meta.id),
+            world_coords: false,
+        };
+        let b = tile.bounds_lonlat(opts.buffer, opts.extent);
+        let mut feats = Vec::new();
+        for pos in zones.query_bbox(b) {
+            let Some((fid, offset)) = zones.at(pos) else {
+                continue;
+            };
+            let (Some(geometry), _) = zones.geometry_and_properties(offset)? else {
+                continue;
+            };
+            feats.push(TileFeature {
+                id: u64::try_from(fid).unwrap_or(0),
+                geometry,
+                props: props(pos),
+            });
+        }
+        let mut raw = Vec::new();
+        let dropped =
+            render_layer(name, tile, feats, &opts, &mut raw).map_or(0, |s| s.dropped_for_size);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let gzip = gz
+            .write_all(&raw)
+            .and_then(|_| gz.finish())
+            .map_err(|e| layers::Error::Internal(format!("gzip: {e}")))?;
+        let tag: String = key
+            .layers
+            .iter()
+            .map(|(id, v)| format!("{id}.{v}"))
+            .collect::<Vec<_>>()
+            .join("+");
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in variant.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+        let body = Arc::new(TileBody {
+            raw: raw.into(),
+            gzip: gzip.into(),
+            dropped,
+            etag: format!("\"{tag}-{h:016x}-{}-{}-{}\"", tile.z, tile.x, tile.y),
+        });
+        self.cache.insert(key, body.clone());
+        Ok(body)
     }
 
     /// A cached tile, without rendering (cheap: callers may try it on the executor).

@@ -19,6 +19,7 @@ use crate::features::{self, BadParam, Format};
 use crate::ogc::{self, crs::OutputCrs};
 use crate::tileserve::TileService;
 
+mod analysis;
 mod tiles;
 
 /// Shared state: a cheap `Clone` handle.
@@ -30,6 +31,8 @@ pub struct AppState {
     /// MapLibre GL JS's `dist/` when installed (`npm ci` in `web/`): the HTML item
     /// pages then show a MapLibre map, otherwise an SVG drawing.
     pub maplibre: Option<std::path::PathBuf>,
+    /// Prepared zone layers and computed aggregates (`/api/analysis`).
+    pub analysis: Arc<crate::analysis::cache::Cache>,
 }
 
 impl AppState {
@@ -48,6 +51,7 @@ impl AppState {
             tiles,
             temporal: Arc::default(),
             maplibre,
+            analysis: Arc::default(),
         }
     }
 }
@@ -124,6 +128,20 @@ pub fn router(state: AppState) -> Router {
         .route("/collections/:id/items/:fid", get(item))
         .route("/tiles/:layers/:z/:x/:y", get(tiles::tile))
         .route("/tiles/:name", get(tiles::tilejson))
+        .route("/api/analysis", get(analysis::index))
+        .route("/api/analysis/aggregate", get(analysis::aggregate))
+        .route("/api/analysis/legend", get(analysis::legend))
+        .route("/api/analysis/nearest", get(analysis::nearest))
+        .route("/api/analysis/coverage", get(analysis::coverage))
+        .route("/api/analysis/profile", get(analysis::profile))
+        .route(
+            "/api/analysis/tiles/:zones/:layer/:stat/:z/:x/:y",
+            get(analysis::tile),
+        )
+        .route(
+            "/api/analysis/tiles/:zones/:layer/:stat",
+            get(analysis::tilejson),
+        )
         .nest_service(
             "/web/maplibre",
             // Only MapLibre's own files: nothing else of web/ is served.
@@ -167,6 +185,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let registry = state.registry.clone();
     let tile_service = state.tiles.clone();
+    let analysis = state.analysis.clone();
     let refresher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(refresh);
         tick.tick().await;
@@ -176,6 +195,7 @@ pub async fn serve(
             match tokio::task::spawn_blocking(move || r.refresh()).await {
                 Ok(Ok(changed)) if !changed.is_empty() => {
                     tile_service.invalidate(&changed);
+                    analysis.invalidate(&changed);
                     tracing::info!(?changed, "new layer versions loaded")
                 }
                 Ok(Err(e)) => tracing::error!(error = %e, "refresh failed"),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::tileserve::TileBody;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -56,7 +57,31 @@ pub async fn tile(
                 .map_err(ApiError::internal)??
         }
     };
-    let etag = HeaderValue::from_str(&body.etag).map_err(ApiError::internal)?;
+    Ok(tile_response(&state, &body, &headers))
+}
+
+pub async fn tilejson(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let ids = name.strip_suffix(".json").ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no such endpoint: TileJSON is at /tiles/{name}.json"
+        ))
+    })?;
+    let layers = layers_of(&state, ids)?;
+    Ok(Json(state.tiles.tilejson(
+        &layers,
+        ids,
+        &base_url(&headers),
+    )))
+}
+
+/// A rendered tile as an HTTP response: 304 on a matching `If-None-Match`, 204 when
+/// empty, gzip when accepted, the size cap's drop count in a header.
+pub(crate) fn tile_response(state: &AppState, body: &TileBody, headers: &HeaderMap) -> Response {
+    let etag = HeaderValue::from_str(&body.etag).unwrap_or(HeaderValue::from_static("\"x\""));
     let cache_control = HeaderValue::from_str(&state.tiles.settings.cache_control)
         .unwrap_or(HeaderValue::from_static("no-cache"));
     let matches = headers
@@ -98,23 +123,5 @@ pub async fn tile(
     h.insert(header::ETAG, etag);
     h.insert(header::CACHE_CONTROL, cache_control);
     h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    Ok(resp)
-}
-
-pub async fn tilejson(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    let ids = name.strip_suffix(".json").ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no such endpoint: TileJSON is at /tiles/{name}.json"
-        ))
-    })?;
-    let layers = layers_of(&state, ids)?;
-    Ok(Json(state.tiles.tilejson(
-        &layers,
-        ids,
-        &base_url(&headers),
-    )))
+    resp
 }

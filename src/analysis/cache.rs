@@ -1,0 +1,131 @@
+//! Prepared zone layers and computed aggregates, kept in memory per layer version:
+//! a repeated request is a lookup. Keys carry the versions, so a new version is never
+//! answered from an old entry; [`Cache::invalidate`] also frees the old entries at once.
+
+use std::sync::Arc;
+
+use layers::index::LoadedLayer;
+
+use super::{Aggregate, Zones};
+
+type ZoneKey = (String, u32, Option<String>);
+
+pub struct Cache {
+    zones: moka::sync::Cache<ZoneKey, Arc<Zones>>,
+    results: moka::sync::Cache<String, Arc<Aggregate>>,
+    /// Other results (coverage, profiles) as JSON, keyed by text holding `id@version`
+    /// of every layer they read.
+    values: moka::sync::Cache<String, Arc<serde_json::Value>>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache::new(64, 4096)
+    }
+}
+
+impl Cache {
+    /// At most `zone_layers` prepared zone layers and `results` aggregates.
+    pub fn new(zone_layers: u64, results: u64) -> Self {
+        Cache {
+            zones: moka::sync::Cache::builder()
+                .max_capacity(zone_layers)
+                .support_invalidation_closures()
+                .build(),
+            results: moka::sync::Cache::builder()
+                .max_capacity(results)
+                .support_invalidation_closures()
+                .build(),
+            values: moka::sync::Cache::builder()
+                .max_capacity(results)
+                .support_invalidation_closures()
+                .build(),
+        }
+    }
+
+    /// The zone layer prepared (decoded, indexed, measured) once per version.
+    pub fn zones(
+        &self,
+        layer: &LoadedLayer,
+        name_field: Option<String>,
+    ) -> layers::Result<Arc<Zones>> {
+        let key = (
+            layer.meta.id.clone(),
+            layer.meta.version,
+            name_field.clone(),
+        );
+        self.zones
+            .try_get_with(key, || Zones::load(layer, name_field).map(Arc::new))
+            .map_err(|e| (*e).clone_error())
+    }
+
+    /// The aggregate under `key`, computed by `f` on a miss (concurrent misses for the
+    /// same key compute once).
+    pub fn aggregate(
+        &self,
+        key: String,
+        f: impl FnOnce() -> layers::Result<Aggregate>,
+    ) -> layers::Result<Arc<Aggregate>> {
+        self.results
+            .try_get_with(key, || f().map(Arc::new))
+            .map_err(|e| (*e).clone_error())
+    }
+
+    /// A JSON result under `key` (which must name every layer as `id@version`).
+    pub fn value(
+        &self,
+        key: String,
+        f: impl FnOnce() -> layers::Result<serde_json::Value>,
+    ) -> layers::Result<Arc<serde_json::Value>> {
+        self.values
+            .try_get_with(key, || f().map(Arc::new))
+            .map_err(|e| (*e).clone_error())
+    }
+
+    /// Drops everything computed from these layers.
+    pub fn invalidate(&self, ids: &[String]) {
+        let a = ids.to_vec();
+        let _ = self
+            .zones
+            .invalidate_entries_if(move |k, _| a.contains(&k.0));
+        let b = ids.to_vec();
+        let _ = self
+            .results
+            .invalidate_entries_if(move |_, v| b.contains(&v.zones_id) || b.contains(&v.layer_id));
+        let c: Vec<String> = ids.iter().map(|id| format!("{id}@")).collect();
+        let _ = self.values.invalidate_entries_if(move |k, _| {
+            k.split(['|', ','])
+                .any(|part| c.iter().any(|p| part.starts_with(p.as_str())))
+        });
+    }
+}
+
+/// The cache key of an aggregate: both layers' versions, the zone names, the stats
+/// and the filter.
+pub fn key(zones: &Zones, layer: &LoadedLayer, stats: &[String], filter: Option<&str>) -> String {
+    format!(
+        "{}@{}|{}|{}@{}|{}|{}",
+        zones.layer_id,
+        zones.version,
+        zones.name_field.as_deref().unwrap_or(""),
+        layer.meta.id,
+        layer.meta.version,
+        stats.join(","),
+        filter.unwrap_or("")
+    )
+}
+
+trait CloneError {
+    fn clone_error(&self) -> layers::Error;
+}
+
+impl CloneError for layers::Error {
+    /// moka shares one error among waiters; ours are rebuilt with the same meaning.
+    fn clone_error(&self) -> layers::Error {
+        match self {
+            layers::Error::UnknownLayer(id) => layers::Error::UnknownLayer(id.clone()),
+            e if e.is_user_error() => layers::Error::bad(e.to_string()),
+            e => layers::Error::Internal(e.to_string()),
+        }
+    }
+}
