@@ -107,25 +107,6 @@ fn fetch(server: &Server, path: &str, headers: &[(&str, &str)]) -> Fetched {
     }
 }
 
-/// @mapbox/vector-tile's view of a tile: layer name -> features (lon/lat GeoJSON).
-fn node_decode(dir: &Path, bytes: &[u8], z: u32, x: u32, y: u32) -> Value {
-    let f = dir.join(format!("t-{z}-{x}-{y}.mvt"));
-    fs::write(&f, bytes).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mvt-decode.js");
-    let o = Command::new("node")
-        .arg(script)
-        .arg(&f)
-        .args([z.to_string(), x.to_string(), y.to_string()])
-        .output()
-        .expect("node");
-    assert!(
-        o.status.success(),
-        "node decoder: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 /// GDAL's MVT driver's view of one layer of a tile, in lon/lat.
 fn gdal_decode(dir: &Path, bytes: &[u8], z: u32, x: u32, y: u32, layer: &str) -> Value {
     let f = dir.join(format!("g-{z}-{x}-{y}.mvt"));

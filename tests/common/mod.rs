@@ -343,3 +343,22 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// @mapbox/vector-tile's view of a tile: layer name -> features (lon/lat GeoJSON).
+pub fn node_decode(dir: &Path, bytes: &[u8], z: u32, x: u32, y: u32) -> Value {
+    let f = dir.join(format!("t-{z}-{x}-{y}.mvt"));
+    std::fs::write(&f, bytes).expect("write tile");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mvt-decode.js");
+    let o = Command::new("node")
+        .arg(script)
+        .arg(&f)
+        .args([z.to_string(), x.to_string(), y.to_string()])
+        .output()
+        .expect("node");
+    assert!(
+        o.status.success(),
+        "node decoder: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("decoder JSON")
+}
