@@ -249,29 +249,7 @@ impl TileService {
         let mut raw = Vec::new();
         let dropped =
             render_layer(name, tile, feats, &opts, &mut raw).map_or(0, |s| s.dropped_for_size);
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let gzip = gz
-            .write_all(&raw)
-            .and_then(|_| gz.finish())
-            .map_err(|e| layers::Error::Internal(format!("gzip: {e}")))?;
-        let tag: String = key
-            .layers
-            .iter()
-            .map(|(id, v)| format!("{id}.{v}"))
-            .collect::<Vec<_>>()
-            .join("+");
-        let mut h: u64 = 0xcbf29ce484222325;
-        for b in variant.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
-        }
-        let body = Arc::new(TileBody {
-            raw: raw.into(),
-            gzip: gzip.into(),
-            dropped,
-            etag: format!("\"{tag}-{h:016x}-{}-{}-{}\"", tile.z, tile.x, tile.y),
-        });
-        self.cache.insert(key, body.clone());
-        Ok(body)
+        self.store(key, raw, dropped)
     }
 
     /// A cached tile, without rendering (cheap: callers may try it on the executor).
@@ -290,22 +268,36 @@ impl TileService {
         for l in layers {
             dropped += self.render_one(l, tile, &mut raw)?;
         }
+        self.store(key, raw, dropped)
+    }
+
+    /// Compresses a rendered tile, tags it and caches it under `key`.
+    fn store(&self, key: TileKey, raw: Vec<u8>, dropped: usize) -> layers::Result<Arc<TileBody>> {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         let gzip = gz
             .write_all(&raw)
             .and_then(|_| gz.finish())
             .map_err(|e| layers::Error::Internal(format!("gzip: {e}")))?;
-        let tag: String = key
+        let mut tag: String = key
             .layers
             .iter()
             .map(|(id, v)| format!("{id}.{v}"))
             .collect::<Vec<_>>()
             .join("+");
+        if let Some(v) = &key.variant {
+            // FNV-1a of what the variant draws: short, stable across restarts.
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in v.bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+            tag.push_str(&format!("-{h:016x}"));
+        }
+        let (z, x, y) = key.tile;
         let body = Arc::new(TileBody {
             raw: raw.into(),
             gzip: gzip.into(),
             dropped,
-            etag: format!("\"{tag}-{}-{}-{}\"", tile.z, tile.x, tile.y),
+            etag: format!("\"{tag}-{z}-{x}-{y}\""),
         });
         self.cache.insert(key, body.clone());
         Ok(body)

@@ -428,6 +428,8 @@ pub struct Aggregate {
     pub filter: Option<String>,
     pub rows: Vec<Row>,
     pub elapsed_ms: f64,
+    /// The JSON document, serialized once: a cached aggregate is then served as bytes.
+    json: std::sync::OnceLock<bytes::Bytes>,
 }
 
 /// Computes `stats` of `layer` for every zone.
@@ -530,6 +532,7 @@ pub fn aggregate(
         filter,
         rows: rows.into_iter().collect::<layers::Result<Vec<_>>>()?,
         elapsed_ms: t.elapsed().as_secs_f64() * 1000.0,
+        json: std::sync::OnceLock::new(),
     })
 }
 
@@ -537,6 +540,17 @@ pub fn aggregate(
 pub const METHOD: &str = "Areas and lengths are geodesic on the WGS 84 ellipsoid (Karney 2013, as PostGIS geography). A point inside a zone counts there; a point on a border shared by several zones counts once, in the zone that comes first in id order. Lines and polygons count in every zone where the part inside has positive length or area.";
 
 impl Aggregate {
+    /// [`Aggregate::to_json`] serialized, computed once per aggregate.
+    pub fn json_bytes(&self) -> bytes::Bytes {
+        self.json
+            .get_or_init(|| {
+                serde_json::to_vec(&self.to_json())
+                    .unwrap_or_default()
+                    .into()
+            })
+            .clone()
+    }
+
     pub fn to_json(&self) -> Value {
         let rows: Vec<Value> = self
             .rows

@@ -245,7 +245,7 @@ pub async fn aggregate(
     })
     .await?;
     Ok(match out {
-        Out::Json => Json(agg.to_json()).into_response(),
+        Out::Json => with_type(agg.json_bytes(), "application/json"),
         Out::Csv => csv_response(
             agg.to_csv(),
             &format!("{}-{}.csv", agg.zones_id, agg.layer_id),

@@ -28,18 +28,9 @@ PY
 }
 boxes 1000 > "$dir/b1000.txt"
 boxes 10000 > "$dir/b10000.txt"
-cat > "$dir/list.lua" <<'LUA'
-local paths = {}
-for line in io.lines(os.getenv("URL_LIST")) do paths[#paths + 1] = line end
-local i = 0
-request = function()
-  i = i % #paths + 1
-  return wrk.format("GET", paths[i], {["Accept"] = "application/geo+json"})
-end
-LUA
 load() { # base list -> "req/s p50 p99"
   local res
-  res=$(URL_LIST="$2" wrk -t2 -c8 -d10s --latency -s "$dir/list.lua" "$1" 2>&1)
+  res=$(ACCEPT=application/geo+json URL_LIST="$2" wrk -t2 -c8 -d10s --latency -s tests/bench/list.lua "$1" 2>&1)
   echo "$(echo "$res" | awk '/Requests\/sec/ {printf "%.0f req/s", $2}'), p50 $(echo "$res" | awk '$1=="50%" {print $2}'), p99 $(echo "$res" | awk '$1=="99%" {print $2}')$(echo "$res" | awk '/Non-2xx/ {print ", NON-2xx: " $NF}')"
 }
 returned() { # base path -> features in the page

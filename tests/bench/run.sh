@@ -68,6 +68,9 @@ bash tests/bench/tiles.sh "$work"
 echo "== OGC API - Features (HTTP, and pygeoapi in the same run)"
 bash tests/bench/ogc.sh "$work"
 
+echo "== neighbourhood analysis (HTTP, and GDAL's SQLite join in the same run)"
+bash tests/bench/analysis.sh "$work"
+
 echo "== index (criterion, in-process)"
 cargo bench -q -p layers --bench index -- --noplot 2>&1 | grep -E "index_1M|time:|returns" || true
 echo "== tile encoding (criterion, in-process)"

@@ -62,22 +62,13 @@ serve() {
   sed -n 's/listening on //p' "$work/tiles/serve.out"
 }
 
-cat > "$work/tiles/list.lua" <<'LUA'
-local paths = {}
-for line in io.lines(os.getenv("TILE_LIST")) do paths[#paths + 1] = line end
-local i = 0
-request = function()
-  i = i % #paths + 1
-  return wrk.format("GET", paths[i], {["Accept-Encoding"] = "gzip"})
-end
-LUA
 
 for spec in "puntos -100.30 25.70" "condados -96.80 32.78"; do
   set -- $spec
   grid "$1" "$2" "$3" > "$work/tiles/$1.txt"
   base=$(serve)
   echo "-- $1: $(once "$base" "$work/tiles/$1.txt")"
-  res=$(TILE_LIST="$work/tiles/$1.txt" wrk -t2 -c8 -d8s --latency -s "$work/tiles/list.lua" "$base" 2>&1)
+  res=$(URL_LIST="$work/tiles/$1.txt" wrk -t2 -c8 -d8s --latency -s tests/bench/list.lua "$base" 2>&1)
   echo "-- $1 cached (wrk -t2 -c8 -d8s): $(echo "$res" | awk '/Requests\/sec/ {print $2 " req/s"}'), p50 $(echo "$res" | awk '$1=="50%" {print $2}'), p99 $(echo "$res" | awk '$1=="99%" {print $2}')"
   if [ "$1" = puntos ]; then
     for z in 0 2 4 6; do
