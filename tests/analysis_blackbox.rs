@@ -663,6 +663,36 @@ fn choropleth_tiles_legend_profile_cli_and_errors() {
     assert_eq!(seen["red-pluvial"]["length_m"], lines[&zone]["length"]);
     assert!(!seen.contains_key("colonias"));
 
+    // Coverage against a buffer computed by SpatiaLite in UTM 14N metres: the share of
+    // each colonia outside the union of 300 m buffers around every report.
+    let (s, cov) = server.get("/api/analysis/coverage?zones=colonias&layer=reportes&within_m=300");
+    assert_eq!(s, 200, "{cov}");
+    let cov = rows_by_id(&cov);
+    let sql = format!(
+        "SELECT z.\"__datahub_fid\" AS id, \
+           1.0 - ST_Area(ST_Intersection(ST_Transform(z.GEOMETRY, 32614), b.g)) / ST_Area(ST_Transform(z.GEOMETRY, 32614)) AS u \
+         FROM colonias z, (SELECT ST_Buffer(ST_Transform(ST_Collect(GEOMETRY), 32614), 300, 64) AS g FROM \"{}\".\"reportes\") b",
+        current_fgb(&data, "reportes").display()
+    );
+    let mut diffs = Vec::new();
+    for r in sqlite(&sql, &current_fgb(&data, "colonias")) {
+        let id: i64 = r["id"].parse().unwrap();
+        let theirs: f64 = r["u"].parse().unwrap();
+        let ours = cov[&id]["uncovered_share"].as_f64().unwrap();
+        assert!(
+            (ours - theirs).abs() < 0.03,
+            "colonia {id}: {ours} vs SpatiaLite {theirs}"
+        );
+        diffs.push((ours - theirs).abs());
+    }
+    assert_eq!(diffs.len(), 48);
+    let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+    eprintln!(
+        "coverage vs SpatiaLite buffers: mean abs difference {mean:.4}, max {:.4}",
+        diffs.iter().copied().fold(0.0, f64::max)
+    );
+    assert!(mean < 0.01, "mean difference {mean}");
+
     // Bad requests say what is wrong.
     for (path, status, says) in [
         (
