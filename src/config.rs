@@ -20,6 +20,8 @@ pub struct FileSettings {
     pub tiles: Option<crate::tileserve::TileSettings>,
     /// Folder with the front-end packages (`web/`, filled by `npm ci`).
     pub web_dir: Option<PathBuf>,
+    /// `[quality]`: expected area, wider region and grade thresholds of the diagnosis.
+    pub quality: Option<layers::diagnose::DiagnoseConfig>,
 }
 
 impl FileSettings {
@@ -44,6 +46,7 @@ pub struct Settings {
     pub max_unzipped_mb: u64,
     pub tiles: crate::tileserve::TileSettings,
     pub web_dir: PathBuf,
+    pub quality: layers::diagnose::DiagnoseConfig,
 }
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -64,6 +67,7 @@ impl Settings {
             max_unzipped_mb: file.max_unzipped_mb.unwrap_or(8192),
             tiles: file.tiles.unwrap_or_default(),
             web_dir: file.web_dir.unwrap_or_else(|| PathBuf::from("web")),
+            quality: file.quality.unwrap_or_default(),
         }
     }
 }

@@ -88,6 +88,18 @@ enum Cmd {
     },
     /// Generate and ingest the synthetic Monterrey demo layers (skips existing ones).
     Demo,
+    /// The data-quality diagnosis of a layer version, in full.
+    Diagnose {
+        layer: String,
+        /// A kept version (default: the current one)
+        #[arg(long)]
+        version: Option<u32>,
+        /// Compute it again (with the current [quality] settings) and store it
+        #[arg(long)]
+        recompute: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Aggregate a layer by a zone layer: counts, sums, means, densities, lengths or
     /// shares of area per colonia (the same numbers as /api/analysis/aggregate).
     Aggregate {
@@ -175,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     max_uncompressed: settings.max_unzipped_mb << 20,
                     ..Limits::default()
                 },
+                diagnose: settings.quality.clone(),
             };
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
@@ -231,6 +244,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 for n in &r.notes {
                     writeln!(out, "  note         {n}")?;
+                }
+                if let Some(d) = &m.diagnosis {
+                    let mut lines = d.summary_lines().into_iter();
+                    if let Some(first) = lines.next() {
+                        writeln!(out, "  calidad      {first}")?;
+                    }
+                    for l in lines.take(8) {
+                        writeln!(out, "               {l}")?;
+                    }
+                    writeln!(out, "  (datahub diagnose {} for the full report)", m.id)?;
                 }
             }
             Ok(())
@@ -334,6 +357,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             name_field,
             &format,
         ),
+        Cmd::Diagnose {
+            layer,
+            version,
+            recompute,
+            json,
+        } => diagnose_cmd(&store, &settings, &layer, version, recompute, json),
         Cmd::Demo => {
             let made = datahub::demo::ensure_demo(&store)?;
             for line in made {
@@ -468,6 +497,107 @@ fn aggregate_cmd(
                 analysis::METHOD
             )?;
         }
+    }
+    Ok(())
+}
+
+fn diagnose_cmd(
+    store: &FsStore,
+    settings: &Settings,
+    layer: &str,
+    version: Option<u32>,
+    recompute: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    use layers::diagnose::Severity;
+    let versions = store.versions(layer)?;
+    if versions.is_empty() {
+        return Err(layers::Error::UnknownLayer(layer.to_string()).into());
+    }
+    let v = match version {
+        Some(n) => versions
+            .into_iter()
+            .find(|v| v.meta.version == n)
+            .ok_or_else(|| anyhow::anyhow!("layer '{layer}' has no kept version {n}; `datahub versions {layer}` lists them"))?,
+        None => store
+            .current(layer)?
+            .ok_or_else(|| layers::Error::UnknownLayer(layer.to_string()))?,
+    };
+    let d = match (&v.meta.diagnosis, recompute) {
+        (Some(d), false) => d.clone(),
+        _ => {
+            let loaded = layers::index::LoadedLayer::load(&v)?;
+            let d = layers::diagnose::diagnose(&loaded, &settings.quality)?;
+            store.set_diagnosis(layer, v.meta.version, d.clone())?;
+            d
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&d)?)?;
+        return Ok(());
+    }
+    let m = &v.meta;
+    writeln!(
+        out,
+        "{} v{} — {} ({} elementos / features)",
+        m.id, m.version, m.title, d.features
+    )?;
+    writeln!(
+        out,
+        "calidad / quality: {} / {} — {}/100",
+        d.grade.label_es(),
+        d.grade.label_en(),
+        d.score
+    )?;
+    writeln!(out, "decide / decided by: {}", d.reasons.join(", "))?;
+    writeln!(
+        out,
+        "área esperada / expected area: {} {:?}; región / region: {} {:?}",
+        d.area.name, d.area.bbox, d.region.name, d.region.bbox
+    )?;
+    for c in &d.checks {
+        let sev = match c.severity {
+            Severity::Error => "ERROR",
+            Severity::Warning => "aviso",
+            Severity::Info => "info",
+        };
+        writeln!(out)?;
+        writeln!(
+            out,
+            "[{sev}] {} — {} ({:.1}%), -{} pts{}",
+            c.code,
+            c.count,
+            c.share * 100.0,
+            c.penalty,
+            if c.blocking { ", BLOQUEA / BLOCKS" } else { "" }
+        )?;
+        writeln!(out, "  es: {}", c.message_es)?;
+        writeln!(out, "  en: {}", c.message_en)?;
+        if let Some(f) = &c.fix {
+            writeln!(out, "  corrección / fix: {f}")?;
+        }
+        if !c.examples.is_empty() {
+            let ex: Vec<String> = c.examples.iter().map(i64::to_string).collect();
+            writeln!(out, "  ejemplos / examples (id): {}", ex.join(", "))?;
+        }
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<24} {:<8} {:>9} {:>9}",
+        "campo / field", "tipo", "vacío %", "distintos"
+    )?;
+    for f in &d.fields {
+        writeln!(
+            out,
+            "{:<24} {:<8} {:>9.1} {:>9}{}",
+            f.name,
+            f.ftype,
+            f.missing_share * 100.0,
+            f.distinct,
+            if f.distinct_capped { "+" } else { "" }
+        )?;
     }
     Ok(())
 }

@@ -8,6 +8,8 @@
 //!   the storage CRS (EPSG:4326, lon/lat order).
 //! - [`quality`]: what was wrong with each geometry, what was repaired, what was rejected;
 //!   the ingest report stored with every version.
+//! - [`diagnose`]: the data-quality diagnosis of a stored version (is it usable, and
+//!   why not), stored with it.
 //! - [`store`]: layer versions on disk (FlatGeobuf + `meta.json`), atomic publish,
 //!   retention; behind the [`store::LayerStore`] trait.
 //! - [`index`]: one bulk-loaded R-tree per published version, bbox queries, and
@@ -16,6 +18,7 @@
 //! Nothing here knows about HTTP: the service crate maps [`Error`] to status codes.
 
 pub mod crs;
+pub mod diagnose;
 pub mod error;
 pub mod fgb;
 pub mod index;

@@ -60,6 +60,9 @@ pub struct LayerMeta {
     pub created_at: String,
     pub duration_ms: u64,
     pub report: IngestReport,
+    /// The data-quality diagnosis (absent in versions stored before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<crate::diagnose::Diagnosis>,
 }
 
 /// A stored version: its record and where its features are.
@@ -82,6 +85,9 @@ pub trait LayerStore: Send + Sync {
     fn begin(&self, id: &str) -> Result<Staging>;
     /// Publish a staged version atomically; returns its number.
     fn publish(&self, staging: Staging, meta: LayerMeta) -> Result<u32>;
+    /// Replaces the diagnosis stored with a published version (a recomputation); the
+    /// features are never touched.
+    fn set_diagnosis(&self, id: &str, version: u32, d: crate::diagnose::Diagnosis) -> Result<()>;
 }
 
 /// Layer ids appear in URLs and paths: lowercase ASCII letters, digits, `-` and `_`.
@@ -269,6 +275,22 @@ impl LayerStore for FsStore {
             .filter(|n| current.is_some_and(|c| *n <= c))
             .map(|n| self.read_version(id, n))
             .collect()
+    }
+
+    fn set_diagnosis(&self, id: &str, version: u32, d: crate::diagnose::Diagnosis) -> Result<()> {
+        let mut v = self.read_version(id, version)?;
+        v.meta.diagnosis = Some(d);
+        let dir = self.layer_dir(id).join(format!("v{version}"));
+        let tmp = dir.join("meta.json.tmp");
+        let json =
+            serde_json::to_vec_pretty(&v.meta).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(&json)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
+        // Readers see the old record or the new one, never half of either.
+        fs::rename(&tmp, dir.join("meta.json")).map_err(|e| Error::io(&tmp, e))?;
+        fsync_dir(&dir)
     }
 
     fn begin(&self, id: &str) -> Result<Staging> {

@@ -53,6 +53,8 @@ pub struct IngestRequest {
     /// Store the good rows of a CSV with bad coordinates instead of failing.
     pub skip_invalid: bool,
     pub limits: Limits,
+    /// Expected area and grade thresholds of the diagnosis computed before publishing.
+    pub diagnose: crate::diagnose::DiagnoseConfig,
 }
 
 impl IngestRequest {
@@ -71,6 +73,7 @@ impl IngestRequest {
             id_field: None,
             skip_invalid: false,
             limits: Limits::default(),
+            diagnose: Default::default(),
         }
     }
 }
@@ -135,7 +138,12 @@ pub fn ingest(
     let opened = source::choose(cands, req.source_layer.as_deref(), &unpack_root)?;
     let mut report = IngestReport::default();
     report.notes.extend(opened.candidate.notes.iter().cloned());
-    let crs = source::source_crs(&opened, req.crs.as_deref(), &mut report.notes)?;
+    let crs = source::source_crs(
+        &opened,
+        req.crs.as_deref(),
+        &mut report.notes,
+        &req.diagnose.region,
+    )?;
     if crs.how == "identified" {
         report.notes.push(format!(
             "the source's CRS has no EPSG code; identified as {}",
@@ -290,10 +298,10 @@ pub fn ingest(
             })
             .collect::<Vec<_>>()
             .join("; ");
-        let hint = if is_csv {
-            ". A CSV needs lon/lat columns (lon, lng, longitude, longitud, x / lat, latitude, latitud, y) or a WKT column (wkt, geom, geometry)"
-        } else {
-            ""
+        let hint = match source::crs_hint(&opened, &req.diagnose.region) {
+            Some(h) => format!(". Hint: {h}"),
+            None if is_csv => ". A CSV needs lon/lat columns (lon, lng, longitude, longitud, x / lat, latitude, latitud, y) or a WKT column (wkt, geom, geometry)".into(),
+            None => String::new(),
         };
         return Err(Error::bad(format!(
             "no feature could be stored ({why}){hint}"
@@ -324,9 +332,20 @@ pub fn ingest(
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         duration_ms: started.elapsed().as_millis() as u64,
         report,
+        diagnosis: None,
     };
     drop(opened.dataset);
     let _ = std::fs::remove_dir_all(&work);
+    // The diagnosis reads the written file, as a served version would be read, and
+    // goes into the version's record before it is published.
+    let mut meta = meta;
+    let staged = crate::index::LoadedLayer::load(&crate::store::StoredVersion {
+        meta: meta.clone(),
+        fgb_path: fgb_path.clone(),
+    })?;
+    meta.diagnosis = Some(crate::diagnose::diagnose(&staged, &req.diagnose)?);
+    drop(staged);
+    meta.duration_ms = started.elapsed().as_millis() as u64;
     let version = store.publish(staging, meta.clone())?;
     Ok(IngestSummary {
         meta: LayerMeta { version, ..meta },

@@ -373,6 +373,42 @@ pub fn choose(cands: Vec<Candidate>, wanted: Option<&str>, root: &Path) -> Resul
     })
 }
 
+/// A hint at the real CRS of a source whose coordinates do not fit what was declared:
+/// from the centre of its extent, swapped lon/lat or a projected CRS that puts it in
+/// `region`. None when the coordinates look right (or there are none).
+pub fn crs_hint(opened: &Opened, region: &crate::diagnose::Area) -> Option<String> {
+    let layer = opened.dataset.layer(opened.layer_index).ok()?;
+    let e = layer.get_extent().ok()?;
+    let (cx, cy) = ((e.MinX + e.MaxX) / 2.0, (e.MinY + e.MaxY) / 2.0);
+    if !cx.is_finite() || !cy.is_finite() {
+        return None;
+    }
+    let name = &region.name;
+    let inside = |x: f64, y: f64| {
+        x >= region.bbox[0] && x <= region.bbox[2] && y >= region.bbox[1] && y <= region.bbox[3]
+    };
+    if cx.abs() <= 180.0 && cy.abs() <= 90.0 && inside(cx, cy) {
+        return None;
+    }
+    if inside(cy, cx) {
+        return Some(format!(
+            "the coordinates look like latitude/longitude swapped (centre x = {cx:.5}, y = {cy:.5}; swapped it falls in {name}): swap the longitude and latitude columns / las columnas de longitud y latitud parecen intercambiadas"
+        ));
+    }
+    if cx.abs() <= 180.0 && cy.abs() <= 90.0 {
+        return None;
+    }
+    let c = crate::diagnose::crs_candidates(cx, cy, region);
+    Some(match c.first() {
+        Some((code, label)) => format!(
+            "the coordinates are not degrees (centre x = {cx:.1}, y = {cy:.1}); read as EPSG:{code} ({label}) they fall in {name}: try --crs EPSG:{code} / las coordenadas no son grados; pruebe --crs EPSG:{code}"
+        ),
+        None => format!(
+            "the coordinates are not degrees (centre x = {cx:.1}, y = {cy:.1}: metres or feet?) and no usual Mexican CRS puts them in {name}: give the source CRS with --crs EPSG:n"
+        ),
+    })
+}
+
 /// The source CRS: `--crs` wins; then what the source declares; then the format's
 /// default (GeoJSON, KML, CSV are lon/lat WGS 84 by their specs). A Shapefile, GeoPackage
 /// or FlatGeobuf without one is refused: guessing would put data in the wrong place.
@@ -380,6 +416,7 @@ pub fn source_crs(
     opened: &Opened,
     user: Option<&str>,
     notes: &mut Vec<String>,
+    region: &crate::diagnose::Area,
 ) -> Result<SourceCrs> {
     let layer = opened.dataset.layer(opened.layer_index)?;
     let declared = layer.spatial_ref();
@@ -419,10 +456,16 @@ pub fn source_crs(
                 } else {
                     "no .prj file"
                 };
+                let hint = match crs_hint(opened, region) {
+                    Some(h) => format!(". Hint: {h}"),
+                    None => {
+                        ". Its coordinates look like lon/lat degrees: if so, --crs EPSG:4326".into()
+                    }
+                };
                 return Err(Error::bad(format!(
                     "{}: the Shapefile has {what}, so its coordinate system is unknown. \
                      DataHub does not guess: give it with --crs, e.g. --crs EPSG:6372 (INEGI \
-                     Lambert), --crs EPSG:32614 (UTM 14N) or --crs EPSG:4326 (lon/lat)",
+                     Lambert), --crs EPSG:32614 (UTM 14N) or --crs EPSG:4326 (lon/lat){hint}",
                     c.path.display()
                 )));
             }
