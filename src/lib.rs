@@ -18,6 +18,9 @@
 //!   and the tile cache.
 //! - [`analysis`]: neighbourhood decision support: aggregate a layer by zones,
 //!   nearest features, coverage, zone profiles, class breaks.
+//! - [`quality`]: the data-quality reports (one layer version; the city-wide report by
+//!   ministry) as JSON, CSV and HTML.
+//! - [`usage`]: requests per layer and day (tile, items, download, analysis).
 //! - [`demo`]: the generated (synthetic) Monterrey demo layers used by `make run`.
 
 pub mod analysis;
@@ -28,4 +31,6 @@ pub mod download;
 pub mod features;
 pub mod http;
 pub mod ogc;
+pub mod quality;
 pub mod tileserve;
+pub mod usage;

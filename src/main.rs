@@ -273,9 +273,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("listening on http://{local}");
                 std::io::stdout().flush()?;
                 let tiles = Arc::new(datahub::tileserve::TileService::new(settings.tiles.clone()));
+                let mut state = AppState::new(registry, tiles, &settings.web_dir);
+                state.quality = settings.quality.clone();
                 http::serve(
                     listener,
-                    AppState::new(registry, tiles, &settings.web_dir),
+                    state,
                     Duration::from_secs(settings.refresh_secs),
                     shutdown_signal(),
                 )

@@ -387,11 +387,11 @@ fn fold(s: &str) -> String {
         .collect()
 }
 
-/// Whether `short` abbreviates `long` ("Mty." → "Monterrey"): same first letter, its
-/// letters in order within the long form, at most half as long.
+/// Whether `short` abbreviates `long` ("Mty." → "Monterrey", "Apod." → "Apodaca"):
+/// same first letter, its letters in order within the long form, at most 60% as long.
 fn abbreviates(short: &str, long: &str) -> bool {
     let (s, l) = (fold(short), fold(long));
-    if s.is_empty() || s.len() * 2 > l.len() || s.chars().next() != l.chars().next() {
+    if s.is_empty() || s.len() * 5 > l.len() * 3 || s.chars().next() != l.chars().next() {
         return false;
     }
     let mut it = l.chars();
@@ -832,6 +832,36 @@ pub fn diagnose(layer: &LoadedLayer, cfg: &DiagnoseConfig) -> crate::Result<Diag
             Some("capture las coordenadas faltantes o deje la geometría vacía".into()),
         );
     }
+    // Rejected at ingest, with the reason the coordinates gave.
+    if let Some(p) = report.problems.get("swapped_lat_lon") {
+        swapped.0 += p.count;
+        for e in &p.examples {
+            push_ex(&mut swapped.1, e.feature);
+        }
+    }
+    if let Some(p) = report.problems.get("projected_as_degrees") {
+        let detail = p
+            .examples
+            .first()
+            .map(|e| e.detail.clone())
+            .unwrap_or_default();
+        let code = detail
+            .split("EPSG:")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .unwrap_or("n")
+            .to_string();
+        b.add(
+            "location.projected_as_degrees",
+            Severity::Error,
+            p.count,
+            p.examples.iter().map(|e| e.feature).collect(),
+            None,
+            format!("{} elementos traen metros de un sistema proyectado donde se esperaban grados (p. ej. {detail}); no se guardaron", p.count),
+            format!("{} features carry metres of a projected CRS where degrees were expected (e.g. {detail}); they were not stored", p.count),
+            Some(format!("vuelva a cargar con --crs EPSG:{code}")),
+        );
+    }
     if swapped.0 > 0 {
         b.add(
             "location.swapped_lat_lon",
@@ -1119,14 +1149,51 @@ pub fn diagnose(layer: &LoadedLayer, cfg: &DiagnoseConfig) -> crate::Result<Diag
             let q = |p: f64| xs[((xs.len() - 1) as f64 * p).round() as usize];
             let (q1, q3) = (q(0.25), q(0.75));
             let iqr = q3 - q1;
+            // Fill values that stand for "no data", and negatives in a field that is
+            // otherwise never negative.
             let sentinel = |x: f64| {
-                matches!(x as i64, -9999 | -999 | 9999 | 99999 | 999999) && x.fract() == 0.0
+                x.fract() == 0.0
+                    && matches!(
+                        x as i64,
+                        -99 | -999 | -9999 | -99999 | 9999 | 99999 | 999999
+                    )
             };
-            let (lo, hi) = (q1 - 10.0 * iqr, q3 + 10.0 * iqr);
+            let negatives = a.numbers.iter().filter(|(x, _)| *x < 0.0).count();
+            let lone_negative =
+                |x: f64| x < 0.0 && (negatives as f64) < 0.01 * a.numbers.len() as f64;
+            // Quantities (populations, amounts) span orders of magnitude: positive
+            // values are compared in log10, 3 interquartile ranges beyond the middle
+            // half (a factor of ~30–1000 past the usual values); fields with many
+            // negatives (temperatures, levels) in linear units, 10 ranges beyond.
+            let signed = negatives as f64 >= 0.01 * a.numbers.len() as f64;
+            let mut logs: Vec<f64> = a
+                .numbers
+                .iter()
+                .filter(|x| x.0 > 0.0 && !sentinel(x.0))
+                .map(|x| x.0.log10())
+                .collect();
+            logs.sort_by(f64::total_cmp);
+            let lq = |p: f64| {
+                logs.get(((logs.len().max(1) - 1) as f64 * p).round() as usize)
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            let (l1, l3) = (lq(0.25), lq(0.75));
+            let liqr = l3 - l1;
+            let far = |x: f64| {
+                if signed {
+                    iqr > 0.0 && (x < q1 - 10.0 * iqr || x > q3 + 10.0 * iqr)
+                } else {
+                    x > 0.0
+                        && logs.len() >= 20
+                        && liqr > 0.0
+                        && (x.log10() < l1 - 3.0 * liqr || x.log10() > l3 + 3.0 * liqr)
+                }
+            };
             let out: Vec<&(f64, i64)> = a
                 .numbers
                 .iter()
-                .filter(|(x, _)| (iqr > 0.0 && (*x < lo || *x > hi)) || sentinel(*x))
+                .filter(|(x, _)| far(*x) || sentinel(*x) || lone_negative(*x))
                 .collect();
             b.add(
                 "attributes.out_of_range",
@@ -1134,8 +1201,8 @@ pub fn diagnose(layer: &LoadedLayer, cfg: &DiagnoseConfig) -> crate::Result<Diag
                 out.len() as u64,
                 out.iter().map(|x| x.1).collect(),
                 Some(name),
-                format!("«{name}»: {} valores fuera del rango plausible (más de 10 rangos intercuartílicos de la mitad central, o valores de relleno como -9999)", out.len()),
-                format!("'{name}': {} values outside the plausible range (beyond 10 interquartile ranges of the middle half, or fill values like -9999)", out.len()),
+                format!("«{name}»: {} valores fuera del rango plausible (muy lejos de los valores usuales, valores de relleno como -99 o -9999, o negativos aislados)", out.len()),
+                format!("'{name}': {} values outside the plausible range (far from the usual values, fill values like -99 or -9999, or lone negatives)", out.len()),
                 None,
             );
         }
@@ -1292,6 +1359,8 @@ mod tests {
         assert_eq!(fold("San Nicolás"), fold("san nicolas"));
         assert!(abbreviates("Mty.", "Monterrey"));
         assert!(!abbreviates("Gpe.", "Monterrey"));
+        assert!(abbreviates("Apod.", "Apodaca"));
+        assert!(!abbreviates("Apodac", "Apodaca"));
         assert!(abbreviates("Gpe.", "Guadalupe"));
         assert_eq!(date_format("2024-05-01"), Some("AAAA-MM-DD"));
         assert_eq!(date_format("01/05/2024"), Some("DD/MM/AAAA"));

@@ -54,6 +54,10 @@ pub enum Kind {
     TransformFailed,
     BadCoordinates,
     BadAttribute,
+    /// A rejected feature whose coordinates are lat/lon in the wrong order.
+    SwappedLatLon,
+    /// A rejected feature whose "degrees" fit a projected CRS.
+    ProjectedAsDegrees,
 }
 
 impl Kind {
@@ -68,6 +72,8 @@ impl Kind {
             Kind::TransformFailed => "transform_failed",
             Kind::BadCoordinates => "bad_coordinates",
             Kind::BadAttribute => "bad_attribute",
+            Kind::SwappedLatLon => "swapped_lat_lon",
+            Kind::ProjectedAsDegrees => "projected_as_degrees",
         }
     }
 
@@ -86,6 +92,12 @@ impl Kind {
             Kind::TransformFailed => "coordinates could not be transformed to EPSG:4326; rejected",
             Kind::BadCoordinates => "coordinates missing or not numbers; rejected",
             Kind::BadAttribute => "attribute value could not be read; stored as null",
+            Kind::SwappedLatLon => {
+                "rejected feature whose longitude and latitude are swapped (swapped back it is in the expected region)"
+            }
+            Kind::ProjectedAsDegrees => {
+                "rejected feature whose coordinates are metres of a projected CRS, not degrees"
+            }
         }
     }
 

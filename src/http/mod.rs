@@ -20,6 +20,7 @@ use crate::ogc::{self, crs::OutputCrs};
 use crate::tileserve::TileService;
 
 mod analysis;
+mod quality;
 mod tiles;
 
 /// Shared state: a cheap `Clone` handle.
@@ -33,6 +34,14 @@ pub struct AppState {
     pub maplibre: Option<std::path::PathBuf>,
     /// Prepared zone layers and computed aggregates (`/api/analysis`).
     pub analysis: Arc<crate::analysis::cache::Cache>,
+    /// Requests per layer and day (`usage.json` in the data folder).
+    pub usage: Arc<crate::usage::Usage>,
+    /// Expected area and thresholds for diagnoses computed by the server.
+    pub quality: layers::diagnose::DiagnoseConfig,
+}
+
+fn registry_root(r: &Registry) -> &std::path::Path {
+    r.store().root()
 }
 
 impl AppState {
@@ -46,12 +55,15 @@ impl AppState {
         if maplibre.is_none() {
             tracing::warn!(web_dir = %web_dir.display(), "MapLibre GL JS not installed (run `npm ci` in web/): HTML previews are SVG");
         }
+        let usage = Arc::new(crate::usage::Usage::open(registry_root(&registry)));
         AppState {
             registry,
             tiles,
             temporal: Arc::default(),
             maplibre,
             analysis: Arc::default(),
+            usage,
+            quality: Default::default(),
         }
     }
 }
@@ -128,6 +140,9 @@ pub fn router(state: AppState) -> Router {
         .route("/collections/:id/items/:fid", get(item))
         .route("/tiles/:layers/:z/:x/:y", get(tiles::tile))
         .route("/tiles/:name", get(tiles::tilejson))
+        .route("/api/layers/:id/quality", get(quality::layer))
+        .route("/api/quality", get(quality::city))
+        .route("/api/usage", get(quality::usage))
         .route("/api/analysis", get(analysis::index))
         .route("/api/analysis/aggregate", get(analysis::aggregate))
         .route("/api/analysis/legend", get(analysis::legend))
@@ -153,6 +168,10 @@ pub fn router(state: AppState) -> Router {
             ),
         )
         .fallback(|| async { ApiError::not_found("no such endpoint; see / for the links") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.usage.clone(),
+            crate::usage::track,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(cors())
         .with_state(state)
@@ -186,12 +205,22 @@ pub async fn serve(
     let registry = state.registry.clone();
     let tile_service = state.tiles.clone();
     let analysis = state.analysis.clone();
+    let usage = state.usage.clone();
+    let usage_at_exit = state.usage.clone();
     let refresher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(refresh);
         tick.tick().await;
         loop {
             tick.tick().await;
             let r = registry.clone();
+            let u = usage.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || u.flush())
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|x| x)
+            {
+                tracing::warn!(error = %e, "cannot write usage.json");
+            }
             match tokio::task::spawn_blocking(move || r.refresh()).await {
                 Ok(Ok(changed)) if !changed.is_empty() => {
                     tile_service.invalidate(&changed);
@@ -207,6 +236,9 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await?;
     refresher.abort();
+    if let Err(e) = usage_at_exit.flush() {
+        tracing::warn!(error = %e, "cannot write usage.json");
+    }
     Ok(())
 }
 

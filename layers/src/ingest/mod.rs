@@ -217,7 +217,8 @@ pub fn ingest(
             let tx = done_tx.clone();
             let crs = crs.clone();
             let stop = stop.clone();
-            handles.push(scope.spawn(move || worker(rx, tx, &crs, id_index, &stop)));
+            let region = &req.diagnose.region;
+            handles.push(scope.spawn(move || worker(rx, tx, &crs, id_index, &stop, region)));
         }
         drop(done_tx);
         let schema_w = schema.clone();
@@ -628,8 +629,10 @@ fn worker(
     crs: &SourceCrs,
     id_index: Option<usize>,
     stop: &AtomicBool,
+    region: &crate::diagnose::Area,
 ) -> Result<()> {
     let to_storage = ToStorage::new(crs)?;
+    let lonlat_source = crs.is_storage_crs();
     let mut encoder = FeatureEncoder::default();
     for (no, batch) in rx {
         if stop.load(Ordering::Relaxed) {
@@ -637,7 +640,13 @@ fn worker(
         }
         let mut out = Vec::with_capacity(batch.len());
         for r in batch {
-            out.push(process(r, &to_storage, id_index, &mut encoder)?);
+            out.push(process(
+                r,
+                &to_storage,
+                id_index,
+                &mut encoder,
+                lonlat_source.then_some(region),
+            )?);
         }
         if tx.send((no, out)).is_err() {
             return Ok(());
@@ -652,6 +661,7 @@ fn process(
     to_storage: &ToStorage,
     id_index: Option<usize>,
     encoder: &mut FeatureEncoder,
+    region: Option<&crate::diagnose::Area>,
 ) -> Result<Done> {
     let mut done = Done {
         row: raw.row,
@@ -681,6 +691,27 @@ fn process(
     };
     if let Err(e) = to_storage.apply(&mut geom) {
         done.notes.push((Kind::TransformFailed, e));
+        // Said to be lon/lat but not: why, when the coordinates tell (swapped columns,
+        // or metres of a projected CRS), so the diagnosis can name the fix.
+        if let (Some(region), Some(c)) = (region, geom.coords_iter().next()) {
+            let inside = |x: f64, y: f64| {
+                x >= region.bbox[0]
+                    && x <= region.bbox[2]
+                    && y >= region.bbox[1]
+                    && y <= region.bbox[3]
+            };
+            if inside(c.y, c.x) {
+                done.notes
+                    .push((Kind::SwappedLatLon, format!("({}, {})", c.x, c.y)));
+            } else if let Some((code, name)) =
+                crate::diagnose::crs_candidates(c.x, c.y, region).first()
+            {
+                done.notes.push((
+                    Kind::ProjectedAsDegrees,
+                    format!("({}, {}) fits EPSG:{code} ({name})", c.x, c.y),
+                ));
+            }
+        }
         return Ok(done);
     }
     let geom = match normalize(geom) {

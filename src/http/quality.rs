@@ -1,0 +1,188 @@
+//! `/api/layers/{id}/quality`, `/api/quality` and `/api/usage`: the data-quality
+//! reports over HTTP (JSON, CSV, HTML). Records are read from the store on each request,
+//! so a recomputed diagnosis shows at once.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use layers::store::LayerStore;
+
+use super::{base_url, ApiError, ApiResult, AppState};
+use crate::quality;
+
+fn params(raw: Option<&str>, accepted: &[&str]) -> ApiResult<Vec<(String, String)>> {
+    let mut v = Vec::new();
+    for (k, val) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if !accepted.contains(&k.as_ref()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter '{k}'; this endpoint accepts: {}",
+                accepted.join(", ")
+            )));
+        }
+        v.push((k.into_owned(), val.into_owned()));
+    }
+    Ok(v)
+}
+
+fn get<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    p.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+}
+
+/// `f=` wins, then a browser's Accept header asks for HTML.
+fn wants<'a>(
+    p: &'a [(String, String)],
+    headers: &HeaderMap,
+    allowed: &[&str],
+) -> ApiResult<&'a str> {
+    match get(p, "f") {
+        Some(f) if allowed.contains(&f) => Ok(f),
+        Some(f) => Err(ApiError::bad_request(format!(
+            "unknown format f={f}; use {}",
+            allowed.join(", ")
+        ))),
+        None => {
+            let accept = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            Ok(
+                if accept.contains("text/html") && !accept.contains("json") {
+                    "html"
+                } else {
+                    "json"
+                },
+            )
+        }
+    }
+}
+
+/// `GET /api/layers/{id}/quality[?version=n][&f=json|html]`
+pub async fn layer(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let p = params(raw.as_deref(), &["version", "f"])?;
+    let f = wants(&p, &headers, &["json", "html"])?;
+    let version = match get(&p, "version") {
+        Some(v) => Some(v.parse::<u32>().map_err(|_| {
+            ApiError::bad_request(format!("version must be a version number, got '{v}'"))
+        })?),
+        None => None,
+    };
+    let registry = state.registry.clone();
+    let settings = state.quality.clone();
+    let id2 = id.clone();
+    let (meta, diagnosis) = tokio::task::spawn_blocking(move || {
+        let store = registry.store();
+        let versions = store.versions(&id2)?;
+        let v = match version {
+            Some(n) => versions.into_iter().find(|v| v.meta.version == n),
+            None => store.current(&id2)?,
+        };
+        let Some(v) = v else {
+            return Ok(None);
+        };
+        // Versions stored before diagnoses existed get one now, kept for next time.
+        let d = match &v.meta.diagnosis {
+            Some(d) => d.clone(),
+            None => {
+                let loaded = layers::index::LoadedLayer::load(&v)?;
+                let d = layers::diagnose::diagnose(&loaded, &settings)?;
+                store.set_diagnosis(&id2, v.meta.version, d.clone())?;
+                d
+            }
+        };
+        Ok::<_, layers::Error>(Some((v.meta, d)))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| match e {
+        layers::Error::BadInput(_) => ApiError::not_found(format!(
+            "layer '{id}' does not exist; GET /collections lists them"
+        )),
+        e => e.into(),
+    })?
+    .ok_or_else(|| match version {
+        Some(n) => ApiError::not_found(format!("layer '{id}' has no kept version {n}")),
+        None => ApiError::not_found(format!(
+            "layer '{id}' does not exist; GET /collections lists them"
+        )),
+    })?;
+    let usage = state.usage.summary(30);
+    let u = usage.get(&id);
+    Ok(if f == "html" {
+        Html(quality::layer_html(&meta, &diagnosis, u)).into_response()
+    } else {
+        Json(quality::layer_json(
+            &meta,
+            &diagnosis,
+            u,
+            &base_url(&headers),
+        ))
+        .into_response()
+    })
+}
+
+/// `GET /api/quality[?f=json|csv|html]`: every layer, grouped by ministry.
+pub async fn city(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let p = params(raw.as_deref(), &["f"])?;
+    let f = wants(&p, &headers, &["json", "csv", "html"])?;
+    let registry = state.registry.clone();
+    let metas = tokio::task::spawn_blocking(move || {
+        let store = registry.store();
+        let mut v = Vec::new();
+        for id in store.layer_ids()? {
+            if let Some(c) = store.current(&id)? {
+                v.push(c.meta);
+            }
+        }
+        Ok::<_, layers::Error>(v)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let doc = quality::city_json(&metas, &state.usage.summary(30));
+    Ok(match f {
+        "csv" => {
+            let mut r = quality::city_csv(&doc).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            );
+            h.insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"calidad-datahub.csv\""),
+            );
+            r
+        }
+        "html" => Html(quality::city_html(&doc)).into_response(),
+        _ => Json(doc).into_response(),
+    })
+}
+
+/// `GET /api/usage[?days=30]`: requests per day, layer, kind and audience.
+pub async fn usage(State(state): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+    let p = params(raw.as_deref(), &["days"])?;
+    let days = match get(&p, "days") {
+        Some(d) => d
+            .parse::<u32>()
+            .ok()
+            .filter(|d| (1..=366).contains(d))
+            .ok_or_else(|| ApiError::bad_request(format!("days must be 1 to 366, got '{d}'")))?,
+        None => 30,
+    };
+    Ok(Json(serde_json::json!({
+        "days": days,
+        "kinds": crate::usage::KINDS,
+        "daily": state.usage.daily(days),
+        "by_layer": state.usage.summary(days),
+    }))
+    .into_response())
+}
