@@ -13,9 +13,8 @@ use std::hash::{Hash, Hasher};
 
 use geo::{BoundingRect, Coord, CoordsIter};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::fgb::FieldType;
+use crate::fgb::{FieldType, RawValue};
 use crate::index::LoadedLayer;
 use crate::store::LayerMeta;
 
@@ -290,6 +289,8 @@ struct FieldAcc {
     missing: u64,
     /// Distinct text values with counts and a first example feature (capped).
     distinct: HashMap<String, (u64, i64)>,
+    /// Distinct numbers (by bit pattern, capped).
+    distinct_numbers: HashSet<u64>,
     capped: bool,
     numbers: Vec<(f64, i64)>,
     numeric_text: u64,
@@ -300,10 +301,48 @@ struct FieldAcc {
     text_values: u64,
     mojibake: Vec<i64>,
     mojibake_count: u64,
-    /// Non-null values seen per value (for id uniqueness): hash -> first feature.
-    seen_ids: HashMap<u64, i64>,
     dup_ids: Vec<i64>,
     dup_id_count: u64,
+}
+
+impl FieldAcc {
+    fn distinct_len(&self) -> usize {
+        self.distinct.len() + self.distinct_numbers.len()
+    }
+
+    /// Adds a later chunk's counts (examples keep feature order).
+    fn merge(&mut self, o: FieldAcc) {
+        self.missing += o.missing;
+        for (k, (c, ex)) in o.distinct {
+            if let Some(e) = self.distinct.get_mut(&k) {
+                e.0 += c;
+            } else if self.distinct_len() < DISTINCT_CAP {
+                self.distinct.insert(k, (c, ex));
+            } else {
+                self.capped = true;
+            }
+        }
+        for b in o.distinct_numbers {
+            if self.distinct_len() < DISTINCT_CAP {
+                self.distinct_numbers.insert(b);
+            } else if !self.distinct_numbers.contains(&b) {
+                self.capped = true;
+            }
+        }
+        self.capped |= o.capped;
+        self.numbers.extend(o.numbers);
+        self.numeric_text += o.numeric_text;
+        self.leading_zero += o.leading_zero;
+        self.date_text += o.date_text;
+        for (k, (c, ex)) in o.date_formats {
+            self.date_formats.entry(k).or_insert((0, ex)).0 += c;
+        }
+        self.text_values += o.text_values;
+        self.mojibake_count += o.mojibake_count;
+        for f in o.mojibake {
+            push_ex(&mut self.mojibake, f);
+        }
+    }
 }
 
 const DISTINCT_CAP: usize = 5_000;
@@ -398,20 +437,16 @@ fn abbreviates(short: &str, long: &str) -> bool {
     s.chars().all(|c| it.any(|d| d == c))
 }
 
-fn hash_of(x: impl Hash) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    x.hash(&mut h);
-    h.finish()
-}
-
 fn geometry_hash(g: &geo::Geometry<f64>) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     std::mem::discriminant(g).hash(&mut h);
+    let mut f = Fnv::new();
+    f.u64(h.finish());
     for c in g.coords_iter() {
-        c.x.to_bits().hash(&mut h);
-        c.y.to_bits().hash(&mut h);
+        f.u64(c.x.to_bits());
+        f.u64(c.y.to_bits());
     }
-    h.finish()
+    f.0
 }
 
 /// Rings or lines with a spike (the path turns back on itself) and with repeated
@@ -494,79 +529,194 @@ pub fn crs_candidates(x: f64, y: f64, region: &Area) -> Vec<(u32, &'static str)>
     out
 }
 
-/// Diagnoses a loaded layer version.
-pub fn diagnose(layer: &LoadedLayer, cfg: &DiagnoseConfig) -> crate::Result<Diagnosis> {
-    let started = std::time::Instant::now();
-    let meta = &layer.meta;
-    let report = &meta.report;
-    let n = layer.len() as u64;
-    let mut b = Builder {
-        n: n.max(1),
-        checks: Vec::new(),
-    };
-    let schema = &meta.schema;
-    let mut acc: Vec<FieldAcc> = schema.iter().map(|_| FieldAcc::default()).collect();
-    let id_like: Vec<bool> = schema.iter().map(|f| looks_like_id(&f.name)).collect();
+/// Counted features with their first examples.
+type Counted = (u64, Vec<i64>);
 
-    let mut outside_area = (0u64, Vec::new());
-    let mut outside_region = (0u64, Vec::new());
-    let mut zero = (0u64, Vec::new());
-    let mut swapped = (0u64, Vec::new());
-    let mut unexplained: Vec<(i64, f64, f64)> = Vec::new();
-    let mut spikes = (0u64, Vec::new());
-    let mut dup_vertices = (0u64, Vec::new());
-    // (geometry hash, all-attributes hash, non-id attributes hash) per feature.
-    let mut exact: HashMap<(u64, u64), i64> = HashMap::new();
-    let mut record: HashMap<(u64, u64), i64> = HashMap::new();
-    let mut exact_dups = (0u64, Vec::new());
-    let mut record_dups = (0u64, Vec::new());
+fn count(c: &mut Counted, fid: i64) {
+    c.0 += 1;
+    push_ex(&mut c.1, fid);
+}
 
-    for pos in 0..layer.len() as u32 {
-        let Some((fid, offset)) = layer.at(pos) else {
-            continue;
-        };
-        let (g, props) = layer.geometry_and_properties(offset)?;
-        let mut values: Vec<Option<&Value>> = vec![None; schema.len()];
-        for (i, v) in &props {
-            if let Some(s) = values.get_mut(*i) {
-                *s = Some(v);
+/// What one chunk of features contributes.
+struct Partial {
+    acc: Vec<FieldAcc>,
+    /// Per field: (value hash, feature) of identifier-like fields.
+    ids: Vec<Vec<(u64, i64)>>,
+    /// (geometry hash, all-attributes hash, non-identifier attributes hash, feature).
+    keys: Vec<(u64, u64, u64, i64)>,
+    outside_area: Counted,
+    outside_region: Counted,
+    zero: Counted,
+    swapped: Counted,
+    unexplained: Vec<(i64, f64, f64)>,
+    spikes: Counted,
+    dup_vertices: Counted,
+    /// Scratch: which fields the current feature has.
+    present: Vec<bool>,
+}
+
+impl Partial {
+    fn new(fields: usize) -> Partial {
+        Partial {
+            acc: (0..fields).map(|_| FieldAcc::default()).collect(),
+            ids: vec![Vec::new(); fields],
+            keys: Vec::new(),
+            outside_area: Default::default(),
+            outside_region: Default::default(),
+            zero: Default::default(),
+            swapped: Default::default(),
+            unexplained: Vec::new(),
+            spikes: Default::default(),
+            dup_vertices: Default::default(),
+            present: vec![false; fields],
+        }
+    }
+
+    fn merge(&mut self, o: Partial) {
+        for (a, b) in self.acc.iter_mut().zip(o.acc) {
+            a.merge(b);
+        }
+        for (a, b) in self.ids.iter_mut().zip(o.ids) {
+            a.extend(b);
+        }
+        self.keys.extend(o.keys);
+        for (a, b) in [
+            (&mut self.outside_area, o.outside_area),
+            (&mut self.outside_region, o.outside_region),
+            (&mut self.zero, o.zero),
+            (&mut self.swapped, o.swapped),
+            (&mut self.spikes, o.spikes),
+            (&mut self.dup_vertices, o.dup_vertices),
+        ] {
+            a.0 += b.0;
+            for f in b.1 {
+                push_ex(&mut a.1, f);
             }
         }
-        // Attributes.
-        for (i, (f, a)) in schema.iter().zip(acc.iter_mut()).enumerate() {
-            let v = values[i];
-            let text = match v {
-                None | Some(Value::Null) => {
-                    a.missing += 1;
-                    continue;
-                }
-                Some(Value::String(s)) if s.trim().is_empty() => {
-                    a.missing += 1;
-                    continue;
-                }
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
+        self.unexplained.extend(o.unexplained);
+    }
+}
+
+/// Hashes the hashes the dedupe sets hold: they are already well mixed, so a
+/// multiply-rotate is enough (SipHash was a tenth of a million-feature diagnosis).
+#[derive(Clone, Copy, Default)]
+struct Mix;
+
+struct MixHasher(u64);
+
+impl std::hash::BuildHasher for Mix {
+    type Hasher = MixHasher;
+    fn build_hasher(&self) -> MixHasher {
+        MixHasher(0)
+    }
+}
+
+impl Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(23) ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// FNV-1a: hashes of every feature's values, cheap and stable.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        for x in b {
+            self.0 = (self.0 ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+}
+
+struct Ctx<'a> {
+    layer: &'a LoadedLayer,
+    cfg: &'a DiagnoseConfig,
+    id_like: &'a [bool],
+    points: Option<&'a [(f64, f64)]>,
+}
+
+impl Ctx<'_> {
+    fn visit(&self, pos: u32, part: &mut Partial) -> crate::Result<()> {
+        let layer = self.layer;
+        let schema = &layer.meta.schema;
+        let Some((fid, offset)) = layer.at(pos) else {
+            return Ok(());
+        };
+        let mut all = Fnv::new();
+        let mut non_id = Fnv::new();
+        part.present.iter_mut().for_each(|p| *p = false);
+        let Partial {
+            acc, ids, present, ..
+        } = part;
+        layer.for_each_value(offset, |i, v| {
+            let (Some(a), Some(f)) = (acc.get_mut(i), schema.get(i)) else {
+                return;
             };
-            if id_like[i] {
-                let h = hash_of(&text);
-                if let Some(&_first) = a.seen_ids.get(&h) {
-                    a.dup_id_count += 1;
-                    if a.dup_ids.len() < MAX_EXAMPLES {
-                        a.dup_ids.push(fid);
-                    }
-                } else {
-                    a.seen_ids.insert(h, fid);
-                }
+            let id_like = self.id_like.get(i).copied().unwrap_or(false);
+            let mut text_buf = [0u8; 32];
+            let (text, number): (&str, Option<f64>) = match v {
+                RawValue::Str(b) => (std::str::from_utf8(b).unwrap_or(""), None),
+                RawValue::I64(n) => (fmt_into(&mut text_buf, n), Some(n as f64)),
+                RawValue::U64(n) => (fmt_into(&mut text_buf, n), Some(n as f64)),
+                RawValue::F64(x) => ("", Some(x)),
+                RawValue::Bool(b) => (if b { "true" } else { "false" }, None),
+            };
+            let t = text.trim();
+            if number.is_none() && t.is_empty() {
+                return; // missing
             }
-            match f.ftype {
-                FieldType::Int | FieldType::Long | FieldType::Float => {
-                    if let Some(x) = v.and_then(Value::as_f64) {
-                        a.numbers.push((x, fid));
+            present[i] = true;
+            all.u64(i as u64);
+            match number {
+                Some(x) => all.u64(x.to_bits()),
+                None => all.bytes(t.as_bytes()),
+            }
+            if !id_like {
+                non_id.u64(i as u64);
+                match number {
+                    Some(x) => non_id.u64(x.to_bits()),
+                    None => non_id.bytes(t.as_bytes()),
+                }
+            } else {
+                let mut h = Fnv::new();
+                match number {
+                    Some(x) => h.u64(x.to_bits()),
+                    None => h.bytes(t.as_bytes()),
+                }
+                ids[i].push((h.0, fid));
+            }
+            if let Some(x) = number {
+                if matches!(f.ftype, FieldType::Int | FieldType::Long | FieldType::Float) {
+                    a.numbers.push((x, fid));
+                }
+                if !a.capped {
+                    if a.distinct_numbers.contains(&x.to_bits()) || a.distinct_len() < DISTINCT_CAP
+                    {
+                        a.distinct_numbers.insert(x.to_bits());
+                    } else {
+                        a.capped = true;
                     }
                 }
-                FieldType::String => {
-                    a.text_values += 1;
-                    let t = text.trim();
+                return;
+            }
+            if f.ftype == FieldType::String {
+                a.text_values += 1;
+                let b = t.as_bytes();
+                if b[0].is_ascii_digit() || b[0] == b'-' || b[0] == b'+' || b[0] == b'.' {
                     if t.replace(',', ".").parse::<f64>().is_ok() {
                         a.numeric_text += 1;
                         if t.len() > 1 && t.starts_with('0') && !t.starts_with("0.") {
@@ -577,83 +727,188 @@ pub fn diagnose(layer: &LoadedLayer, cfg: &DiagnoseConfig) -> crate::Result<Diag
                         a.date_text += 1;
                         a.date_formats.entry(df).or_insert((0, fid)).0 += 1;
                     }
-                    if is_mojibake(t) {
-                        a.mojibake_count += 1;
-                        if a.mojibake.len() < MAX_EXAMPLES {
-                            a.mojibake.push(fid);
-                        }
-                    }
                 }
-                _ => {}
+                // Only text with the bytes of 'Ã'/'Â' or U+FFFD can be mojibake.
+                if (b.contains(&0xC3) || b.contains(&0xEF)) && is_mojibake(t) {
+                    a.mojibake_count += 1;
+                    push_ex(&mut a.mojibake, fid);
+                }
             }
             if !a.capped {
-                if let Some(e) = a.distinct.get_mut(&text) {
+                if let Some(e) = a.distinct.get_mut(t) {
                     e.0 += 1;
-                } else if a.distinct.len() < DISTINCT_CAP {
-                    a.distinct.insert(text, (1, fid));
+                } else if a.distinct_len() < DISTINCT_CAP {
+                    a.distinct.insert(t.to_string(), (1, fid));
                 } else {
                     a.capped = true;
                 }
             }
-        }
-        let Some(g) = g else {
-            continue;
-        };
-        // Location.
-        if let Some(r) = g.bounding_rect() {
-            let (c, d) = (r.min(), r.max());
-            let inside = |a: &Area| a.contains(c.x, c.y) && a.contains(d.x, d.y);
-            if !inside(&cfg.region) {
-                outside_region.0 += 1;
-                push_ex(&mut outside_region.1, fid);
-                let (mx, my) = ((c.x + d.x) / 2.0, (c.y + d.y) / 2.0);
-                if mx.abs() < 1e-3 && my.abs() < 1e-3 {
-                    zero.0 += 1;
-                    push_ex(&mut zero.1, fid);
-                } else if cfg.region.contains(my, mx) {
-                    swapped.0 += 1;
-                    push_ex(&mut swapped.1, fid);
-                } else {
-                    unexplained.push((fid, mx, my));
-                }
-            } else if !inside(&cfg.area) {
-                outside_area.0 += 1;
-                push_ex(&mut outside_area.1, fid);
+        })?;
+        for (a, p) in part.acc.iter_mut().zip(&part.present) {
+            if !*p {
+                a.missing += 1;
             }
         }
-        let (spike, dup) = vertex_problems(&g);
-        if spike {
-            spikes.0 += 1;
-            push_ex(&mut spikes.1, fid);
+        // Geometry: where it is, its shape, its hash.
+        let mut gh = Fnv::new();
+        let (lo, hi) = match self.points {
+            Some(pts) => {
+                let Some(&(x, y)) = pts.get(pos as usize) else {
+                    return Ok(());
+                };
+                gh.u64(1);
+                gh.u64(x.to_bits());
+                gh.u64(y.to_bits());
+                ((x, y), (x, y))
+            }
+            None => {
+                let Some(g) = layer.geometry(offset)? else {
+                    part.keys.push((0, all.0, non_id.0, fid));
+                    return Ok(());
+                };
+                let (spike, dup) = vertex_problems(&g);
+                if spike {
+                    count(&mut part.spikes, fid);
+                }
+                if dup {
+                    count(&mut part.dup_vertices, fid);
+                }
+                gh.u64(geometry_hash(&g));
+                let Some(r) = g.bounding_rect() else {
+                    return Ok(());
+                };
+                ((r.min().x, r.min().y), (r.max().x, r.max().y))
+            }
+        };
+        part.keys.push((gh.0, all.0, non_id.0, fid));
+        let inside = |a: &Area| a.contains(lo.0, lo.1) && a.contains(hi.0, hi.1);
+        let cfg = self.cfg;
+        if !inside(&cfg.region) {
+            count(&mut part.outside_region, fid);
+            let (mx, my) = ((lo.0 + hi.0) / 2.0, (lo.1 + hi.1) / 2.0);
+            if mx.abs() < 1e-3 && my.abs() < 1e-3 {
+                count(&mut part.zero, fid);
+            } else if cfg.region.contains(my, mx) {
+                count(&mut part.swapped, fid);
+            } else {
+                part.unexplained.push((fid, mx, my));
+            }
+        } else if !inside(&cfg.area) {
+            count(&mut part.outside_area, fid);
         }
-        if dup {
-            dup_vertices.0 += 1;
-            push_ex(&mut dup_vertices.1, fid);
+        Ok(())
+    }
+}
+
+/// Formats an integer into `buf` without allocating.
+fn fmt_into<T: itoa::Integer>(buf: &mut [u8; 32], n: T) -> &str {
+    let mut b = itoa::Buffer::new();
+    let s = b.format(n);
+    let len = s.len().min(32);
+    buf[..len].copy_from_slice(&s.as_bytes()[..len]);
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
+}
+
+/// Diagnoses a loaded layer version.
+pub fn diagnose(layer: &LoadedLayer, cfg: &DiagnoseConfig) -> crate::Result<Diagnosis> {
+    diagnose_with(layer, None, cfg)
+}
+
+/// [`diagnose`] with each feature's bbox by position given (a layer loaded with
+/// [`LoadedLayer::load_for_scan`], which has no R-tree to read them from).
+pub fn diagnose_with(
+    layer: &LoadedLayer,
+    boxes: Option<&[[f64; 4]]>,
+    cfg: &DiagnoseConfig,
+) -> crate::Result<Diagnosis> {
+    let started = std::time::Instant::now();
+    let meta = &layer.meta;
+    let report = &meta.report;
+    let n = layer.len() as u64;
+    let mut b = Builder {
+        n: n.max(1),
+        checks: Vec::new(),
+    };
+    let schema = &meta.schema;
+    let id_like: Vec<bool> = schema.iter().map(|f| looks_like_id(&f.name)).collect();
+    // Point positions straight from the R-tree leaves: a point layer's geometries are
+    // never decoded.
+    let points_only = meta.geometry_types.iter().all(|t| t == "Point");
+    let points: Vec<(f64, f64)> = match (points_only, boxes) {
+        (false, _) => Vec::new(),
+        (true, Some(b)) => b.iter().map(|b| (b[0], b[1])).collect(),
+        (true, None) => {
+            let mut v = vec![(f64::NAN, f64::NAN); layer.len()];
+            for (pos, x, y) in layer.anchors() {
+                if let Some(slot) = v.get_mut(pos as usize) {
+                    *slot = (x, y);
+                }
+            }
+            v
         }
-        // Duplicates: the same geometry with the same attributes (all of them, or all
-        // but the identifiers: the same record entered twice under two ids).
-        let gh = geometry_hash(&g);
-        let all = hash_of(
-            props
-                .iter()
-                .map(|(i, v)| (*i, v.to_string()))
-                .collect::<Vec<_>>(),
-        );
-        let non_id = hash_of(
-            props
-                .iter()
-                .filter(|(i, _)| !id_like.get(*i).copied().unwrap_or(false))
-                .map(|(i, v)| (*i, v.to_string()))
-                .collect::<Vec<_>>(),
-        );
-        if exact.insert((gh, all), fid).is_some() {
+    };
+    let ctx = Ctx {
+        layer,
+        cfg,
+        id_like: &id_like,
+        points: points_only.then_some(points.as_slice()),
+    };
+    // Chunks in position order on every core, merged in order: the examples are the
+    // first features, as a sequential pass would give.
+    use rayon::prelude::*;
+    let chunk = 32_768usize;
+    let parts: Vec<crate::Result<Partial>> = (0..layer.len().div_ceil(chunk))
+        .into_par_iter()
+        .map(|c| {
+            let mut part = Partial::new(schema.len());
+            for pos in (c * chunk)..((c + 1) * chunk).min(layer.len()) {
+                ctx.visit(pos as u32, &mut part)?;
+            }
+            Ok(part)
+        })
+        .collect();
+    let mut all = Partial::new(schema.len());
+    for p in parts {
+        all.merge(p?);
+    }
+    let Partial {
+        mut acc,
+        ids,
+        keys,
+        outside_area,
+        outside_region,
+        zero,
+        mut swapped,
+        unexplained,
+        spikes,
+        dup_vertices,
+        ..
+    } = all;
+    // Duplicates: the same geometry with the same attributes (all of them, or all but
+    // the identifiers: the same record entered twice under two ids).
+    let has_ids = id_like.iter().any(|x| *x);
+    let mut exact: HashSet<(u64, u64), Mix> = HashSet::with_capacity_and_hasher(keys.len(), Mix);
+    let mut record: HashSet<(u64, u64), Mix> = HashSet::with_capacity_and_hasher(keys.len(), Mix);
+    let mut exact_dups = (0u64, Vec::new());
+    let mut record_dups = (0u64, Vec::new());
+    for (gh, a, non_id, fid) in keys {
+        if !exact.insert((gh, a)) {
             exact_dups.0 += 1;
             push_ex(&mut exact_dups.1, fid);
-        } else if record.contains_key(&(gh, non_id)) && id_like.iter().any(|x| *x) {
+        } else if !record.insert((gh, non_id)) && has_ids {
             record_dups.0 += 1;
             push_ex(&mut record_dups.1, fid);
         }
-        record.entry((gh, non_id)).or_insert(fid);
+        record.insert((gh, non_id));
+    }
+    for (a, vals) in acc.iter_mut().zip(ids) {
+        let mut seen: HashSet<u64, Mix> = HashSet::with_capacity_and_hasher(vals.len(), Mix);
+        for (h, fid) in vals {
+            if !seen.insert(h) {
+                a.dup_id_count += 1;
+                push_ex(&mut a.dup_ids, fid);
+            }
+        }
     }
 
     // Geometry, from the ingest report and the stored features.
@@ -974,7 +1229,7 @@ pub fn diagnose(layer: &LoadedLayer, cfg: &DiagnoseConfig) -> crate::Result<Diag
             name: f.name.clone(),
             ftype: f.ftype.json_type().into(),
             missing_share,
-            distinct: a.distinct.len() as u64,
+            distinct: a.distinct_len() as u64,
             distinct_capped: a.capped,
         });
         let name = f.name.as_str();
@@ -994,7 +1249,7 @@ pub fn diagnose(layer: &LoadedLayer, cfg: &DiagnoseConfig) -> crate::Result<Diag
         if missing_share >= 0.05 {
             incomplete.push((name.to_string(), missing_share));
         }
-        if present >= 2 && a.distinct.len() == 1 && !a.capped {
+        if present >= 2 && a.distinct_len() == 1 && !a.capped {
             b.add(
                 "attributes.constant_field",
                 Severity::Info,
@@ -1145,9 +1400,7 @@ pub fn diagnose(layer: &LoadedLayer, cfg: &DiagnoseConfig) -> crate::Result<Diag
         }
         if a.numbers.len() >= 20 {
             let mut xs: Vec<f64> = a.numbers.iter().map(|x| x.0).collect();
-            xs.sort_by(f64::total_cmp);
-            let q = |p: f64| xs[((xs.len() - 1) as f64 * p).round() as usize];
-            let (q1, q3) = (q(0.25), q(0.75));
+            let (q1, q3) = quartiles(&mut xs);
             let iqr = q3 - q1;
             // Fill values that stand for "no data", and negatives in a field that is
             // otherwise never negative.
@@ -1161,10 +1414,11 @@ pub fn diagnose(layer: &LoadedLayer, cfg: &DiagnoseConfig) -> crate::Result<Diag
             let negatives = a.numbers.iter().filter(|(x, _)| *x < 0.0).count();
             let lone_negative =
                 |x: f64| x < 0.0 && (negatives as f64) < 0.01 * a.numbers.len() as f64;
-            // Quantities (populations, amounts) span orders of magnitude: positive
-            // values are compared in log10, 3 interquartile ranges beyond the middle
-            // half (a factor of ~30–1000 past the usual values); fields with many
-            // negatives (temperatures, levels) in linear units, 10 ranges beyond.
+            // Quantities (populations, amounts) span orders of magnitude: when the
+            // middle half of the positive values spans a factor of 10 or more they are
+            // compared in log10, 3 interquartile ranges beyond the middle half; other
+            // fields (and those with many negatives: temperatures, levels) in linear
+            // units, 10 interquartile ranges beyond.
             let signed = negatives as f64 >= 0.01 * a.numbers.len() as f64;
             let mut logs: Vec<f64> = a
                 .numbers
@@ -1172,22 +1426,16 @@ pub fn diagnose(layer: &LoadedLayer, cfg: &DiagnoseConfig) -> crate::Result<Diag
                 .filter(|x| x.0 > 0.0 && !sentinel(x.0))
                 .map(|x| x.0.log10())
                 .collect();
-            logs.sort_by(f64::total_cmp);
-            let lq = |p: f64| {
-                logs.get(((logs.len().max(1) - 1) as f64 * p).round() as usize)
-                    .copied()
-                    .unwrap_or(0.0)
-            };
-            let (l1, l3) = (lq(0.25), lq(0.75));
+            let (l1, l3) = quartiles(&mut logs);
             let liqr = l3 - l1;
             let far = |x: f64| {
-                if signed {
-                    iqr > 0.0 && (x < q1 - 10.0 * iqr || x > q3 + 10.0 * iqr)
-                } else {
+                if !signed && liqr >= 1.0 {
+                    // The middle half spans a factor of 10 or more: a quantity.
                     x > 0.0
                         && logs.len() >= 20
-                        && liqr > 0.0
                         && (x.log10() < l1 - 3.0 * liqr || x.log10() > l3 + 3.0 * liqr)
+                } else {
+                    iqr > 0.0 && (x < q1 - 10.0 * iqr || x > q3 + 10.0 * iqr)
                 }
             };
             let out: Vec<&(f64, i64)> = a
@@ -1277,6 +1525,18 @@ pub fn diagnose(layer: &LoadedLayer, cfg: &DiagnoseConfig) -> crate::Result<Diag
         computed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// First and third quartiles (nearest rank), by selection rather than a full sort.
+fn quartiles(v: &mut [f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let at = |v: &mut [f64], p: f64| {
+        let k = ((v.len() - 1) as f64 * p).round() as usize;
+        *v.select_nth_unstable_by(k, f64::total_cmp).1
+    };
+    (at(v, 0.25), at(v, 0.75))
 }
 
 fn push_ex(v: &mut Vec<i64>, fid: i64) {

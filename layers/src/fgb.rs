@@ -699,15 +699,7 @@ impl<B: AsRef<[u8]>> FgbView<B> {
     /// Geometry and properties of the feature at `offset` in one read.
     pub fn geometry_and_properties(&self, offset: u64) -> Result<Decoded> {
         let feat = self.feature(offset)?;
-        let geom = match feat.geometry() {
-            Some(g) => {
-                let mut w = geozero::geo_types::GeoWriter::new();
-                g.process(&mut w, self.geometry_type)
-                    .map_err(|e| Error::Corrupt(format!("bad geometry at offset {offset}: {e}")))?;
-                w.take_geometry()
-            }
-            None => None,
-        };
+        let geom = self.decode_geometry(&feat, offset)?;
         let raw = feat.properties().map(|p| p.bytes()).unwrap_or(&[]);
         let mut props = Vec::new();
         self.for_each_raw(raw, |i, v| {
@@ -717,6 +709,28 @@ impl<B: AsRef<[u8]>> FgbView<B> {
             }
         })?;
         Ok((geom, props))
+    }
+
+    /// The geometry of the feature at `offset`, without its properties.
+    pub fn geometry(&self, offset: u64) -> Result<Option<geo::Geometry<f64>>> {
+        let feat = self.feature(offset)?;
+        self.decode_geometry(&feat, offset)
+    }
+
+    fn decode_geometry(
+        &self,
+        feat: &flatgeobuf::Feature<'_>,
+        offset: u64,
+    ) -> Result<Option<geo::Geometry<f64>>> {
+        Ok(match feat.geometry() {
+            Some(g) => {
+                let mut w = geozero::geo_types::GeoWriter::new();
+                g.process(&mut w, self.geometry_type)
+                    .map_err(|e| Error::Corrupt(format!("bad geometry at offset {offset}: {e}")))?;
+                w.take_geometry()
+            }
+            None => None,
+        })
     }
 
     /// Calls `f` with each property of the feature at `offset` by schema index (the

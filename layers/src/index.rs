@@ -32,6 +32,16 @@ pub struct LoadedLayer {
 
 impl LoadedLayer {
     pub fn load(v: &StoredVersion) -> Result<Self> {
+        Ok(Self::load_inner(v, true)?.0)
+    }
+
+    /// For one pass over every feature (the diagnosis): no R-tree (`query_bbox` finds
+    /// nothing), and each feature's bbox by id-order position instead.
+    pub fn load_for_scan(v: &StoredVersion) -> Result<(Self, Vec<[f64; 4]>)> {
+        Self::load_inner(v, false)
+    }
+
+    fn load_inner(v: &StoredVersion, with_tree: bool) -> Result<(Self, Vec<[f64; 4]>)> {
         let file = File::open(&v.fgb_path).map_err(|e| Error::io(&v.fgb_path, e))?;
         // SAFETY: published version files are never modified in place (new versions are
         // new files, old ones are only deleted), so the mapping cannot change under us.
@@ -75,22 +85,34 @@ impl LoadedLayer {
             .iter()
             .map(|&i| (fids[i as usize], leaves[i as usize].offset))
             .collect();
-        let entries: Vec<Entry> = leaves
-            .iter()
-            .zip(&pos)
-            .map(|(l, &p)| {
-                GeomWithData::new(
-                    Rectangle::from_corners([l.bbox[0], l.bbox[1]], [l.bbox[2], l.bbox[3]]),
-                    p,
-                )
-            })
-            .collect();
-        Ok(LoadedLayer {
-            meta: v.meta.clone(),
-            view,
-            tree: RTree::bulk_load(entries),
-            by_fid,
-        })
+        let (tree, boxes) = if with_tree {
+            let entries: Vec<Entry> = leaves
+                .iter()
+                .zip(&pos)
+                .map(|(l, &p)| {
+                    GeomWithData::new(
+                        Rectangle::from_corners([l.bbox[0], l.bbox[1]], [l.bbox[2], l.bbox[3]]),
+                        p,
+                    )
+                })
+                .collect();
+            (RTree::bulk_load(entries), Vec::new())
+        } else {
+            let mut boxes = vec![[0.0; 4]; n];
+            for (l, &p) in leaves.iter().zip(&pos) {
+                boxes[p as usize] = l.bbox;
+            }
+            (RTree::new(), boxes)
+        };
+        Ok((
+            LoadedLayer {
+                meta: v.meta.clone(),
+                view,
+                tree,
+                by_fid,
+            },
+            boxes,
+        ))
     }
 
     pub fn len(&self) -> usize {
@@ -161,6 +183,11 @@ impl LoadedLayer {
         map: Option<&mut crate::fgb::GeometryMap<'_>>,
     ) -> Result<()> {
         self.view.write_geojson_with(offset, out, map)
+    }
+
+    /// The geometry of the feature at `offset` (its properties not decoded).
+    pub fn geometry(&self, offset: u64) -> Result<Option<geo::Geometry<f64>>> {
+        self.view.geometry(offset)
     }
 
     /// Geometry and properties (by schema index) of the feature at `offset`.

@@ -340,12 +340,16 @@ pub fn ingest(
     // The diagnosis reads the written file, as a served version would be read, and
     // goes into the version's record before it is published.
     let mut meta = meta;
-    let staged = crate::index::LoadedLayer::load(&crate::store::StoredVersion {
+    let diagnosing = Instant::now();
+    let (staged, boxes) = crate::index::LoadedLayer::load_for_scan(&crate::store::StoredVersion {
         meta: meta.clone(),
         fgb_path: fgb_path.clone(),
     })?;
-    meta.diagnosis = Some(crate::diagnose::diagnose(&staged, &req.diagnose)?);
+    let mut d = crate::diagnose::diagnose_with(&staged, Some(&boxes), &req.diagnose)?;
     drop(staged);
+    // Its whole cost to the ingest, loading the written file included.
+    d.duration_ms = diagnosing.elapsed().as_millis() as u64;
+    meta.diagnosis = Some(d);
     meta.duration_ms = started.elapsed().as_millis() as u64;
     let version = store.publish(staging, meta.clone())?;
     Ok(IngestSummary {
