@@ -529,4 +529,35 @@ fn injected_polygon_defects_and_mojibake() {
     assert!(!base_ex("geometry.spikes").contains(&id(td)));
     assert_eq!(k["attributes.mojibake:name"]["count"], 1);
     assert_eq!(examples(&k["attributes.mojibake:name"]), vec![id(ci)]);
+
+    // The everyday cause: a Shapefile written in UTF-8 whose .cpg says Latin-1.
+    let dir = tmp.path().join("utf8-shp");
+    ogr2ogr(&[
+        "-f",
+        "ESRI Shapefile",
+        dir.to_str().unwrap(),
+        src.to_str().unwrap(),
+        "-lco",
+        "ENCODING=UTF-8",
+        "-nln",
+        "paises",
+    ]);
+    std::fs::write(dir.join("paises.cpg"), "ISO-8859-1").unwrap();
+    let d = diagnosis(&ingest_ok(
+        &data,
+        &dir.join("paises.shp"),
+        "cpg",
+        &["--config", c],
+    ));
+    let k = checks(&d);
+    assert_eq!(k["attributes.mojibake:name"]["count"], 1, "{d}");
+    assert_eq!(
+        d["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["code"] == "attributes.mojibake")
+            .count(),
+        1
+    );
 }
