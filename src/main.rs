@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use datahub::config::{FileSettings, Settings};
 use datahub::http::{self, AppState};
 use layers::index::Registry;
@@ -36,6 +36,60 @@ struct Cli {
     keep_versions: Option<usize>,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// The catalogue record's fields, for `ingest` and `layer set`.
+#[derive(Args, Default)]
+struct RecordArgs {
+    /// Keywords, comma-separated, e.g. "baches,vialidad"
+    #[arg(long, value_delimiter = ',')]
+    keywords: Option<Vec<String>>,
+    /// Theme, e.g. "movilidad"
+    #[arg(long)]
+    theme: Option<String>,
+    /// Licence (default: "Términos de Libre Uso MX")
+    #[arg(long)]
+    license: Option<String>,
+    #[arg(long)]
+    contact_name: Option<String>,
+    #[arg(long)]
+    contact_email: Option<String>,
+    /// ISO 8601 repeating duration: R/P1D, R/P1W, R/P1M, R/P3M, R/P1Y
+    #[arg(long)]
+    update_frequency: Option<String>,
+    /// Language of the data (default es-MX)
+    #[arg(long)]
+    language: Option<String>,
+}
+
+impl RecordArgs {
+    fn edit(self, title: Option<String>, description: Option<String>) -> layers::store::RecordEdit {
+        layers::store::RecordEdit {
+            title,
+            description,
+            keywords: self.keywords,
+            theme: self.theme,
+            license: self.license,
+            contact_name: self.contact_name,
+            contact_email: self.contact_email,
+            update_frequency: self.update_frequency,
+            language: self.language,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum LayerCmd {
+    /// Change fields of the record (an empty value clears a field)
+    Set {
+        layer: String,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        record: RecordArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -66,9 +120,16 @@ enum Cmd {
         /// Store the good rows of a CSV whose other rows have bad coordinates
         #[arg(long)]
         skip_invalid: bool,
+        #[command(flatten)]
+        record: RecordArgs,
         /// Print the summary as JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Edit a layer's catalogue record: `datahub layer set <id> --license … --contact-email …`.
+    Layer {
+        #[command(subcommand)]
+        cmd: LayerCmd,
     },
     /// Serve the layers over HTTP.
     Serve {
@@ -170,6 +231,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             source_layer,
             id_field,
             skip_invalid,
+            record,
             json,
         } => {
             let req = IngestRequest {
@@ -188,6 +250,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     ..Limits::default()
                 },
                 diagnose: settings.quality.clone(),
+                record: record.edit(None, None),
             };
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
@@ -359,6 +422,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             name_field,
             &format,
         ),
+        Cmd::Layer {
+            cmd:
+                LayerCmd::Set {
+                    layer,
+                    title,
+                    description,
+                    record,
+                },
+        } => {
+            let edit = record.edit(title, description);
+            if edit.is_empty() {
+                anyhow::bail!("nothing to change: give one or more of --title, --description, --keywords, --theme, --license, --contact-name, --contact-email, --update-frequency, --language");
+            }
+            edit.validate()?;
+            let n = store
+                .current_number(&layer)?
+                .ok_or_else(|| layers::Error::UnknownLayer(layer.clone()))?;
+            let m = store.rewrite_meta(&layer, n, |m| {
+                edit.apply(m);
+                let record = m.clone();
+                if let Some(d) = &mut m.diagnosis {
+                    d.refresh_metadata(&record);
+                }
+            })?;
+            println!("layer {} v{}: record updated", m.id, m.version);
+            println!("  title        {}", m.title);
+            println!("  license      {}", m.license);
+            println!(
+                "  contact      {} <{}>",
+                m.contact_name.as_deref().unwrap_or("-"),
+                m.contact_email.as_deref().unwrap_or("-")
+            );
+            println!(
+                "  frequency    {}",
+                m.update_frequency.as_deref().unwrap_or("-")
+            );
+            println!("  keywords     {}", m.keywords.join(", "));
+            if let Some(d) = &m.diagnosis {
+                println!("  calidad      {} — {}/100", d.grade.label_es(), d.score);
+            }
+            Ok(())
+        }
         Cmd::Diagnose {
             layer,
             version,
@@ -526,12 +631,12 @@ fn diagnose_cmd(
             .ok_or_else(|| layers::Error::UnknownLayer(layer.to_string()))?,
     };
     let d = match (&v.meta.diagnosis, recompute) {
-        (Some(d), false) => d.clone(),
+        (Some(d), false) => d.as_of(&v.meta, chrono::Utc::now()),
         _ => {
             let loaded = layers::index::LoadedLayer::load(&v)?;
             let d = layers::diagnose::diagnose(&loaded, &settings.quality)?;
             store.set_diagnosis(layer, v.meta.version, d.clone())?;
-            d
+            d.as_of(&v.meta, chrono::Utc::now())
         }
     };
     let mut out = std::io::stdout().lock();

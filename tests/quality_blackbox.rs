@@ -561,3 +561,130 @@ fn injected_polygon_defects_and_mojibake() {
         1
     );
 }
+
+/// The catalogue record's fields decide the metadata checks; they carry over to new
+/// versions; `layer set` edits them; a layer older than its declared frequency is
+/// stale when the report is read.
+#[test]
+fn catalogue_record_drives_metadata_checks_and_staleness() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let src = tmp.path().join("lugares.csv");
+    write_csv(&src, &base());
+    let full = [
+        "--title",
+        "Lugares del área metropolitana",
+        "--description",
+        "Localidades de GeoNames",
+        "--contact-name",
+        "Ana López",
+        "--contact-email",
+        "ana.lopez@monterrey.gob.mx",
+        "--update-frequency",
+        "R/P1W",
+        "--keywords",
+        "localidades,geonames",
+        "--theme",
+        "territorio",
+    ];
+    let s = ingest_ok(&data, &src, "lugares", &full);
+    let d = diagnosis(&s);
+    assert_eq!(d["grade"], "usable", "{d}");
+    assert_eq!(d["score"], 100, "{d}");
+    assert_eq!(s["license"], "Términos de Libre Uso MX");
+    assert_eq!(s["keywords"], json!(["localidades", "geonames"]));
+
+    // A new version without the flags keeps the record.
+    let s = ingest_ok(&data, &src, "lugares", &[]);
+    assert_eq!(s["version"], 2);
+    assert_eq!(s["contact_email"], "ana.lopez@monterrey.gob.mx");
+    assert_eq!(s["title"], "Lugares del área metropolitana");
+    assert!(checks(&diagnosis(&s))
+        .keys()
+        .all(|k| !k.starts_with("metadata.")));
+
+    // Without a contact: flagged; `layer set` fixes it and the stored diagnosis follows.
+    let s = ingest_ok(
+        &data,
+        &src,
+        "otra",
+        &[
+            "--title",
+            "Otra",
+            "--description",
+            "d",
+            "--update-frequency",
+            "R/P1M",
+        ],
+    );
+    assert!(checks(&diagnosis(&s)).contains_key("metadata.contact"));
+    let o = run(
+        &data,
+        &[
+            "layer",
+            "set",
+            "otra",
+            "--contact-name",
+            "Luis",
+            "--contact-email",
+            "luis@monterrey.gob.mx",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&data, &["diagnose", "otra", "--json"]);
+    let d: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(!checks(&d).contains_key("metadata.contact"), "{d}");
+    assert_eq!(d["score"], 100);
+    for (args, says) in [
+        (
+            vec![
+                "layer",
+                "set",
+                "otra",
+                "--contact-email",
+                "luis at monterrey",
+            ],
+            "not an address",
+        ),
+        (
+            vec!["layer", "set", "otra", "--update-frequency", "mensual"],
+            "ISO 8601",
+        ),
+        (vec!["layer", "set", "otra"], "nothing to change"),
+        (
+            vec!["layer", "set", "nada", "--theme", "x"],
+            "does not exist",
+        ),
+    ] {
+        let o = run(&data, &args);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+    let e = ingest_err(&data, &src, "mala", &["--contact-email", "x@y"]);
+    assert!(e.contains("not an address"), "{e}");
+
+    // Published 30 days ago with a weekly frequency: stale, in the CLI and over HTTP.
+    let meta_path = data.join("layers/lugares/v2/meta.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    let old = (chrono::Utc::now() - chrono::Duration::days(30))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    m["created_at"] = json!(old);
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let o = run(&data, &["diagnose", "lugares", "--json"]);
+    let d: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let st = &checks(&d)["metadata.stale"];
+    assert!(
+        st["message_en"].as_str().unwrap().contains("30 days old"),
+        "{st}"
+    );
+    assert!(d["score"].as_u64().unwrap() < 100);
+    let server = Server::start(&data);
+    let (_, q) = server.get("/api/layers/lugares/quality");
+    assert!(
+        checks(&q["diagnosis"]).contains_key("metadata.stale"),
+        "{q}"
+    );
+    let (_, c) = server.get("/collections/lugares");
+    assert_eq!(c["keywords"], json!(["localidades", "geonames"]));
+    assert_eq!(c["license"], "Términos de Libre Uso MX");
+}

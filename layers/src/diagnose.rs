@@ -170,6 +170,10 @@ pub struct Diagnosis {
     pub features: u64,
     pub area: Area,
     pub region: Area,
+    /// The thresholds the grade was given with (kept, so read-time additions such as
+    /// staleness grade the same way).
+    #[serde(default)]
+    pub thresholds: Thresholds,
     pub computed_at: String,
     pub duration_ms: u64,
 }
@@ -216,6 +220,7 @@ fn weight(code: &str) -> u32 {
         "attributes.empty_field" => 5,
         "metadata.title" | "metadata.description" | "metadata.license" | "metadata.contact" => 4,
         "metadata.update_frequency" => 3,
+        "metadata.stale" => 10,
         "geometry.duplicate_vertices" | "attributes.constant_field" => 2,
         _ => 0,
     }
@@ -1477,42 +1482,7 @@ pub fn diagnose_with(
     // Metadata (the catalogue record).
     metadata_checks(&mut b, meta);
 
-    // Score and grade.
-    for c in &mut b.checks {
-        c.blocking = blocking_code(&c.code) && c.share >= cfg.thresholds.blocking_share;
-    }
-    b.checks.sort_by(|x, y| {
-        y.penalty
-            .cmp(&x.penalty)
-            .then(y.severity.cmp(&x.severity))
-            .then(x.code.cmp(&y.code))
-    });
-    let lost: u32 = b.checks.iter().map(|c| c.penalty).sum();
-    let score = 100u32.saturating_sub(lost);
-    let t = &cfg.thresholds;
-    let blocking: Vec<String> = b
-        .checks
-        .iter()
-        .filter(|c| c.blocking)
-        .map(|c| c.code.clone())
-        .collect();
-    let grade = if !blocking.is_empty() || score < t.not_usable {
-        Grade::NotUsable
-    } else if score < t.usable || b.checks.iter().any(|c| c.severity == Severity::Error) {
-        Grade::UsableWithCaveats
-    } else {
-        Grade::Usable
-    };
-    let reasons = if !blocking.is_empty() {
-        blocking
-    } else {
-        b.checks
-            .iter()
-            .filter(|c| c.penalty > 0)
-            .take(5)
-            .map(|c| c.code.clone())
-            .collect()
-    };
+    let (score, grade, reasons) = grade_checks(&mut b.checks, &cfg.thresholds);
     Ok(Diagnosis {
         grade,
         score,
@@ -1522,9 +1492,103 @@ pub fn diagnose_with(
         features: n,
         area: cfg.area.clone(),
         region: cfg.region.clone(),
+        thresholds: cfg.thresholds.clone(),
         computed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Orders the checks by cost, marks the blocking ones, and gives the score, grade
+/// and the codes that decided it.
+fn grade_checks(checks: &mut [Check], t: &Thresholds) -> (u32, Grade, Vec<String>) {
+    for c in checks.iter_mut() {
+        c.blocking = blocking_code(&c.code) && c.share >= t.blocking_share;
+    }
+    checks.sort_by(|x, y| {
+        y.penalty
+            .cmp(&x.penalty)
+            .then(y.severity.cmp(&x.severity))
+            .then(x.code.cmp(&y.code))
+    });
+    let lost: u32 = checks.iter().map(|c| c.penalty).sum();
+    let score = 100u32.saturating_sub(lost);
+    let blocking: Vec<String> = checks
+        .iter()
+        .filter(|c| c.blocking)
+        .map(|c| c.code.clone())
+        .collect();
+    let grade = if !blocking.is_empty() || score < t.not_usable {
+        Grade::NotUsable
+    } else if score < t.usable || checks.iter().any(|c| c.severity == Severity::Error) {
+        Grade::UsableWithCaveats
+    } else {
+        Grade::Usable
+    };
+    let reasons = if !blocking.is_empty() {
+        blocking
+    } else {
+        checks
+            .iter()
+            .filter(|c| c.penalty > 0)
+            .take(5)
+            .map(|c| c.code.clone())
+            .collect()
+    };
+    (score, grade, reasons)
+}
+
+impl Diagnosis {
+    /// The metadata checks again, after the catalogue record changed (the feature
+    /// checks stand: the features did not change).
+    pub fn refresh_metadata(&mut self, meta: &LayerMeta) {
+        self.checks.retain(|c| c.category != "metadata");
+        let mut b = Builder {
+            n: self.features.max(1),
+            checks: std::mem::take(&mut self.checks),
+        };
+        metadata_checks(&mut b, meta);
+        self.checks = b.checks;
+        let (score, grade, reasons) = grade_checks(&mut self.checks, &self.thresholds);
+        (self.score, self.grade, self.reasons) = (score, grade, reasons);
+    }
+
+    /// This diagnosis as of `now`: a layer whose last version is older than its
+    /// declared update frequency (plus a tenth of it) is stale. Computed when a report
+    /// is read, since time passes after the diagnosis was stored.
+    pub fn as_of(&self, meta: &LayerMeta, now: chrono::DateTime<chrono::Utc>) -> Diagnosis {
+        let mut d = self.clone();
+        let Some(freq) = meta.update_frequency.as_deref() else {
+            return d;
+        };
+        let (Some(days), Ok(updated)) = (
+            crate::store::frequency_days(freq),
+            chrono::DateTime::parse_from_rfc3339(&meta.created_at),
+        ) else {
+            return d;
+        };
+        let age = (now - updated.with_timezone(&chrono::Utc)).num_seconds() as f64 / 86_400.0;
+        if age <= days * 1.1 {
+            return d;
+        }
+        let mut b = Builder {
+            n: d.features.max(1),
+            checks: std::mem::take(&mut d.checks),
+        };
+        b.add(
+            "metadata.stale",
+            Severity::Warning,
+            b.n,
+            Vec::new(),
+            None,
+            format!("desactualizada: la última versión es de hace {age:.0} días y su frecuencia declarada es {freq} ({days:.0} días)"),
+            format!("stale: the last version is {age:.0} days old and its declared update frequency is {freq} ({days:.0} days)"),
+            Some("publique una versión nueva o corrija la frecuencia (datahub layer set --update-frequency)".into()),
+        );
+        d.checks = b.checks;
+        let (score, grade, reasons) = grade_checks(&mut d.checks, &d.thresholds);
+        (d.score, d.grade, d.reasons) = (score, grade, reasons);
+        d
+    }
 }
 
 /// First and third quartiles (nearest rank), by selection rather than a full sort.
@@ -1545,11 +1609,10 @@ fn push_ex(v: &mut Vec<i64>, fid: i64) {
     }
 }
 
-/// What the catalogue record lacks. Licence, contact and update frequency have no
-/// place in the record yet (the catalogue issue adds them), so they are reported
-/// missing: that is the truth about the layer today.
+/// What the catalogue record lacks.
 fn metadata_checks(b: &mut Builder, meta: &LayerMeta) {
     let n = b.n;
+    let blank = |v: &Option<String>| v.as_deref().is_none_or(|x| x.trim().is_empty());
     if meta.title.trim().is_empty() || meta.title == meta.id {
         b.add(
             "metadata.title",
@@ -1559,7 +1622,7 @@ fn metadata_checks(b: &mut Builder, meta: &LayerMeta) {
             None,
             "sin título descriptivo (el título es el identificador)".into(),
             "no descriptive title (the title is the id)".into(),
-            Some("--title \"…\"".into()),
+            Some("datahub layer set --title \"…\"".into()),
         );
     }
     if meta.description.trim().is_empty() {
@@ -1571,35 +1634,43 @@ fn metadata_checks(b: &mut Builder, meta: &LayerMeta) {
             None,
             "sin descripción: qué contiene, de dónde viene, cómo se levantó".into(),
             "no description: what it holds, where it comes from, how it was collected".into(),
-            Some("--description \"…\"".into()),
+            Some("datahub layer set --description \"…\"".into()),
         );
     }
-    for (code, es, en) in [
-        (
-            "metadata.license",
-            "sin licencia de uso declarada",
-            "no licence declared",
-        ),
-        (
-            "metadata.contact",
-            "sin contacto responsable (nombre y correo)",
-            "no contact (name and email)",
-        ),
-        (
-            "metadata.update_frequency",
-            "sin frecuencia de actualización declarada",
-            "no update frequency declared",
-        ),
-    ] {
+    if meta.license.trim().is_empty() {
         b.add(
-            code,
+            "metadata.license",
             Severity::Warning,
             n,
             Vec::new(),
             None,
-            es.into(),
-            en.into(),
+            "sin licencia de uso declarada".into(),
+            "no licence declared".into(),
+            Some("datahub layer set --license \"…\"".into()),
+        );
+    }
+    if blank(&meta.contact_name) || blank(&meta.contact_email) {
+        b.add(
+            "metadata.contact",
+            Severity::Warning,
+            n,
+            Vec::new(),
             None,
+            "sin contacto responsable completo (nombre y correo)".into(),
+            "no complete contact (name and email)".into(),
+            Some("datahub layer set --contact-name \"…\" --contact-email …".into()),
+        );
+    }
+    if blank(&meta.update_frequency) {
+        b.add(
+            "metadata.update_frequency",
+            Severity::Warning,
+            n,
+            Vec::new(),
+            None,
+            "sin frecuencia de actualización declarada".into(),
+            "no update frequency declared".into(),
+            Some("datahub layer set --update-frequency R/P1M".into()),
         );
     }
 }

@@ -38,6 +38,23 @@ pub struct LayerMeta {
     pub ministry: String,
     #[serde(default)]
     pub description: String,
+    /// The rest of the catalogue record: it belongs to the layer, so a new version
+    /// carries it over unless the ingest changes it (`datahub layer set` edits it).
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub theme: Option<String>,
+    #[serde(default = "default_license")]
+    pub license: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_email: Option<String>,
+    /// ISO 8601 repeating interval or duration, e.g. `R/P1M` (monthly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_frequency: Option<String>,
+    #[serde(default = "default_language")]
+    pub language: String,
     /// Demo layers are generated, not real city data; said so wherever they are shown.
     #[serde(default)]
     pub synthetic: bool,
@@ -63,6 +80,158 @@ pub struct LayerMeta {
     /// The data-quality diagnosis (absent in versions stored before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<crate::diagnose::Diagnosis>,
+}
+
+/// The licence a layer gets unless its ministry says otherwise.
+pub const DEFAULT_LICENSE: &str = "Términos de Libre Uso MX";
+
+fn default_license() -> String {
+    DEFAULT_LICENSE.into()
+}
+
+fn default_language() -> String {
+    "es-MX".into()
+}
+
+/// Changes to a layer's catalogue record; `None` keeps a field, an empty text clears
+/// it (the licence goes back to the default).
+#[derive(Debug, Clone, Default)]
+pub struct RecordEdit {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub keywords: Option<Vec<String>>,
+    pub theme: Option<String>,
+    pub license: Option<String>,
+    pub contact_name: Option<String>,
+    pub contact_email: Option<String>,
+    pub update_frequency: Option<String>,
+    pub language: Option<String>,
+}
+
+/// Days in an ISO 8601 duration (`P1M`, `P1Y2M`, `P2W`, `PT12H`), optionally as a
+/// repeating interval (`R/P1M`, `R12/P1M`); months count 30.44 days, years 365.25.
+pub fn frequency_days(s: &str) -> Option<f64> {
+    let d = match s.strip_prefix('R') {
+        Some(rest) => rest.split_once('/')?.1,
+        None => s,
+    };
+    let d = d.strip_prefix('P')?;
+    let (date, time) = match d.split_once('T') {
+        Some((a, b)) => (a, Some(b)),
+        None => (d, None),
+    };
+    let mut days = 0.0;
+    let mut any = false;
+    let mut eat = |part: &str, units: &[(char, f64)]| -> Option<()> {
+        let mut num = String::new();
+        let mut u = 0;
+        for c in part.chars() {
+            if c.is_ascii_digit() || c == '.' {
+                num.push(c);
+            } else {
+                // Units in their order, each at most once.
+                let k = units[u..].iter().position(|(n, _)| *n == c)? + u;
+                days += num.parse::<f64>().ok()? * units[k].1;
+                num.clear();
+                u = k + 1;
+                any = true;
+            }
+        }
+        num.is_empty().then_some(())
+    };
+    eat(date, &[('Y', 365.25), ('M', 30.44), ('W', 7.0), ('D', 1.0)])?;
+    if let Some(t) = time {
+        eat(
+            t,
+            &[('H', 1.0 / 24.0), ('M', 1.0 / 1440.0), ('S', 1.0 / 86400.0)],
+        )?;
+    }
+    (any && days > 0.0).then_some(days)
+}
+
+impl RecordEdit {
+    pub fn is_empty(&self) -> bool {
+        self.title.is_none()
+            && self.description.is_none()
+            && self.keywords.is_none()
+            && self.theme.is_none()
+            && self.license.is_none()
+            && self.contact_name.is_none()
+            && self.contact_email.is_none()
+            && self.update_frequency.is_none()
+            && self.language.is_none()
+    }
+
+    /// Checks the values a person typed, with what a right one looks like.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(e) = self.contact_email.as_deref().filter(|e| !e.is_empty()) {
+            let ok = e.split_once('@').is_some_and(|(user, host)| {
+                !user.is_empty()
+                    && host.contains('.')
+                    && !host.starts_with('.')
+                    && !host.ends_with('.')
+            }) && !e.contains(char::is_whitespace);
+            if !ok {
+                return Err(Error::bad(format!(
+                    "contact email '{e}' is not an address like nombre@monterrey.gob.mx"
+                )));
+            }
+        }
+        if let Some(f) = self.update_frequency.as_deref().filter(|f| !f.is_empty()) {
+            if frequency_days(f).is_none() {
+                return Err(Error::bad(format!(
+                    "update frequency '{f}' is not an ISO 8601 duration: use R/P1D (daily), R/P1W (weekly), R/P1M (monthly), R/P3M (quarterly) or R/P1Y (yearly)"
+                )));
+            }
+        }
+        if let Some(t) = &self.title {
+            if t.trim().is_empty() {
+                return Err(Error::bad("the title cannot be empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the changes.
+    pub fn apply(&self, m: &mut LayerMeta) {
+        let opt = |v: &Option<String>, slot: &mut Option<String>| {
+            if let Some(v) = v {
+                let v = v.trim();
+                *slot = (!v.is_empty()).then(|| v.to_string());
+            }
+        };
+        if let Some(t) = &self.title {
+            m.title = t.trim().to_string();
+        }
+        if let Some(d) = &self.description {
+            m.description = d.trim().to_string();
+        }
+        if let Some(k) = &self.keywords {
+            m.keywords = k
+                .iter()
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect();
+        }
+        opt(&self.theme, &mut m.theme);
+        if let Some(l) = &self.license {
+            m.license = if l.trim().is_empty() {
+                DEFAULT_LICENSE.into()
+            } else {
+                l.trim().to_string()
+            };
+        }
+        opt(&self.contact_name, &mut m.contact_name);
+        opt(&self.contact_email, &mut m.contact_email);
+        opt(&self.update_frequency, &mut m.update_frequency);
+        if let Some(l) = &self.language {
+            m.language = if l.trim().is_empty() {
+                default_language()
+            } else {
+                l.trim().to_string()
+            };
+        }
+    }
 }
 
 /// A stored version: its record and where its features are.
@@ -156,6 +325,30 @@ impl FsStore {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Rewrites the record of a published version in place (atomically): catalogue
+    /// edits and recomputed diagnoses. The features are never touched.
+    pub fn rewrite_meta(
+        &self,
+        id: &str,
+        version: u32,
+        f: impl FnOnce(&mut LayerMeta),
+    ) -> Result<LayerMeta> {
+        let mut v = self.read_version(id, version)?;
+        f(&mut v.meta);
+        let dir = self.layer_dir(id).join(format!("v{version}"));
+        let tmp = dir.join("meta.json.tmp");
+        let json =
+            serde_json::to_vec_pretty(&v.meta).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        file.write_all(&json)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
+        // Readers see the old record or the new one, never half of either.
+        fs::rename(&tmp, dir.join("meta.json")).map_err(|e| Error::io(&tmp, e))?;
+        fsync_dir(&dir)?;
+        Ok(v.meta)
     }
 
     /// Scratch space for an ingest (unpacked archives, transcoded CSVs).
@@ -278,19 +471,8 @@ impl LayerStore for FsStore {
     }
 
     fn set_diagnosis(&self, id: &str, version: u32, d: crate::diagnose::Diagnosis) -> Result<()> {
-        let mut v = self.read_version(id, version)?;
-        v.meta.diagnosis = Some(d);
-        let dir = self.layer_dir(id).join(format!("v{version}"));
-        let tmp = dir.join("meta.json.tmp");
-        let json =
-            serde_json::to_vec_pretty(&v.meta).map_err(|e| Error::Internal(e.to_string()))?;
-        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(&json)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(&tmp, e))?;
-        // Readers see the old record or the new one, never half of either.
-        fs::rename(&tmp, dir.join("meta.json")).map_err(|e| Error::io(&tmp, e))?;
-        fsync_dir(&dir)
+        self.rewrite_meta(id, version, |m| m.diagnosis = Some(d))
+            .map(|_| ())
     }
 
     fn begin(&self, id: &str) -> Result<Staging> {
@@ -371,6 +553,18 @@ impl LayerStore for FsStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frequencies_parse() {
+        assert_eq!(frequency_days("R/P1D"), Some(1.0));
+        assert_eq!(frequency_days("R/P1W"), Some(7.0));
+        assert_eq!(frequency_days("P1M"), Some(30.44));
+        assert_eq!(frequency_days("R12/P1Y"), Some(365.25));
+        assert_eq!(frequency_days("R/PT12H"), Some(0.5));
+        for bad in ["", "monthly", "R/P", "P1X", "PM1", "P1D1Y", "R/1M"] {
+            assert_eq!(frequency_days(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn ids_are_checked() {

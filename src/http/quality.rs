@@ -95,6 +95,7 @@ pub async fn layer(
                 d
             }
         };
+        let d = d.as_of(&v.meta, chrono::Utc::now());
         Ok::<_, layers::Error>(Some((v.meta, d)))
     })
     .await
@@ -139,7 +140,13 @@ pub async fn city(
         let store = registry.store();
         let mut v = Vec::new();
         for id in store.layer_ids()? {
-            if let Some(c) = store.current(&id)? {
+            if let Some(mut c) = store.current(&id)? {
+                // Staleness depends on today's date, not the day it was diagnosed.
+                c.meta.diagnosis = c
+                    .meta
+                    .diagnosis
+                    .as_ref()
+                    .map(|d| d.as_of(&c.meta, chrono::Utc::now()));
                 v.push(c.meta);
             }
         }

@@ -55,6 +55,8 @@ pub struct IngestRequest {
     pub limits: Limits,
     /// Expected area and grade thresholds of the diagnosis computed before publishing.
     pub diagnose: crate::diagnose::DiagnoseConfig,
+    /// Catalogue record changes (the rest is carried over from the current version).
+    pub record: crate::store::RecordEdit,
 }
 
 impl IngestRequest {
@@ -74,6 +76,7 @@ impl IngestRequest {
             skip_invalid: false,
             limits: Limits::default(),
             diagnose: Default::default(),
+            record: Default::default(),
         }
     }
 }
@@ -127,7 +130,10 @@ pub fn ingest(
             "--ministry is required (e.g. desarrollo-urbano)",
         ));
     }
+    req.record.validate()?;
     let staging = store.begin(&req.layer_id)?;
+    // The catalogue record belongs to the layer: a new version starts from the last.
+    let previous = store.current(&req.layer_id)?.map(|v| v.meta);
     // Unpacked archives live inside the staging dir, so they go with it on any failure.
     let work = staging.dir.join("work");
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
@@ -312,9 +318,36 @@ pub fn ingest(
     let meta = LayerMeta {
         id: req.layer_id.clone(),
         version: 0,
-        title: req.title.clone().unwrap_or_else(|| req.layer_id.clone()),
+        title: req
+            .title
+            .clone()
+            .or_else(|| previous.as_ref().map(|p| p.title.clone()))
+            .unwrap_or_else(|| req.layer_id.clone()),
         ministry: req.ministry.clone(),
-        description: req.description.clone(),
+        description: if req.description.is_empty() {
+            previous
+                .as_ref()
+                .map(|p| p.description.clone())
+                .unwrap_or_default()
+        } else {
+            req.description.clone()
+        },
+        keywords: previous
+            .as_ref()
+            .map(|p| p.keywords.clone())
+            .unwrap_or_default(),
+        theme: previous.as_ref().and_then(|p| p.theme.clone()),
+        license: previous
+            .as_ref()
+            .map(|p| p.license.clone())
+            .unwrap_or_else(|| crate::store::DEFAULT_LICENSE.into()),
+        contact_name: previous.as_ref().and_then(|p| p.contact_name.clone()),
+        contact_email: previous.as_ref().and_then(|p| p.contact_email.clone()),
+        update_frequency: previous.as_ref().and_then(|p| p.update_frequency.clone()),
+        language: previous
+            .as_ref()
+            .map(|p| p.language.clone())
+            .unwrap_or_else(|| "es-MX".into()),
         synthetic: req.synthetic,
         source_file: req
             .source
@@ -340,6 +373,7 @@ pub fn ingest(
     // The diagnosis reads the written file, as a served version would be read, and
     // goes into the version's record before it is published.
     let mut meta = meta;
+    req.record.apply(&mut meta);
     let diagnosing = Instant::now();
     let (staged, boxes) = crate::index::LoadedLayer::load_for_scan(&crate::store::StoredVersion {
         meta: meta.clone(),
