@@ -237,7 +237,7 @@ impl TileService {
             let Some((fid, offset)) = zones.at(pos) else {
                 continue;
             };
-            let (Some(geometry), _) = zones.geometry_and_properties(offset)? else {
+            let Some(geometry) = zones.geometry(offset)? else {
                 continue;
             };
             feats.push(TileFeature {

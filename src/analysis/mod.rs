@@ -321,14 +321,24 @@ fn zone_members(
     let mut out = Vec::new();
     let mut pieces: Vec<MultiPolygon<f64>> = Vec::new();
     let mut hits = Vec::new();
-    for (pos, _) in layer.query_bbox_iter(zone.bbox) {
+    let points_only = layer.meta.geometry_types.iter().all(|t| t == "Point");
+    for (pos, e) in layer.query_bbox_iter(zone.bbox) {
         if !allowed(allow, pos) {
+            continue;
+        }
+        if points_only {
+            // A point's box is the point: no decoding.
+            hits.clear();
+            zones.assign_point(Coord { x: e[0], y: e[1] }, &mut hits);
+            if hits.contains(&(zi as u32)) {
+                out.push((pos, 1.0));
+            }
             continue;
         }
         let Some((_, offset)) = layer.at(pos) else {
             continue;
         };
-        let (Some(g), _) = layer.geometry_and_properties(offset)? else {
+        let Some(g) = layer.geometry(offset)? else {
             continue;
         };
         if let Some(m) = measure_in(zones, zi, &g, &mut hits, &mut pieces) {

@@ -65,7 +65,7 @@ fn distance_to(
     let Some((_, offset)) = layer.at(pos) else {
         return Ok(f64::INFINITY);
     };
-    let (Some(g), _) = layer.geometry_and_properties(offset)? else {
+    let Some(g) = layer.geometry(offset)? else {
         return Ok(f64::INFINITY);
     };
     let k = q.y().to_radians().cos().max(1e-6);
