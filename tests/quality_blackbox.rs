@@ -687,4 +687,28 @@ fn catalogue_record_drives_metadata_checks_and_staleness() {
     let (_, c) = server.get("/collections/lugares");
     assert_eq!(c["keywords"], json!(["localidades", "geonames"]));
     assert_eq!(c["license"], "Términos de Libre Uso MX");
+    // A record edited while the server runs shows without a restart.
+    let o = run(
+        &data,
+        &[
+            "layer",
+            "set",
+            "lugares",
+            "--title",
+            "Localidades",
+            "--license",
+            "CC BY 4.0",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut seen = Value::Null;
+    for _ in 0..40 {
+        let (_, c) = server.get("/collections/lugares");
+        if c["title"] == "Localidades" {
+            seen = c;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(seen["license"], "CC BY 4.0", "{seen}");
 }

@@ -28,6 +28,9 @@ pub struct LoadedLayer {
     /// (feature id, byte offset), sorted by id: the order every listing uses, so
     /// paging is stable and follows the source.
     by_fid: Vec<(i64, u64)>,
+    /// When its record was written: a rewritten record (`datahub layer set`) is
+    /// picked up by the next refresh.
+    meta_mtime: Option<std::time::SystemTime>,
 }
 
 impl LoadedLayer {
@@ -110,6 +113,11 @@ impl LoadedLayer {
                 view,
                 tree,
                 by_fid,
+                meta_mtime: v
+                    .fgb_path
+                    .parent()
+                    .and_then(|d| std::fs::metadata(d.join("meta.json")).ok())
+                    .and_then(|m| m.modified().ok()),
             },
             boxes,
         ))
@@ -243,7 +251,10 @@ impl Registry {
         for id in self.store.layer_ids()? {
             let current = self.store.current_number(&id)?;
             match old.get(&id) {
-                Some(l) if Some(l.meta.version) == current => {
+                Some(l)
+                    if Some(l.meta.version) == current
+                        && self.store.meta_mtime(&id, l.meta.version) == l.meta_mtime =>
+                {
                     next.insert(id, l.clone());
                 }
                 _ => {

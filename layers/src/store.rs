@@ -327,6 +327,17 @@ impl FsStore {
         &self.root
     }
 
+    /// When the record of a version was last written (published or rewritten).
+    pub fn meta_mtime(&self, id: &str, version: u32) -> Option<std::time::SystemTime> {
+        fs::metadata(
+            self.layer_dir(id)
+                .join(format!("v{version}"))
+                .join("meta.json"),
+        )
+        .and_then(|m| m.modified())
+        .ok()
+    }
+
     /// Rewrites the record of a published version in place (atomically): catalogue
     /// edits and recomputed diagnoses. The features are never touched.
     pub fn rewrite_meta(
