@@ -29,7 +29,15 @@ type Totals = (BTreeMap<String, u64>, BTreeMap<String, u64>, u64, String);
 
 pub struct Usage {
     path: PathBuf,
-    inner: Mutex<(File, bool)>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    file: File,
+    dirty: bool,
+    /// Today as (days since the epoch, YYYY-MM-DD): formatted once a day, not per
+    /// request (every tile request is counted).
+    today: (u64, String),
 }
 
 pub const KINDS: [&str; 4] = ["tile", "items", "download", "analysis"];
@@ -48,15 +56,38 @@ impl Usage {
             .unwrap_or_default();
         Usage {
             path,
-            inner: Mutex::new((file, false)),
+            inner: Mutex::new(Inner {
+                file,
+                dirty: false,
+                today: (u64::MAX, String::new()),
+            }),
         }
     }
 
     pub fn record(&self, layer: &str, kind: &str, audience: &str) {
-        let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 86_400);
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        *g.0.days
-            .entry(day)
+        if g.today.0 != now {
+            g.today = (now, chrono::Utc::now().format("%Y-%m-%d").to_string());
+        }
+        g.dirty = true;
+        let Inner { file, today, .. } = &mut *g;
+        // The usual case, an existing counter: found without allocating.
+        if let Some(n) = file
+            .days
+            .get_mut(&today.1)
+            .and_then(|l| l.get_mut(layer))
+            .and_then(|k| k.get_mut(kind))
+            .and_then(|a| a.get_mut(audience))
+        {
+            *n += 1;
+            return;
+        }
+        *file
+            .days
+            .entry(today.1.clone())
             .or_default()
             .entry(layer.to_string())
             .or_default()
@@ -64,18 +95,17 @@ impl Usage {
             .or_default()
             .entry(audience.to_string())
             .or_default() += 1;
-        g.1 = true;
     }
 
     /// Writes the counts if they changed (temp file + rename: never half a file).
     pub fn flush(&self) -> std::io::Result<()> {
         let bytes = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            if !g.1 {
+            if !g.dirty {
                 return Ok(());
             }
-            g.1 = false;
-            serde_json::to_vec(&g.0).map_err(std::io::Error::other)?
+            g.dirty = false;
+            serde_json::to_vec(&g.file).map_err(std::io::Error::other)?
         };
         let tmp = self.path.with_extension("json.tmp");
         std::fs::write(&tmp, bytes)?;
@@ -90,7 +120,7 @@ impl Usage {
             .to_string();
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: BTreeMap<String, Totals> = BTreeMap::new();
-        for (day, layers) in g.0.days.range(since..) {
+        for (day, layers) in g.file.days.range(since..) {
             for (layer, kinds) in layers {
                 let e = out.entry(layer.clone()).or_default();
                 for (kind, aud) in kinds {
@@ -116,11 +146,12 @@ impl Usage {
             .format("%Y-%m-%d")
             .to_string();
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let sel: Counts =
-            g.0.days
-                .range(since..)
-                .map(|(d, v)| (d.clone(), v.clone()))
-                .collect();
+        let sel: Counts = g
+            .file
+            .days
+            .range(since..)
+            .map(|(d, v)| (d.clone(), v.clone()))
+            .collect();
         json!(sel)
     }
 }
