@@ -347,7 +347,15 @@ fn lengths_and_area_shares_match_spatialite() {
                    "geometry": {"type": "Polygon", "coordinates": [[[x - d, y - d], [x + d, y - d], [x + d, y + d], [x - d, y + d], [x - d, y - d]]]}})
         })
         .collect();
-    for (name, feats) in [("tramos", lines), ("cuadros", squares)] {
+    // A mixed layer (one line, one polygon): `length` counts the line only.
+    let mixed = vec![lines[3].clone(), squares[3].clone()];
+    let line_only = vec![lines[3].clone()];
+    for (name, feats) in [
+        ("tramos", lines),
+        ("cuadros", squares),
+        ("mixto", mixed),
+        ("linea", line_only),
+    ] {
         let p = tmp.path().join(format!("{name}.geojson"));
         std::fs::write(
             &p,
@@ -384,6 +392,20 @@ fn lengths_and_area_shares_match_spatialite() {
         }
     }
     assert!(checked > 50, "{checked}");
+
+    let total = |layer: &str| -> f64 {
+        let (_, v) = server.get(&format!(
+            "/api/analysis/aggregate?zones=nc&layer={layer}&stat=length"
+        ));
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["length"].as_f64().unwrap())
+            .sum()
+    };
+    let (m, l) = (total("mixto"), total("linea"));
+    assert!(l > 1000.0 && (m - l).abs() < 1e-6, "mixed {m} vs line {l}");
 
     let (s, share) =
         server.get("/api/analysis/aggregate?zones=nc&layer=cuadros&stat=area_share,count");

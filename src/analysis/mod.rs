@@ -223,6 +223,9 @@ pub struct Membership {
     pub members: Vec<Vec<(u32, f64)>>,
     /// Per zone: m² covered by the union of the layer's polygons inside it.
     pub covered_m2: Vec<f64>,
+    /// Per zone: metres of the layer's lines inside it (polygons of a mixed layer
+    /// do not count).
+    pub line_m: Vec<f64>,
 }
 
 fn allowed(a: &Allowed, pos: u32) -> bool {
@@ -245,6 +248,7 @@ pub fn membership(
             return Ok(Membership {
                 members: vec![Vec::new(); n],
                 covered_m2: vec![0.0; n],
+                line_m: vec![0.0; n],
             });
         };
         // Point positions straight from the R-tree leaves (a point's box is the point):
@@ -277,6 +281,7 @@ pub fn membership(
         return Ok(Membership {
             members,
             covered_m2: vec![0.0; n],
+            line_m: vec![0.0; n],
         });
     }
     let per_zone: Vec<layers::Result<ZoneMembers>> = (0..n)
@@ -285,14 +290,17 @@ pub fn membership(
         .collect();
     let mut members = Vec::with_capacity(n);
     let mut covered = Vec::with_capacity(n);
+    let mut lines = Vec::with_capacity(n);
     for r in per_zone {
-        let (m, c) = r?;
+        let (m, c, l) = r?;
         members.push(m);
         covered.push(c);
+        lines.push(l);
     }
     Ok(Membership {
         members,
         covered_m2: covered,
+        line_m: lines,
     })
 }
 
@@ -308,7 +316,9 @@ fn zones_extent(zones: &Zones) -> Option<[f64; 4]> {
 }
 
 /// One zone's (feature position, measure) pairs and the m² its polygons cover.
-type ZoneMembers = (Vec<(u32, f64)>, f64);
+/// One zone's (feature position, measure) pairs, the m² its polygons cover and the
+/// metres of its lines.
+type ZoneMembers = (Vec<(u32, f64)>, f64, f64);
 
 /// The members of one zone and the area the layer's polygons cover in it.
 fn zone_members(
@@ -321,6 +331,7 @@ fn zone_members(
     let mut out = Vec::new();
     let mut pieces: Vec<MultiPolygon<f64>> = Vec::new();
     let mut hits = Vec::new();
+    let mut line_m = 0.0;
     let points_only = layer.meta.geometry_types.iter().all(|t| t == "Point");
     for (pos, e) in layer.query_bbox_iter(zone.bbox) {
         if !allowed(allow, pos) {
@@ -341,7 +352,7 @@ fn zone_members(
         let Some(g) = layer.geometry(offset)? else {
             continue;
         };
-        if let Some(m) = measure_in(zones, zi, &g, &mut hits, &mut pieces) {
+        if let Some(m) = measure_in(zones, zi, &g, &mut hits, &mut pieces, &mut line_m) {
             out.push((pos, m));
         }
     }
@@ -351,7 +362,7 @@ fn zone_members(
         1 => pieces[0].geodesic_area_unsigned(),
         _ => geo::unary_union(&pieces).geodesic_area_unsigned(),
     };
-    Ok((out, covered))
+    Ok((out, covered, line_m))
 }
 
 /// The measure of geometry `g` in zone `zi` (None when it is not in it); polygon
@@ -362,6 +373,7 @@ fn measure_in(
     g: &geo::Geometry<f64>,
     hits: &mut Vec<u32>,
     pieces: &mut Vec<MultiPolygon<f64>>,
+    line_m: &mut f64,
 ) -> Option<f64> {
     use geo::Geometry as G;
     let zone = &zones.zones[zi];
@@ -379,14 +391,14 @@ fn measure_in(
                 hits.contains(&(zi as u32))
             })
             .then_some(1.0),
-        G::LineString(l) => line_in(zone, MultiLineString(vec![l.clone()])),
-        G::MultiLineString(ml) => line_in(zone, ml.clone()),
+        G::LineString(l) => line_in(zone, MultiLineString(vec![l.clone()]), line_m),
+        G::MultiLineString(ml) => line_in(zone, ml.clone(), line_m),
         G::Polygon(p) => poly_in(zone, &MultiPolygon(vec![p.clone()]), pieces),
         G::MultiPolygon(mp) => poly_in(zone, mp, pieces),
         G::GeometryCollection(gc) => {
             let mut total = None;
             for part in gc {
-                if let Some(m) = measure_in(zones, zi, part, hits, pieces) {
+                if let Some(m) = measure_in(zones, zi, part, hits, pieces, line_m) {
                     total = Some(total.unwrap_or(0.0) + m);
                 }
             }
@@ -396,9 +408,10 @@ fn measure_in(
     }
 }
 
-fn line_in(zone: &zones::Zone, ml: MultiLineString<f64>) -> Option<f64> {
+fn line_in(zone: &zones::Zone, ml: MultiLineString<f64>, total: &mut f64) -> Option<f64> {
     let clipped = zone.geom.clip(&ml, false);
     let m = geo::Geodesic.length(&clipped);
+    *total += m;
     (m > 0.0).then_some(m)
 }
 
@@ -463,7 +476,8 @@ pub fn aggregate(
         .par_iter()
         .zip(m.members.par_iter())
         .zip(m.covered_m2.par_iter())
-        .map(|((z, members), covered)| {
+        .zip(m.line_m.par_iter())
+        .map(|(((z, members), covered), line_m)| {
             // Per field: (sum, count, min, max) over non-null values.
             let mut acc: Vec<(f64, u64, f64, f64)> =
                 vec![(0.0, 0, f64::INFINITY, f64::NEG_INFINITY); fields.len()];
@@ -517,7 +531,7 @@ pub fn aggregate(
                             (a.1 > 0).then_some(a.3)
                         }
                         Stat::Density => (z.area_km2 > 0.0).then(|| count / z.area_km2),
-                        Stat::Length => Some(members.iter().map(|m| m.1).sum()),
+                        Stat::Length => Some(*line_m),
                         Stat::AreaShare => {
                             (z.area_km2 > 0.0).then(|| (covered / (z.area_km2 * 1e6)).min(1.0))
                         }
@@ -696,14 +710,14 @@ pub fn profile(
         .par_iter()
         .filter(|l| l.meta.id != zones.layer_id)
         .map(|l| {
-            let (members, covered) = zone_members(zones, zi, l, &None)?;
+            let (members, covered, line_m) = zone_members(zones, zi, l, &None)?;
             let types = &l.meta.geometry_types;
             let has = |t: &str| types.iter().any(|g| g.ends_with(t));
             let area = zones.zones[zi].area_km2 * 1e6;
             Ok(ProfileRow {
                 layer: l.clone(),
                 count: members.len() as u64,
-                length_m: has("LineString").then(|| members.iter().map(|m| m.1).sum::<f64>()),
+                length_m: has("LineString").then_some(line_m),
                 area_share: (has("Polygon") && area > 0.0).then(|| (covered / area).min(1.0)),
             })
         })
