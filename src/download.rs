@@ -367,3 +367,12 @@ pub fn zip_folder(folder: &Path, out: &Path, prefix: &str) -> layers::Result<()>
         .map_err(|e| layers::Error::Internal(format!("zip: {e}")))?;
     Ok(())
 }
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, quote or line break.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}

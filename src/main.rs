@@ -513,7 +513,7 @@ fn aggregate_cmd(
     name_field: Option<String>,
     format: &str,
 ) -> anyhow::Result<()> {
-    use datahub::analysis::{self, FilterSpec, Stat};
+    use datahub::analysis::{self, FilterSpec};
     if !["table", "csv", "json", "geojson"].contains(&format) {
         anyhow::bail!("unknown --format '{format}'; use table, csv, json or geojson");
     }
@@ -525,18 +525,8 @@ fn aggregate_cmd(
             .ok_or_else(|| layers::Error::UnknownLayer(id.to_string()))
     };
     let (zl, ll) = (get(zones)?, get(layer)?);
-    let mut stats: Vec<Stat> = Vec::new();
-    for s in stat
-        .iter()
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        let st = Stat::parse(s, &ll).map_err(layers::Error::bad)?;
-        if !stats.contains(&st) {
-            stats.push(st);
-        }
-    }
+    let stats =
+        analysis::parse_stats(stat.iter().map(String::as_str), &ll).map_err(layers::Error::bad)?;
     let filter = filter.map(|f| FilterSpec {
         filter: f,
         lang: filter_lang,

@@ -10,6 +10,7 @@ use layers::diagnose::{Diagnosis, Grade, Severity};
 use layers::store::LayerMeta;
 use serde_json::{json, Value};
 
+use crate::download::csv_field;
 use crate::ogc::html::{esc, page};
 
 /// One layer version's report as JSON.
@@ -213,14 +214,6 @@ pub fn city_json(metas: &[LayerMeta], usage: &BTreeMap<String, Value>) -> Value 
     json!({"totals": totals, "usage_days": 30, "ministries": ministries})
 }
 
-fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 /// The city-wide report as CSV: one row per layer.
 pub fn city_csv(doc: &Value) -> String {
     let mut s = String::from(
@@ -250,7 +243,7 @@ pub fn city_csv(doc: &Value) -> String {
                 l["use_30d"].to_string(),
                 l["last_used"].as_str().unwrap_or("").to_string(),
             ];
-            let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+            let row: Vec<String> = cells.iter().map(|c| csv_field(c)).collect();
             s.push_str(&row.join(","));
             s.push_str("\r\n");
         }

@@ -171,6 +171,20 @@ impl TileService {
             .unwrap_or(self.settings.maxzoom)
     }
 
+    /// How layer `id` is rendered at `tile`: the settings with its per-layer options.
+    fn render_options(&self, id: &str, tile: TileId) -> RenderOptions {
+        let s = &self.settings;
+        let lo = s.layers.get(id).cloned().unwrap_or_default();
+        RenderOptions {
+            extent: s.extent,
+            buffer: lo.buffer.unwrap_or(s.buffer),
+            tolerance: lo.tolerance.unwrap_or(s.tolerance),
+            max_bytes: s.max_bytes,
+            at_maxzoom: tile.z >= self.maxzoom(id),
+            world_coords: false,
+        }
+    }
+
     /// Evicts cached tiles of these layers (and composites that include them).
     pub fn invalidate(&self, ids: &[String]) {
         {
@@ -221,16 +235,7 @@ impl TileService {
         if let Some(hit) = self.cache.get(&key) {
             return Ok(hit);
         }
-        let s = &self.settings;
-        let lo = s.layers.get(&zones.meta.id).cloned().unwrap_or_default();
-        let opts = RenderOptions {
-            extent: s.extent,
-            buffer: lo.buffer.unwrap_or(s.buffer),
-            tolerance: lo.tolerance.unwrap_or(s.tolerance),
-            max_bytes: s.max_bytes,
-            at_maxzoom: tile.z >= self.maxzoom(&zones.meta.id),
-            world_coords: false,
-        };
+        let opts = self.render_options(&zones.meta.id, tile);
         let b = tile.bounds_lonlat(opts.buffer, opts.extent);
         let mut feats = Vec::new();
         for pos in zones.query_bbox(b) {
@@ -312,14 +317,7 @@ impl TileService {
     ) -> layers::Result<usize> {
         let s = &self.settings;
         let lo = s.layers.get(&layer.meta.id).cloned().unwrap_or_default();
-        let mut opts = RenderOptions {
-            extent: s.extent,
-            buffer: lo.buffer.unwrap_or(s.buffer),
-            tolerance: lo.tolerance.unwrap_or(s.tolerance),
-            max_bytes: s.max_bytes,
-            at_maxzoom: tile.z >= self.maxzoom(&layer.meta.id),
-            world_coords: false,
-        };
+        let mut opts = self.render_options(&layer.meta.id, tile);
         let b = tile.bounds_lonlat(opts.buffer, opts.extent);
         // Tiles outside the layer's bounds never touch the index.
         let Some(lb) = layer.meta.bbox else {

@@ -595,12 +595,7 @@ fn choropleth_tiles_legend_profile_cli_and_errors() {
             "/api/analysis/legend?zones=colonias&layer=reportes&stat=count&classes=4&method={method}"
         ));
         assert_eq!(s, 200, "{leg}");
-        let b: Vec<f64> = leg["breaks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let b: Vec<f64> = floats(&leg["breaks"]);
         assert!(
             b.windows(2).all(|w| w[0] < w[1]) && b.len() <= 4 && !b.is_empty(),
             "{leg}"
@@ -615,12 +610,7 @@ fn choropleth_tiles_legend_profile_cli_and_errors() {
     }
     let (_, leg) =
         server.get("/api/analysis/legend?zones=colonias&layer=reportes&stat=count&classes=5");
-    let breaks: Vec<f64> = leg["breaks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let breaks: Vec<f64> = floats(&leg["breaks"]);
     let tj_url = leg["tilejson"].as_str().unwrap().to_string();
     let tj: Value = reqwest::blocking::get(&tj_url).unwrap().json().unwrap();
     assert_eq!(tj["tilejson"], "3.0.0");

@@ -380,12 +380,7 @@ fn composite_tilejson_headers_and_errors() {
     );
     assert_eq!(tj["minzoom"], 0);
     assert!(tj["maxzoom"].as_u64().unwrap() >= 14);
-    let b: Vec<f64> = tj["bounds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let b: Vec<f64> = floats(&tj["bounds"]);
     assert!(
         (b[0] + 100.42).abs() < 0.01 && (b[3] - 25.78).abs() < 0.01,
         "{b:?}"

@@ -59,6 +59,16 @@ impl Cache {
             .map_err(|e| (*e).clone_error())
     }
 
+    /// The zone layer prepared, named by `wanted` or the default name field.
+    pub fn zones_named(
+        &self,
+        layer: &LoadedLayer,
+        wanted: Option<&str>,
+    ) -> layers::Result<Arc<Zones>> {
+        let nf = super::zones::name_field(layer, wanted).map_err(layers::Error::bad)?;
+        self.zones(layer, nf)
+    }
+
     /// The aggregate under `key`, computed by `f` on a miss (concurrent misses for the
     /// same key compute once).
     pub fn aggregate(

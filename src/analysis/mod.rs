@@ -22,6 +22,8 @@ use layers::index::LoadedLayer;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
+use crate::download::csv_field;
+
 pub use zones::Zones;
 
 /// One statistic asked for.
@@ -136,6 +138,27 @@ impl Stat {
     }
 }
 
+/// The stats of `stat` values (each one stat or a comma list), duplicates dropped, in
+/// the order given; `count` when none is given.
+pub fn parse_stats<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+    layer: &LoadedLayer,
+) -> Result<Vec<Stat>, String> {
+    let mut out: Vec<Stat> = Vec::new();
+    for v in values {
+        for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let st = Stat::parse(s, layer)?;
+            if !out.contains(&st) {
+                out.push(st);
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(Stat::Count);
+    }
+    Ok(out)
+}
+
 fn list_or_none(v: &[&str]) -> String {
     if v.is_empty() {
         "(none)".into()
@@ -203,8 +226,7 @@ pub fn cached_aggregate(
     stats: &[Stat],
     filter: Option<&FilterSpec>,
 ) -> layers::Result<(Arc<Zones>, Arc<Aggregate>)> {
-    let nf = zones::name_field(zones_layer, name_field).map_err(layers::Error::bad)?;
-    let zones = cache.zones(zones_layer, nf)?;
+    let zones = cache.zones_named(zones_layer, name_field)?;
     let keys: Vec<String> = stats.iter().map(Stat::key).collect();
     let described = filter.map(FilterSpec::describe);
     let key = cache::key(&zones, layer, &keys, described.as_deref());
@@ -680,14 +702,6 @@ fn fmt_num(x: f64) -> String {
     match number(Some(x)) {
         Value::Null => String::new(),
         v => v.to_string(),
-    }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
     }
 }
 

@@ -352,25 +352,18 @@ mod tests {
     fn holes_and_many_bands() {
         // A ring with many vertices (several bands) and a hole.
         let n = 200;
-        let outer: Vec<Coord<f64>> = (0..=n)
-            .map(|i| {
-                let a = std::f64::consts::TAU * (i % n) as f64 / n as f64;
-                Coord {
-                    x: 10.0 * a.cos(),
-                    y: 10.0 * a.sin(),
-                }
-            })
-            .collect();
-        let hole: Vec<Coord<f64>> = (0..=n)
-            .map(|i| {
-                let a = std::f64::consts::TAU * (i % n) as f64 / n as f64;
-                Coord {
-                    x: 3.0 * a.cos(),
-                    y: 3.0 * a.sin(),
-                }
-            })
-            .collect();
-        let poly = geo::Polygon::new(outer.into(), vec![hole.into()]);
+        let circle = |r: f64| -> geo::LineString<f64> {
+            (0..=n)
+                .map(|i| {
+                    let a = std::f64::consts::TAU * (i % n) as f64 / n as f64;
+                    Coord {
+                        x: r * a.cos(),
+                        y: r * a.sin(),
+                    }
+                })
+                .collect()
+        };
+        let poly = geo::Polygon::new(circle(10.0), vec![circle(3.0)]);
         let p = Prepared::new(&MultiPolygon(vec![poly.clone()]));
         use geo::{Contains, Intersects};
         let mut k = 7u64;

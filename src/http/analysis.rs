@@ -109,21 +109,11 @@ fn layer_named(state: &AppState, param: &str, id: &str) -> ApiResult<Arc<LoadedL
 
 /// `stat=count&stat=sum:x` or `stat=count,sum:x`; `count` when absent.
 fn stats_of(p: &Params, layer: &LoadedLayer) -> ApiResult<Vec<Stat>> {
-    let mut out: Vec<Stat> = Vec::new();
-    for (k, v) in &p.0 {
-        if k != "stat" {
-            continue;
-        }
-        for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let st = Stat::parse(s, layer).map_err(ApiError::bad_request)?;
-            if !out.contains(&st) {
-                out.push(st);
-            }
-        }
-    }
-    if out.is_empty() {
-        out.push(Stat::Count);
-    }
+    let given =
+        p.0.iter()
+            .filter(|(k, _)| k == "stat")
+            .map(|(_, v)| v.as_str());
+    let out = analysis::parse_stats(given, layer).map_err(ApiError::bad_request)?;
     if out.len() > 20 {
         return Err(ApiError::bad_request("at most 20 stats per request"));
     }
@@ -620,8 +610,7 @@ pub async fn coverage(
     let name_field = p.get("name_field").map(str::to_string);
     let cache = state.analysis.clone();
     let (zones, v) = blocking(move || {
-        let nf = analysis::zones::name_field(&zl, name_field.as_deref()).map_err(layers::Error::bad)?;
-        let zones = cache.zones(&zl, nf)?;
+        let zones = cache.zones_named(&zl, name_field.as_deref())?;
         let key = format!(
             "coverage|{}@{}|{}|{}@{}|{within}|{}",
             zl.meta.id,
@@ -703,13 +692,7 @@ fn table_csv(cols: &[&str], rows: &[Value]) -> String {
             .iter()
             .map(|c| match &r[*c] {
                 Value::Null => String::new(),
-                Value::String(t) => {
-                    if t.contains([',', '"', '\n', '\r']) {
-                        format!("\"{}\"", t.replace('"', "\"\""))
-                    } else {
-                        t.clone()
-                    }
-                }
+                Value::String(t) => crate::download::csv_field(t),
                 other => other.to_string(),
             })
             .collect();
@@ -747,9 +730,7 @@ pub async fn profile(
     let cache = state.analysis.clone();
     let zid = zl.meta.id.clone();
     let v = blocking(move || {
-        let nf =
-            analysis::zones::name_field(&zl, name_field.as_deref()).map_err(layers::Error::bad)?;
-        let zones = cache.zones(&zl, nf)?;
+        let zones = cache.zones_named(&zl, name_field.as_deref())?;
         let Some(zi) = zones.find_fid(fid) else {
             return Err(layers::Error::UnknownLayer(format!("{}/{fid}", zl.meta.id)));
         };

@@ -77,9 +77,11 @@ pub async fn layer(
     let id2 = id.clone();
     let (meta, diagnosis) = tokio::task::spawn_blocking(move || {
         let store = registry.store();
-        let versions = store.versions(&id2)?;
         let v = match version {
-            Some(n) => versions.into_iter().find(|v| v.meta.version == n),
+            Some(n) => store
+                .versions(&id2)?
+                .into_iter()
+                .find(|v| v.meta.version == n),
             None => store.current(&id2)?,
         };
         let Some(v) = v else {

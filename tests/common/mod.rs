@@ -362,3 +362,12 @@ pub fn node_decode(dir: &Path, bytes: &[u8], z: u32, x: u32, y: u32) -> Value {
     );
     serde_json::from_slice(&o.stdout).expect("decoder JSON")
 }
+
+/// A JSON array of numbers.
+pub fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number"))
+        .collect()
+}
