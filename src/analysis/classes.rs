@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
     Quantile,
     Equal,
@@ -144,14 +144,14 @@ pub fn class_of(x: f64, breaks: &[f64]) -> Option<usize> {
     )
 }
 
-/// Legend JSON: classes with their ranges, counts and colours.
-pub fn legend(values: &[Option<f64>], n: usize, method: Method) -> (Vec<f64>, Value) {
+/// Legend JSON for `values` classed by `b` (from [`breaks`]): classes with their
+/// ranges, counts and colours.
+pub fn legend(values: &[Option<f64>], b: &[f64], method: Method) -> Value {
     let present: Vec<f64> = values.iter().flatten().copied().collect();
-    let b = breaks(&present, n, method);
     let colors = palette(b.len());
     let mut counts = vec![0u64; b.len()];
     for &x in &present {
-        if let Some(c) = class_of(x, &b) {
+        if let Some(c) = class_of(x, b) {
             counts[c] += 1;
         }
     }
@@ -170,10 +170,7 @@ pub fn legend(values: &[Option<f64>], n: usize, method: Method) -> (Vec<f64>, Va
         })
         .collect();
     let nulls = values.len() - present.len();
-    (
-        b.clone(),
-        json!({"method": method.name(), "breaks": b, "classes": classes, "no_data": nulls, "no_data_color": "#cccccc"}),
-    )
+    json!({"method": method.name(), "breaks": b, "classes": classes, "no_data": nulls, "no_data_color": "#cccccc"})
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod classes;
 pub mod nearest;
 pub mod zones;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -462,6 +463,9 @@ pub struct Row {
     pub values: Vec<Option<f64>>,
 }
 
+/// (stat, classes, method) of a set of class breaks.
+type BreaksKey = (String, usize, classes::Method);
+
 /// The result of aggregating a layer by zones.
 pub struct Aggregate {
     pub zones_id: String,
@@ -475,6 +479,9 @@ pub struct Aggregate {
     pub elapsed_ms: f64,
     /// The JSON document, serialized once: a cached aggregate is then served as bytes.
     json: std::sync::OnceLock<bytes::Bytes>,
+    /// Class breaks by (stat, classes, method), computed once: every choropleth tile
+    /// needs them, and Jenks is quadratic in the zones.
+    breaks: std::sync::Mutex<HashMap<BreaksKey, Arc<Vec<f64>>>>,
 }
 
 /// Computes `stats` of `layer` for every zone.
@@ -579,6 +586,7 @@ pub fn aggregate(
         rows: rows.into_iter().collect::<layers::Result<Vec<_>>>()?,
         elapsed_ms: t.elapsed().as_secs_f64() * 1000.0,
         json: std::sync::OnceLock::new(),
+        breaks: Default::default(),
     })
 }
 
@@ -674,6 +682,23 @@ impl Aggregate {
     }
 
     /// The values of one stat by zone position (for class breaks and tiles).
+    /// The class breaks of one stat's values (cached in the aggregate).
+    pub fn breaks(&self, stat: &str, n: usize, method: classes::Method) -> Arc<Vec<f64>> {
+        let key = (stat.to_string(), n, method);
+        let mut m = self.breaks.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(key)
+            .or_insert_with(|| {
+                let present: Vec<f64> = self
+                    .column(stat)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                Arc::new(classes::breaks(&present, n, method))
+            })
+            .clone()
+    }
+
     pub fn column(&self, stat: &str) -> Option<Vec<Option<f64>>> {
         let k = self.stats.iter().position(|s| s == stat)?;
         Some(self.rows.iter().map(|r| r.values[k]).collect())

@@ -313,7 +313,8 @@ pub async fn legend(
     .await?;
     let key = c.stat.key();
     let column = agg.column(&key).unwrap_or_default();
-    let (_, mut legend) = classes::legend(&column, c.classes, c.method);
+    let breaks = agg.breaks(&key, c.classes, c.method);
+    let mut legend = classes::legend(&column, &breaks, c.method);
     // The tiles that draw this legend: same stat, classes, method and filter.
     let mut q = form_urlencoded::Serializer::new(String::new());
     for (k, v) in &p.0 {
@@ -423,7 +424,7 @@ pub async fn tile(
             filter.as_ref(),
         )?;
         let column = agg.column(&c.stat.key()).unwrap_or_default();
-        let (breaks, _) = classes::legend(&column, c.classes, c.method);
+        let breaks = agg.breaks(&c.stat.key(), c.classes, c.method);
         let (k_name, k_value, k_class): (Arc<str>, Arc<str>, Arc<str>) =
             (Arc::from("name"), Arc::from("value"), Arc::from("class"));
         service.zone_tile(
