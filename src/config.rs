@@ -16,6 +16,8 @@ pub struct FileSettings {
     pub keep_versions: Option<usize>,
     pub refresh_secs: Option<u64>,
     pub max_unzipped_mb: Option<u64>,
+    /// Largest file accepted by the upload API (413 beyond).
+    pub max_upload_mb: Option<u64>,
     /// `[tiles]` and `[tiles.layers.<id>]`.
     pub tiles: Option<crate::tileserve::TileSettings>,
     /// Folder with the front-end packages (`web/`, filled by `npm ci`).
@@ -44,6 +46,7 @@ pub struct Settings {
     /// How often the server looks for versions published by other processes.
     pub refresh_secs: u64,
     pub max_unzipped_mb: u64,
+    pub max_upload_mb: u64,
     pub tiles: crate::tileserve::TileSettings,
     pub web_dir: PathBuf,
     pub quality: layers::diagnose::DiagnoseConfig,
@@ -65,6 +68,7 @@ impl Settings {
             keep_versions: keep_versions.or(file.keep_versions).unwrap_or(5),
             refresh_secs: file.refresh_secs.unwrap_or(2).max(1),
             max_unzipped_mb: file.max_unzipped_mb.unwrap_or(8192),
+            max_upload_mb: file.max_upload_mb.unwrap_or(2048).max(1),
             tiles: file.tiles.unwrap_or_default(),
             web_dir: file.web_dir.unwrap_or_else(|| PathBuf::from("web")),
             quality: file.quality.unwrap_or_default(),

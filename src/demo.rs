@@ -292,6 +292,17 @@ pub fn ensure_demo(store: &FsStore) -> layers::Result<Vec<String>> {
             title: Some(title.into()),
             description: desc.into(),
             synthetic: true,
+            // The demo is the open-data portal's sample: everything in it is public.
+            record: layers::store::RecordEdit {
+                access: Some(layers::store::Access::Public),
+                keywords: Some(vec!["demo".into(), "sintético".into(), "monterrey".into()]),
+                license: Some(layers::store::DEFAULT_LICENSE.into()),
+                contact_name: Some("DataHub Monterrey".into()),
+                contact_email: Some("datos.abiertos@monterrey.gob.mx".into()),
+                update_frequency: Some("R/P1M".into()),
+                ..Default::default()
+            },
+            uploaded_by: Some("demo".into()),
             ..IngestRequest::new(path, id, ministry)
         };
         let s = ingest::ingest(store, &req, &|_| {})?;

@@ -24,12 +24,14 @@
 //! - [`demo`]: the generated (synthetic) Monterrey demo layers used by `make run`.
 
 pub mod analysis;
+pub mod catalog;
 pub mod config;
 pub mod cql2;
 pub mod demo;
 pub mod download;
 pub mod features;
 pub mod http;
+pub mod jobs;
 pub mod ogc;
 pub mod quality;
 pub mod tileserve;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use datahub::catalog::{self, CatalogStore, SqliteCatalog};
 use datahub::config::{FileSettings, Settings};
 use datahub::http::{self, AppState};
 use layers::index::Registry;
@@ -60,11 +61,22 @@ struct RecordArgs {
     /// Language of the data (default es-MX)
     #[arg(long)]
     language: Option<String>,
+    /// Temporal coverage, ISO 8601 interval: 2020-01-01/2026-06-30
+    #[arg(long)]
+    temporal: Option<String>,
+    /// Who may see the layer: public (open data), internal (every ministry; the
+    /// default for a new layer) or restricted (the owning ministry only)
+    #[arg(long)]
+    access: Option<String>,
 }
 
 impl RecordArgs {
-    fn edit(self, title: Option<String>, description: Option<String>) -> layers::store::RecordEdit {
-        layers::store::RecordEdit {
+    fn edit(
+        self,
+        title: Option<String>,
+        description: Option<String>,
+    ) -> anyhow::Result<layers::store::RecordEdit> {
+        Ok(layers::store::RecordEdit {
             title,
             description,
             keywords: self.keywords,
@@ -74,10 +86,18 @@ impl RecordArgs {
             contact_email: self.contact_email,
             update_frequency: self.update_frequency,
             language: self.language,
-        }
+            temporal: self.temporal,
+            access: self
+                .access
+                .as_deref()
+                .map(layers::store::Access::parse)
+                .transpose()?,
+        })
     }
 }
 
+// Parsed once per process: the size difference of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum LayerCmd {
     /// Change fields of the record (an empty value clears a field)
@@ -90,6 +110,56 @@ enum LayerCmd {
         #[command(flatten)]
         record: RecordArgs,
     },
+    /// Publish a kept version again as the newest version (a rollback)
+    Restore { layer: String, version: u32 },
+    /// Hide a layer: no longer listed or served; nothing is erased
+    Delete { layer: String },
+    /// Bring back a deleted layer
+    Undelete { layer: String },
+}
+
+#[derive(Subcommand)]
+enum MinistryCmd {
+    /// Register a ministry: `datahub ministry add obras-publicas --name "Obras Públicas"`
+    Add {
+        slug: String,
+        #[arg(long)]
+        name: String,
+        /// Open-data contact for its layers that name none
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// List the ministries
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create an API token (the secret is printed once, and stored only hashed)
+    Create {
+        /// The ministry it acts for; leave out with --role admin for a city-wide admin
+        #[arg(long)]
+        ministry: Option<String>,
+        /// viewer, editor or admin
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// Who holds it, e.g. "Ana López (SIG Obras)"
+        #[arg(long)]
+        label: Option<String>,
+        /// Expiry, RFC 3339 (2027-01-31T23:59:59Z)
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens (never their secrets)
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -122,9 +192,22 @@ enum Cmd {
         skip_invalid: bool,
         #[command(flatten)]
         record: RecordArgs,
+        /// A note on this version ("límites corregidos")
+        #[arg(long)]
+        note: Option<String>,
         /// Print the summary as JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Ministries (the owners of layers)
+    Ministry {
+        #[command(subcommand)]
+        cmd: MinistryCmd,
+    },
+    /// API tokens
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
     },
     /// Edit a layer's catalogue record: `datahub layer set <id> --license … --contact-email …`.
     Layer {
@@ -232,8 +315,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             id_field,
             skip_invalid,
             record,
+            note,
             json,
         } => {
+            let catalog = SqliteCatalog::open(&settings.data)?;
+            catalog::check_ministry(&catalog.ministries()?, &ministry)?;
+            let previous = store.current(&layer).ok().flatten().map(|v| v.meta);
             let req = IngestRequest {
                 source,
                 layer_id: layer,
@@ -250,7 +337,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     ..Limits::default()
                 },
                 diagnose: settings.quality.clone(),
-                record: record.edit(None, None),
+                record: record.edit(None, None)?,
+                uploaded_by: Some(cli_actor()),
+                note,
             };
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
@@ -270,6 +359,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bar.finish_and_clear();
             let summary = result?;
             let m = &summary.meta;
+            catalog::record_publish(&catalog, previous.as_ref(), m, &cli_actor(), Some("cli"))?;
             let mut out = std::io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, m)?;
@@ -336,8 +426,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("listening on http://{local}");
                 std::io::stdout().flush()?;
                 let tiles = Arc::new(datahub::tileserve::TileService::new(settings.tiles.clone()));
-                let mut state = AppState::new(registry, tiles, &settings.web_dir);
+                let mut state = AppState::new(registry, tiles, &settings.web_dir)?;
                 state.quality = settings.quality.clone();
+                state.limits = Limits {
+                    max_uncompressed: settings.max_unzipped_mb << 20,
+                    ..Limits::default()
+                };
+                state.max_upload_bytes = settings.max_upload_mb << 20;
                 http::serve(
                     listener,
                     state,
@@ -431,7 +526,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     record,
                 },
         } => {
-            let edit = record.edit(title, description);
+            let edit = record.edit(title, description)?;
             if edit.is_empty() {
                 anyhow::bail!("nothing to change: give one or more of --title, --description, --keywords, --theme, --license, --contact-name, --contact-email, --update-frequency, --language");
             }
@@ -439,6 +534,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let n = store
                 .current_number(&layer)?
                 .ok_or_else(|| layers::Error::UnknownLayer(layer.clone()))?;
+            let before = store
+                .current(&layer)?
+                .ok_or_else(|| layers::Error::UnknownLayer(layer.clone()))?
+                .meta;
             let m = store.rewrite_meta(&layer, n, |m| {
                 edit.apply(m);
                 let record = m.clone();
@@ -446,7 +545,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     d.refresh_metadata(&record);
                 }
             })?;
+            let catalog = SqliteCatalog::open(&settings.data)?;
+            catalog::record_edit(&catalog, &before, &m, &cli_actor(), Some("cli"))?;
             println!("layer {} v{}: record updated", m.id, m.version);
+            println!("  access       {}", m.access.as_str());
             println!("  title        {}", m.title);
             println!("  license      {}", m.license);
             println!(
@@ -464,6 +566,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Layer {
+            cmd: LayerCmd::Restore { layer, version },
+        } => {
+            let catalog = SqliteCatalog::open(&settings.data)?;
+            let m = store.restore(&layer, version, &cli_actor())?;
+            catalog::record_restore(&catalog, &m, version, &cli_actor(), Some("cli"))?;
+            println!(
+                "layer {layer}: version {version} restored as version {}",
+                m.version
+            );
+            Ok(())
+        }
+        Cmd::Layer {
+            cmd: LayerCmd::Delete { layer },
+        } => {
+            let catalog = SqliteCatalog::open(&settings.data)?;
+            let m = store
+                .current(&layer)?
+                .ok_or_else(|| layers::Error::UnknownLayer(layer.clone()))?
+                .meta;
+            store.hide(&layer)?;
+            catalog::record_simple(&catalog, "layer.delete", &m, &cli_actor(), Some("cli"))?;
+            println!(
+                "layer {layer} deleted (hidden; `datahub layer undelete {layer}` brings it back)"
+            );
+            Ok(())
+        }
+        Cmd::Layer {
+            cmd: LayerCmd::Undelete { layer },
+        } => {
+            let catalog = SqliteCatalog::open(&settings.data)?;
+            store.unhide(&layer)?;
+            if let Some(v) = store.current(&layer)? {
+                catalog::record_simple(
+                    &catalog,
+                    "layer.undelete",
+                    &v.meta,
+                    &cli_actor(),
+                    Some("cli"),
+                )?;
+            }
+            println!("layer {layer} restored");
+            Ok(())
+        }
+        Cmd::Ministry { cmd } => ministry_cmd(&settings, cmd),
+        Cmd::Token { cmd } => token_cmd(&settings, cmd),
         Cmd::Diagnose {
             layer,
             version,
@@ -471,6 +619,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => diagnose_cmd(&store, &settings, &layer, version, recompute, json),
         Cmd::Demo => {
+            let catalog = SqliteCatalog::open(&settings.data)?;
+            let known = catalog.ministries()?;
+            for (slug, name) in catalog::CITY_MINISTRIES {
+                if !known.iter().any(|m| m.slug == slug) {
+                    catalog.add_ministry(&catalog::Ministry {
+                        slug: slug.into(),
+                        name: name.into(),
+                        email: Some("datos.abiertos@monterrey.gob.mx".into()),
+                    })?;
+                }
+            }
             let made = datahub::demo::ensure_demo(&store)?;
             for line in made {
                 println!("{line}");
@@ -478,6 +637,140 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Who runs the command line, for the audit log and version history.
+fn cli_actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+fn ministry_cmd(settings: &Settings, cmd: MinistryCmd) -> anyhow::Result<()> {
+    let catalog = SqliteCatalog::open(&settings.data)?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        MinistryCmd::Add { slug, name, email } => {
+            if let Some(e) = &email {
+                layers::store::RecordEdit {
+                    contact_email: Some(e.clone()),
+                    ..Default::default()
+                }
+                .validate()?;
+            }
+            let m = catalog::Ministry { slug, name, email };
+            catalog.add_ministry(&m)?;
+            let mut e = catalog::AuditEntry::now(&cli_actor(), "ministry.add");
+            e.ministry = Some(m.slug.clone());
+            e.detail = serde_json::json!({"name": m.name});
+            e.remote = Some("cli".into());
+            catalog.append_audit(&e)?;
+            writeln!(out, "ministry {} added: {}", m.slug, m.name)?;
+        }
+        MinistryCmd::List { json } => {
+            let ms = catalog.ministries()?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &ms)?;
+                writeln!(out)?;
+            } else {
+                for m in ms {
+                    writeln!(out, "{:<24} {}", m.slug, m.name)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn token_cmd(settings: &Settings, cmd: TokenCmd) -> anyhow::Result<()> {
+    let catalog = SqliteCatalog::open(&settings.data)?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        TokenCmd::Create {
+            ministry,
+            role,
+            label,
+            expires,
+        } => {
+            let role = catalog::Role::parse(&role)?;
+            let label = label.unwrap_or_else(|| {
+                format!(
+                    "{} {}",
+                    ministry.as_deref().unwrap_or("city"),
+                    role.as_str()
+                )
+            });
+            let (info, secret) =
+                catalog.create_token(ministry.as_deref(), role, &label, expires.as_deref())?;
+            let mut e = catalog::AuditEntry::now(&cli_actor(), "token.create");
+            e.ministry = info.ministry.clone();
+            e.detail = serde_json::json!({"token": info.id, "role": role.as_str(), "label": info.label, "expires_at": info.expires_at});
+            e.remote = Some("cli".into());
+            catalog.append_audit(&e)?;
+            // The secret on stdout alone, so scripts can capture it; the rest on stderr.
+            writeln!(out, "{secret}")?;
+            let _ = writeln!(
+                std::io::stderr(),
+                "token {} created ({} of {}); this is the only time it is shown. Use it as: Authorization: Bearer <token>",
+                info.id,
+                role.as_str(),
+                info.ministry.as_deref().unwrap_or("the whole city")
+            );
+        }
+        TokenCmd::List { json } => {
+            let ts = catalog.tokens()?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &ts)?;
+                writeln!(out)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<14} {:<22} {:<7} {:<21} {:<9} label",
+                    "id", "ministry", "role", "created", "state"
+                )?;
+                for t in ts {
+                    let state = if t.revoked_at.is_some() {
+                        "revoked"
+                    } else if t
+                        .expires_at
+                        .as_deref()
+                        .is_some_and(|e| e < catalog::now().as_str())
+                    {
+                        "expired"
+                    } else {
+                        "active"
+                    };
+                    writeln!(
+                        out,
+                        "{:<14} {:<22} {:<7} {:<21} {:<9} {}",
+                        t.id,
+                        t.ministry.as_deref().unwrap_or("(city-wide)"),
+                        t.role.as_str(),
+                        t.created_at,
+                        state,
+                        t.label
+                    )?;
+                }
+            }
+        }
+        TokenCmd::Revoke { id } => {
+            if !catalog.revoke_token(&id)? {
+                return Err(layers::Error::bad(format!(
+                    "no active token '{id}' (datahub token list shows them)"
+                ))
+                .into());
+            }
+            let mut e = catalog::AuditEntry::now(&cli_actor(), "token.revoke");
+            e.detail = serde_json::json!({"token": id});
+            e.remote = Some("cli".into());
+            catalog.append_audit(&e)?;
+            writeln!(out, "token {id} revoked")?;
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

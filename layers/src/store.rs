@@ -55,6 +55,19 @@ pub struct LayerMeta {
     pub update_frequency: Option<String>,
     #[serde(default = "default_language")]
     pub language: String,
+    /// Temporal coverage as an ISO 8601 interval, e.g. `2020-01-01/2026-06-30`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temporal: Option<String>,
+    /// Who may see the layer. Versions stored before access levels existed read as
+    /// `internal`: nothing becomes public without someone deciding it.
+    #[serde(default)]
+    pub access: Access,
+    /// Who published this version (a token's label, `cli:<user>`, `demo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded_by: Option<String>,
+    /// The publisher's note on this version ("corrección de límites", "restored v3").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Demo layers are generated, not real city data; said so wherever they are shown.
     #[serde(default)]
     pub synthetic: bool,
@@ -82,6 +95,69 @@ pub struct LayerMeta {
     pub diagnosis: Option<crate::diagnose::Diagnosis>,
 }
 
+impl LayerMeta {
+    /// Copies the catalogue record (what belongs to the layer, not to a version's data).
+    pub fn copy_record_to(&self, to: &mut LayerMeta) {
+        to.title = self.title.clone();
+        to.ministry = self.ministry.clone();
+        to.description = self.description.clone();
+        to.keywords = self.keywords.clone();
+        to.theme = self.theme.clone();
+        to.license = self.license.clone();
+        to.contact_name = self.contact_name.clone();
+        to.contact_email = self.contact_email.clone();
+        to.update_frequency = self.update_frequency.clone();
+        to.language = self.language.clone();
+        to.temporal = self.temporal.clone();
+        to.access = self.access;
+    }
+}
+
+/// Access level of a layer: who may see it (features, tiles, metadata, existence).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Everyone, anonymous visitors and the open-data feeds included.
+    Public,
+    /// Every ministry of the city (any valid token).
+    #[default]
+    Internal,
+    /// The owning ministry only (and city-wide admins).
+    Restricted,
+}
+
+impl Access {
+    pub const ALL: [Access; 3] = [Access::Public, Access::Internal, Access::Restricted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Public => "public",
+            Access::Internal => "internal",
+            Access::Restricted => "restricted",
+        }
+    }
+
+    pub fn label_es(self) -> &'static str {
+        match self {
+            Access::Public => "público",
+            Access::Internal => "interno",
+            Access::Restricted => "restringido",
+        }
+    }
+
+    /// Accepts the English and the Spanish names.
+    pub fn parse(s: &str) -> Result<Access> {
+        match s.trim().to_lowercase().as_str() {
+            "public" | "publico" | "público" => Ok(Access::Public),
+            "internal" | "interno" => Ok(Access::Internal),
+            "restricted" | "restringido" => Ok(Access::Restricted),
+            other => Err(Error::bad(format!(
+                "unknown access level '{other}': use public (open data), internal (every ministry) or restricted (the owning ministry only)"
+            ))),
+        }
+    }
+}
+
 /// The licence a layer gets unless its ministry says otherwise.
 pub const DEFAULT_LICENSE: &str = "Términos de Libre Uso MX";
 
@@ -106,6 +182,8 @@ pub struct RecordEdit {
     pub contact_email: Option<String>,
     pub update_frequency: Option<String>,
     pub language: Option<String>,
+    pub temporal: Option<String>,
+    pub access: Option<Access>,
 }
 
 /// Days in an ISO 8601 duration (`P1M`, `P1Y2M`, `P2W`, `PT12H`), optionally as a
@@ -149,6 +227,23 @@ pub fn frequency_days(s: &str) -> Option<f64> {
     (any && days > 0.0).then_some(days)
 }
 
+/// `YYYY-MM-DD/YYYY-MM-DD` (or full RFC 3339 times), start not after end.
+fn valid_interval(s: &str) -> bool {
+    let date = |x: &str| {
+        chrono::NaiveDate::parse_from_str(x, "%Y-%m-%d")
+            .ok()
+            .or_else(|| {
+                chrono::DateTime::parse_from_rfc3339(x)
+                    .ok()
+                    .map(|d| d.date_naive())
+            })
+    };
+    match s.split_once('/') {
+        Some((a, b)) => matches!((date(a), date(b)), (Some(a), Some(b)) if a <= b),
+        None => false,
+    }
+}
+
 impl RecordEdit {
     pub fn is_empty(&self) -> bool {
         self.title.is_none()
@@ -160,6 +255,8 @@ impl RecordEdit {
             && self.contact_email.is_none()
             && self.update_frequency.is_none()
             && self.language.is_none()
+            && self.temporal.is_none()
+            && self.access.is_none()
     }
 
     /// Checks the values a person typed, with what a right one looks like.
@@ -181,6 +278,24 @@ impl RecordEdit {
             if frequency_days(f).is_none() {
                 return Err(Error::bad(format!(
                     "update frequency '{f}' is not an ISO 8601 duration: use R/P1D (daily), R/P1W (weekly), R/P1M (monthly), R/P3M (quarterly) or R/P1Y (yearly)"
+                )));
+            }
+        }
+        if let Some(t) = self.temporal.as_deref().filter(|t| !t.is_empty()) {
+            if !valid_interval(t) {
+                return Err(Error::bad(format!(
+                    "temporal coverage '{t}' is not an ISO 8601 interval of dates: use start/end, e.g. 2020-01-01/2026-06-30"
+                )));
+            }
+        }
+        if let Some(l) = self.language.as_deref().filter(|l| !l.is_empty()) {
+            let ok = l.split('-').enumerate().all(|(i, p)| {
+                (if i == 0 { 2..=3 } else { 2..=8 }).contains(&p.len())
+                    && p.chars().all(|c| c.is_ascii_alphanumeric())
+            });
+            if !ok {
+                return Err(Error::bad(format!(
+                    "language '{l}' is not a language tag (BCP 47) such as es-MX or en"
                 )));
             }
         }
@@ -224,6 +339,10 @@ impl RecordEdit {
         opt(&self.contact_name, &mut m.contact_name);
         opt(&self.contact_email, &mut m.contact_email);
         opt(&self.update_frequency, &mut m.update_frequency);
+        opt(&self.temporal, &mut m.temporal);
+        if let Some(a) = self.access {
+            m.access = a;
+        }
         if let Some(l) = &self.language {
             m.language = if l.trim().is_empty() {
                 default_language()
@@ -250,6 +369,8 @@ pub trait LayerStore: Send + Sync {
     fn current(&self, id: &str) -> Result<Option<StoredVersion>>;
     /// All kept versions of a layer, oldest first.
     fn versions(&self, id: &str) -> Result<Vec<StoredVersion>>;
+    /// Whether the layer was deleted (hidden, recoverable).
+    fn is_hidden(&self, id: &str) -> bool;
     /// Start writing a new version: takes the layer's ingest lock.
     fn begin(&self, id: &str) -> Result<Staging>;
     /// Publish a staged version atomically; returns its number.
@@ -362,6 +483,88 @@ impl FsStore {
         Ok(v.meta)
     }
 
+    /// Hides a layer (a delete that erases nothing): it is no longer listed or served,
+    /// and its versions stay on disk until [`FsStore::unhide`].
+    pub fn hide(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        if self.current_number(id)?.is_none() {
+            return Err(Error::UnknownLayer(id.to_string()));
+        }
+        let p = self.layer_dir(id).join("HIDDEN");
+        File::create(&p)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&p, e))?;
+        fsync_dir(&self.layer_dir(id))
+    }
+
+    /// Brings a hidden layer back as it was.
+    pub fn unhide(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        if !self.is_hidden(id) {
+            return Err(Error::bad(format!("layer '{id}' is not deleted")));
+        }
+        let p = self.layer_dir(id).join("HIDDEN");
+        fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+        fsync_dir(&self.layer_dir(id))
+    }
+
+    /// Layers hidden by a delete, for admins who may restore them.
+    pub fn hidden_ids(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("layers");
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir)
+            .map_err(|e| Error::io(&dir, e))?
+            .flatten()
+        {
+            if let Some(name) = entry.file_name().to_str() {
+                if validate_id(name).is_ok() && self.is_hidden(name) {
+                    ids.push(name.to_string());
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Publishes kept version `n` again as a new version (history stays linear: a
+    /// rollback is one more version, recorded like an upload). The features are
+    /// hard-linked, not copied (versions are immutable); the catalogue record is the
+    /// layer's current one.
+    pub fn restore(&self, id: &str, n: u32, by: &str) -> Result<LayerMeta> {
+        let staging = self.begin(id)?;
+        let current = self
+            .current(id)?
+            .ok_or_else(|| Error::UnknownLayer(id.to_string()))?;
+        let kept: Vec<u32> = self.version_numbers(id)?;
+        if !kept.contains(&n) || current.meta.version < n {
+            return Err(Error::bad(format!(
+                "layer '{id}' has no kept version {n}; kept versions: {}",
+                kept.iter()
+                    .filter(|k| **k <= current.meta.version)
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let old = self.read_version(id, n)?;
+        let target = staging.fgb_path();
+        fs::hard_link(&old.fgb_path, &target)
+            .or_else(|_| fs::copy(&old.fgb_path, &target).map(|_| ()))
+            .map_err(|e| Error::io(&target, e))?;
+        let mut meta = old.meta;
+        current.meta.copy_record_to(&mut meta);
+        meta.uploaded_by = Some(by.to_string());
+        meta.note = Some(format!("restored from version {n}"));
+        meta.created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let record = meta.clone();
+        if let Some(d) = &mut meta.diagnosis {
+            d.refresh_metadata(&record);
+        }
+        let v = self.publish(staging, meta.clone())?;
+        meta.version = v;
+        Ok(meta)
+    }
+
     /// Scratch space for an ingest (unpacked archives, transcoded CSVs).
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
@@ -452,7 +655,10 @@ impl LayerStore for FsStore {
             .flatten()
         {
             if let Some(name) = entry.file_name().to_str() {
-                if validate_id(name).is_ok() && self.current_number(name)?.is_some() {
+                if validate_id(name).is_ok()
+                    && self.current_number(name)?.is_some()
+                    && !self.is_hidden(name)
+                {
                     ids.push(name.to_string());
                 }
             }
@@ -484,6 +690,10 @@ impl LayerStore for FsStore {
     fn set_diagnosis(&self, id: &str, version: u32, d: crate::diagnose::Diagnosis) -> Result<()> {
         self.rewrite_meta(id, version, |m| m.diagnosis = Some(d))
             .map(|_| ())
+    }
+
+    fn is_hidden(&self, id: &str) -> bool {
+        self.layer_dir(id).join("HIDDEN").exists()
     }
 
     fn begin(&self, id: &str) -> Result<Staging> {

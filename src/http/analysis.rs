@@ -16,6 +16,7 @@ use tiles::mvt::MvtValue;
 
 use super::{base_url, ApiError, ApiResult, AppState};
 use crate::analysis::{self, classes, nearest, FilterSpec, Stat};
+use crate::catalog::Caller;
 
 /// The query string as (name, value) pairs, every name among `accepted`.
 struct Params(Vec<(String, String)>);
@@ -94,8 +95,13 @@ fn accepted<'a>(own: &[&'a str], filter: bool) -> Vec<&'a str> {
     v
 }
 
-fn layer_named(state: &AppState, param: &str, id: &str) -> ApiResult<Arc<LoadedLayer>> {
-    state.registry.get(id).ok_or_else(|| {
+fn layer_named(
+    state: &AppState,
+    caller: &Caller,
+    param: &str,
+    id: &str,
+) -> ApiResult<Arc<LoadedLayer>> {
+    super::visible(state, caller, id).ok_or_else(|| {
         let what = if param == "zones" {
             "zone layer"
         } else {
@@ -167,10 +173,18 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// `GET /api/analysis`: what is here, with examples on the loaded layers.
-pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
+pub async fn index(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Json<Value> {
     let base = base_url(&headers);
     let snap = state.registry.snapshot();
-    let mut ids: Vec<&String> = snap.keys().collect();
+    let mut ids: Vec<&String> = snap
+        .iter()
+        .filter(|(_, l)| caller.can_see(&l.meta))
+        .map(|(k, _)| k)
+        .collect();
     ids.sort();
     let zones: Vec<&String> = ids
         .iter()
@@ -201,6 +215,7 @@ pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Json<Va
 /// `GET /api/analysis/aggregate`
 pub async fn aggregate(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(
@@ -210,11 +225,13 @@ pub async fn aggregate(
     )?;
     let zl = layer_named(
         &state,
+        &caller,
         "zones",
         p.required("zones", "a polygon layer such as colonias")?,
     )?;
     let ll = layer_named(
         &state,
+        &caller,
         "layer",
         p.required("layer", "the layer to aggregate")?,
     )?;
@@ -278,6 +295,7 @@ const CHOROPLETH_PARAMS: [&str; 3] = ["classes", "method", "name_field"];
 /// `GET /api/analysis/legend`: class breaks and colours for one stat.
 pub async fn legend(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
@@ -286,11 +304,13 @@ pub async fn legend(
     let p = Params::parse(raw.as_deref(), &acc, &[])?;
     let zl = layer_named(
         &state,
+        &caller,
         "zones",
         p.required("zones", "a polygon layer such as colonias")?,
     )?;
     let ll = layer_named(
         &state,
+        &caller,
         "layer",
         p.required("layer", "the layer to aggregate")?,
     )?;
@@ -369,6 +389,7 @@ fn tile_layer_name(zones: &str) -> String {
 /// `name`, `value` and `class` (0-based, absent when the value is undefined).
 pub async fn tile(
     State(state): State<AppState>,
+    caller: Caller,
     Path((zones_id, layer_id, stat, z, x, y)): Path<(
         String,
         String,
@@ -396,8 +417,8 @@ pub async fn tile(
     let mut acc = accepted(&[], true);
     acc.extend(CHOROPLETH_PARAMS);
     let p = Params::parse(raw.as_deref(), &acc, &[])?;
-    let zl = layer_named(&state, "zones", &zones_id)?;
-    let ll = layer_named(&state, "layer", &layer_id)?;
+    let zl = layer_named(&state, &caller, "zones", &zones_id)?;
+    let ll = layer_named(&state, &caller, "layer", &layer_id)?;
     let c = choropleth(&p, &stat, &ll)?;
     let filter = p.filter()?;
     let name_field = p.get("name_field").map(str::to_string);
@@ -459,6 +480,7 @@ pub async fn tile(
 /// choropleth.
 pub async fn tilejson(
     State(state): State<AppState>,
+    caller: Caller,
     Path((zones_id, layer_id, stat)): Path<(String, String, String)>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
@@ -471,8 +493,8 @@ pub async fn tilejson(
     let mut acc = accepted(&[], true);
     acc.extend(CHOROPLETH_PARAMS);
     let p = Params::parse(raw.as_deref(), &acc, &[])?;
-    let zl = layer_named(&state, "zones", &zones_id)?;
-    let ll = layer_named(&state, "layer", &layer_id)?;
+    let zl = layer_named(&state, &caller, "zones", &zones_id)?;
+    let ll = layer_named(&state, &caller, "layer", &layer_id)?;
     let c = choropleth(&p, stat, &ll)?;
     let base = base_url(&headers);
     let qs = raw
@@ -523,6 +545,7 @@ pub async fn tilejson(
 /// `GET /api/analysis/nearest`: the k nearest features as GeoJSON with `distance_m`.
 pub async fn nearest(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(
@@ -532,6 +555,7 @@ pub async fn nearest(
     )?;
     let ll = layer_named(
         &state,
+        &caller,
         "layer",
         p.required("layer", "the layer to search, e.g. clinicas")?,
     )?;
@@ -588,6 +612,7 @@ pub async fn nearest(
 /// every feature of the layer, and its centroid's distance to the nearest one.
 pub async fn coverage(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(
@@ -597,11 +622,13 @@ pub async fn coverage(
     )?;
     let zl = layer_named(
         &state,
+        &caller,
         "zones",
         p.required("zones", "a polygon layer such as colonias")?,
     )?;
     let ll = layer_named(
         &state,
+        &caller,
         "layer",
         p.required("layer", "the layer of services, e.g. parques")?,
     )?;
@@ -706,11 +733,13 @@ fn table_csv(cols: &[&str], rows: &[Value]) -> String {
 /// `GET /api/analysis/profile`: one zone measured against every layer.
 pub async fn profile(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(raw.as_deref(), &["zones", "zone", "name_field", "f"], &[])?;
     let zl = layer_named(
         &state,
+        &caller,
         "zones",
         p.required("zones", "a polygon layer such as colonias")?,
     )?;
@@ -725,9 +754,8 @@ pub async fn profile(
     })?;
     let out = out_format(&p, false)?;
     let name_field = p.get("name_field").map(str::to_string);
-    let snap = state.registry.snapshot();
-    let mut all: Vec<Arc<LoadedLayer>> = snap.values().cloned().collect();
-    all.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+    // Only the layers the caller may see are profiled.
+    let all = super::sorted_layers(&state, &caller);
     let cache = state.analysis.clone();
     let zid = zl.meta.id.clone();
     let v = blocking(move || {

@@ -20,8 +20,12 @@ use crate::ogc::{self, crs::OutputCrs};
 use crate::tileserve::TileService;
 
 mod analysis;
+pub mod auth;
+mod catalog;
 mod quality;
 mod tiles;
+
+use crate::catalog::{Caller, CatalogStore};
 
 /// Shared state: a cheap `Clone` handle.
 #[derive(Clone)]
@@ -38,6 +42,17 @@ pub struct AppState {
     pub usage: Arc<crate::usage::Usage>,
     /// Expected area and thresholds for diagnoses computed by the server.
     pub quality: layers::diagnose::DiagnoseConfig,
+    /// Ministries, tokens, audit log, job records.
+    pub catalog: Arc<dyn CatalogStore>,
+    pub auth: Arc<auth::Auth>,
+    /// Uploads being ingested.
+    pub jobs: Arc<crate::jobs::Jobs>,
+    /// Archive limits of ingests started by uploads.
+    pub limits: layers::ingest::Limits,
+    /// Largest upload accepted (413 beyond).
+    pub max_upload_bytes: u64,
+    /// Catalogue search index, rebuilt when the layers change.
+    pub search: Arc<std::sync::Mutex<Option<Arc<catalog::SearchIndex>>>>,
 }
 
 fn registry_root(r: &Registry) -> &std::path::Path {
@@ -49,14 +64,17 @@ impl AppState {
         registry: Arc<Registry>,
         tiles: Arc<TileService>,
         web_dir: &std::path::Path,
-    ) -> Self {
+    ) -> layers::Result<Self> {
         let dist = web_dir.join("node_modules/maplibre-gl/dist");
         let maplibre = dist.join("maplibre-gl.js").is_file().then_some(dist);
         if maplibre.is_none() {
             tracing::warn!(web_dir = %web_dir.display(), "MapLibre GL JS not installed (run `npm ci` in web/): HTML previews are SVG");
         }
         let usage = Arc::new(crate::usage::Usage::open(registry_root(&registry)));
-        AppState {
+        let catalog: Arc<dyn CatalogStore> = Arc::new(crate::catalog::SqliteCatalog::open(
+            registry_root(&registry),
+        )?);
+        Ok(AppState {
             registry,
             tiles,
             temporal: Arc::default(),
@@ -64,7 +82,13 @@ impl AppState {
             analysis: Arc::default(),
             usage,
             quality: Default::default(),
-        }
+            auth: Arc::new(auth::Auth::new(catalog.clone())),
+            jobs: Arc::new(crate::jobs::Jobs::new(catalog.clone())),
+            catalog,
+            limits: layers::ingest::Limits::default(),
+            max_upload_bytes: 2 << 30,
+            search: Arc::default(),
+        })
     }
 }
 
@@ -81,6 +105,41 @@ impl ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "InvalidParameterValue",
+            description: msg.into(),
+        }
+    }
+    pub fn unauthorized(msg: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "Unauthorized",
+            description: msg.into(),
+        }
+    }
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "Forbidden",
+            description: msg.into(),
+        }
+    }
+    pub fn conflict(msg: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            code: "Conflict",
+            description: msg.into(),
+        }
+    }
+    pub fn too_large(msg: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "PayloadTooLarge",
+            description: msg.into(),
+        }
+    }
+    pub fn too_many(msg: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "TooManyRequests",
             description: msg.into(),
         }
     }
@@ -120,7 +179,21 @@ impl From<layers::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"code": self.code, "description": self.description});
-        (self.status, Json(body)).into_response()
+        let mut r = (self.status, Json(body)).into_response();
+        match self.status {
+            StatusCode::UNAUTHORIZED => {
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"datahub\""),
+                );
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            }
+            _ => {}
+        }
+        r
     }
 }
 
@@ -157,6 +230,7 @@ pub fn router(state: AppState) -> Router {
             "/api/analysis/tiles/:zones/:layer/:stat",
             get(analysis::tilejson),
         )
+        .merge(catalog::routes(&state))
         .nest_service(
             "/web/maplibre",
             // Only MapLibre's own files: nothing else of web/ is served.
@@ -172,9 +246,52 @@ pub fn router(state: AppState) -> Router {
             state.usage.clone(),
             crate::usage::track,
         ))
+        .layer(axum::middleware::from_fn(private_when_authenticated))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(cors())
         .with_state(state)
+}
+
+/// A response to a request that carried credentials may hold what anonymous callers
+/// must not see: shared caches (CDNs, proxies) must not keep it for others.
+async fn private_when_authenticated(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let authenticated = req.headers().contains_key(header::AUTHORIZATION)
+        || req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .any(|v| v.to_str().unwrap_or("").contains(auth::SESSION_COOKIE));
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    if authenticated {
+        let cc = h
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.eq_ignore_ascii_case("public") && !d.starts_with("s-maxage"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let v = if cc.is_empty() {
+            "private".to_string()
+        } else {
+            format!("private, {cc}")
+        };
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(header::CACHE_CONTROL, v);
+        }
+    }
+    h.append(
+        header::VARY,
+        HeaderValue::from_static("Authorization, Cookie"),
+    );
+    r
 }
 
 /// Everything here is readable from any origin (web maps on the city's portals call
@@ -183,12 +300,25 @@ fn cors() -> tower_http::cors::CorsLayer {
     use axum::http::{HeaderName, Method};
     tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)
-        .allow_methods([Method::GET, Method::HEAD])
-        .allow_headers([header::ACCEPT, header::IF_NONE_MATCH])
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::ACCEPT,
+            header::IF_NONE_MATCH,
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+        ])
         .expose_headers([
             header::LINK,
             header::ETAG,
             header::CONTENT_DISPOSITION,
+            header::LOCATION,
             HeaderName::from_static("content-crs"),
             HeaderName::from_static("x-tile-dropped-features"),
         ])
@@ -232,9 +362,12 @@ pub async fn serve(
             }
         }
     });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     refresher.abort();
     if let Err(e) = usage_at_exit.flush() {
         tracing::warn!(error = %e, "cannot write usage.json");
@@ -269,12 +402,17 @@ pub(crate) fn base_url(headers: &HeaderMap) -> String {
     format!("{proto}://{host}")
 }
 
-pub(crate) fn layer(state: &AppState, id: &str) -> ApiResult<Arc<LoadedLayer>> {
-    state.registry.get(id).ok_or_else(|| {
+/// A layer the caller may see; one it may not answers exactly like a missing one.
+pub(crate) fn layer(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Arc<LoadedLayer>> {
+    visible(state, caller, id).ok_or_else(|| {
         ApiError::not_found(format!(
             "collection '{id}' does not exist; GET /collections lists them"
         ))
     })
+}
+
+pub(crate) fn visible(state: &AppState, caller: &Caller, id: &str) -> Option<Arc<LoadedLayer>> {
+    state.registry.get(id).filter(|l| caller.can_see(&l.meta))
 }
 
 /// The representation asked for: `f=` wins, then the Accept header (a browser's
@@ -364,26 +502,30 @@ async fn conformance(headers: HeaderMap, RawQuery(raw): RawQuery) -> ApiResult<R
     })
 }
 
-fn sorted_layers(state: &AppState) -> Vec<Arc<LoadedLayer>> {
+pub(crate) fn sorted_layers(state: &AppState, caller: &Caller) -> Vec<Arc<LoadedLayer>> {
     let snap = state.registry.snapshot();
-    let mut v: Vec<Arc<LoadedLayer>> = snap.values().cloned().collect();
+    let mut v: Vec<Arc<LoadedLayer>> = snap
+        .values()
+        .filter(|l| caller.can_see(&l.meta))
+        .cloned()
+        .collect();
     v.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
     v
 }
 
-async fn api(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let doc = ogc::openapi::document(&sorted_layers(&state), &base_url(&headers));
+async fn api(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> Response {
+    let doc = ogc::openapi::document(&sorted_layers(&state, &caller), &base_url(&headers));
     json_doc(&doc, ogc::OPENAPI_TYPE)
 }
 
-async fn api_html(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn api_html(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> Response {
     let base = base_url(&headers);
-    let doc = ogc::openapi::document(&sorted_layers(&state), &base);
+    let doc = ogc::openapi::document(&sorted_layers(&state, &caller), &base);
     html_doc(ogc::html::api(&doc, &base))
 }
 
-async fn health(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({"status": "ok", "layers": state.registry.snapshot().len()}))
+async fn health(State(state): State<AppState>, caller: Caller) -> Json<Value> {
+    Json(json!({"status": "ok", "layers": sorted_layers(&state, &caller).len()}))
 }
 
 /// A collection document; the temporal extent may need a scan of the layer (once
@@ -394,6 +536,7 @@ fn collection_doc(state: &AppState, l: &LoadedLayer, base: &str) -> Value {
 
 async fn collections(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
@@ -402,7 +545,7 @@ async fn collections(
     let st = state.clone();
     let b = base.clone();
     let doc = tokio::task::spawn_blocking(move || {
-        let cols = sorted_layers(&st)
+        let cols = sorted_layers(&st, &caller)
             .iter()
             .map(|l| collection_doc(&st, l, &b))
             .collect();
@@ -418,12 +561,13 @@ async fn collections(
 
 async fn collection(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let f = negotiate(only_f(raw.as_deref())?, &headers);
-    let l = layer(&state, &id)?;
+    let l = layer(&state, &caller, &id)?;
     let base = base_url(&headers);
     let (st, b, l2) = (state.clone(), base.clone(), l.clone());
     let doc = tokio::task::spawn_blocking(move || collection_doc(&st, &l2, &b))
@@ -441,6 +585,7 @@ async fn collection(
 
 async fn queryables(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -451,7 +596,7 @@ async fn queryables(
             "queryables are JSON Schema only; the collection's HTML page lists them",
         ));
     }
-    let l = layer(&state, &id)?;
+    let l = layer(&state, &caller, &id)?;
     Ok(json_doc(
         &ogc::queryables(&l, &base_url(&headers)),
         "application/schema+json",
@@ -475,11 +620,12 @@ fn content_crs(r: &mut Response, c: &OutputCrs) {
 
 async fn items(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let l = layer(&state, &id)?;
+    let l = layer(&state, &caller, &id)?;
     let q = features::parse_items_query(raw.as_deref(), &l.meta.schema)?;
     let f = negotiate(q.format, &headers);
     if let Format::Download(d) = f {
@@ -575,11 +721,12 @@ async fn download(
 
 async fn item(
     State(state): State<AppState>,
+    caller: Caller,
     Path((id, fid)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let l = layer(&state, &id)?;
+    let l = layer(&state, &caller, &id)?;
     let mut crs = ogc::crs::crs84();
     let mut f = None;
     for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {

@@ -9,6 +9,7 @@ use axum::Json;
 use layers::store::LayerStore;
 
 use super::{base_url, ApiError, ApiResult, AppState};
+use crate::catalog::Caller;
 use crate::quality;
 
 fn params(raw: Option<&str>, accepted: &[&str]) -> ApiResult<Vec<(String, String)>> {
@@ -60,6 +61,7 @@ fn wants<'a>(
 /// `GET /api/layers/{id}/quality[?version=n][&f=json|html]`
 pub async fn layer(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
@@ -77,6 +79,11 @@ pub async fn layer(
     let id2 = id.clone();
     let (meta, diagnosis) = tokio::task::spawn_blocking(move || {
         let store = registry.store();
+        // The current record decides who may see every version of the layer.
+        match store.current(&id2)? {
+            Some(c) if !store.is_hidden(&id2) && caller.can_see(&c.meta) => {}
+            _ => return Ok(None),
+        }
         let v = match version {
             Some(n) => store
                 .versions(&id2)?
@@ -132,6 +139,7 @@ pub async fn layer(
 /// `GET /api/quality[?f=json|csv|html]`: every layer, grouped by ministry.
 pub async fn city(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -142,7 +150,7 @@ pub async fn city(
         let store = registry.store();
         let mut v = Vec::new();
         for id in store.layer_ids()? {
-            if let Some(mut c) = store.current(&id)? {
+            if let Some(mut c) = store.current(&id)?.filter(|c| caller.can_see(&c.meta)) {
                 // Staleness depends on today's date, not the day it was diagnosed.
                 c.meta.diagnosis = c
                     .meta
@@ -177,7 +185,11 @@ pub async fn city(
 }
 
 /// `GET /api/usage[?days=30]`: requests per day, layer, kind and audience.
-pub async fn usage(State(state): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+pub async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let p = params(raw.as_deref(), &["days"])?;
     let days = match get(&p, "days") {
         Some(d) => d
@@ -187,11 +199,23 @@ pub async fn usage(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Ap
             .ok_or_else(|| ApiError::bad_request(format!("days must be 1 to 366, got '{d}'")))?,
         None => 30,
     };
+    // Counts of layers the caller may not see are left out, names included.
+    let seen = |id: &str| super::visible(&state, &caller, id).is_some();
+    let mut daily = state.usage.daily(days);
+    if let Some(days) = daily.as_object_mut() {
+        for layers in days.values_mut() {
+            if let Some(m) = layers.as_object_mut() {
+                m.retain(|id, _| seen(id));
+            }
+        }
+    }
+    let mut by_layer = state.usage.summary(days);
+    by_layer.retain(|id, _| seen(id));
     Ok(Json(serde_json::json!({
         "days": days,
         "kinds": crate::usage::KINDS,
-        "daily": state.usage.daily(days),
-        "by_layer": state.usage.summary(days),
+        "daily": daily,
+        "by_layer": by_layer,
     }))
     .into_response())
 }

@@ -13,9 +13,10 @@ use serde_json::Value;
 use tiles::grid::TileId;
 
 use super::{base_url, layer, ApiError, ApiResult, AppState};
+use crate::catalog::Caller;
 
 /// "a,b,c" → the loaded layers, 404 naming the first unknown one.
-fn layers_of(state: &AppState, ids: &str) -> ApiResult<Vec<Arc<LoadedLayer>>> {
+fn layers_of(state: &AppState, caller: &Caller, ids: &str) -> ApiResult<Vec<Arc<LoadedLayer>>> {
     let mut out = Vec::new();
     for id in ids.split(',') {
         if out.iter().any(|l: &Arc<LoadedLayer>| l.meta.id == id) {
@@ -23,7 +24,7 @@ fn layers_of(state: &AppState, ids: &str) -> ApiResult<Vec<Arc<LoadedLayer>>> {
                 "layer '{id}' is listed twice"
             )));
         }
-        out.push(layer(state, id)?);
+        out.push(layer(state, caller, id)?);
     }
     Ok(out)
 }
@@ -38,6 +39,7 @@ fn parse_num<T: std::str::FromStr>(what: &str, v: &str) -> ApiResult<T> {
 
 pub async fn tile(
     State(state): State<AppState>,
+    caller: Caller,
     Path((ids, z, x, y)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -46,7 +48,7 @@ pub async fn tile(
     })?;
     let tile = TileId::new(parse_num("z", &z)?, parse_num("x", &x)?, parse_num("y", y)?)
         .map_err(ApiError::bad_request)?;
-    let layers = layers_of(&state, &ids)?;
+    let layers = layers_of(&state, &caller, &ids)?;
     // Cache hits are answered here; only rendering goes to the blocking pool.
     let body = match state.tiles.cached(&layers, tile) {
         Some(b) => b,
@@ -62,6 +64,7 @@ pub async fn tile(
 
 pub async fn tilejson(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
@@ -70,7 +73,7 @@ pub async fn tilejson(
             "no such endpoint: TileJSON is at /tiles/{name}.json"
         ))
     })?;
-    let layers = layers_of(&state, ids)?;
+    let layers = layers_of(&state, &caller, ids)?;
     Ok(Json(state.tiles.tilejson(
         &layers,
         ids,

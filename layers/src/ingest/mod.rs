@@ -57,6 +57,10 @@ pub struct IngestRequest {
     pub diagnose: crate::diagnose::DiagnoseConfig,
     /// Catalogue record changes (the rest is carried over from the current version).
     pub record: crate::store::RecordEdit,
+    /// Who publishes (stored in the version's record).
+    pub uploaded_by: Option<String>,
+    /// The publisher's note on this version.
+    pub note: Option<String>,
 }
 
 impl IngestRequest {
@@ -77,6 +81,8 @@ impl IngestRequest {
             limits: Limits::default(),
             diagnose: Default::default(),
             record: Default::default(),
+            uploaded_by: None,
+            note: None,
         }
     }
 }
@@ -131,6 +137,12 @@ pub fn ingest(
         ));
     }
     req.record.validate()?;
+    if store.is_hidden(&req.layer_id) {
+        return Err(Error::bad(format!(
+            "layer '{}' was deleted; an admin can bring it back (datahub layer undelete {0}) before new versions are uploaded",
+            req.layer_id
+        )));
+    }
     let staging = store.begin(&req.layer_id)?;
     // The catalogue record belongs to the layer: a new version starts from the last.
     let previous = store.current(&req.layer_id)?.map(|v| v.meta);
@@ -348,6 +360,10 @@ pub fn ingest(
             .as_ref()
             .map(|p| p.language.clone())
             .unwrap_or_else(|| "es-MX".into()),
+        temporal: previous.as_ref().and_then(|p| p.temporal.clone()),
+        access: previous.as_ref().map(|p| p.access).unwrap_or_default(),
+        uploaded_by: req.uploaded_by.clone(),
+        note: req.note.clone(),
         synthetic: req.synthetic,
         source_file: req
             .source

@@ -1,0 +1,436 @@
+//! [`CatalogStore`] on the system SQLite: `catalog.sqlite` in the data folder, shared by
+//! the server and the command line (WAL, busy timeout), so a token created or revoked
+//! by `datahub token` is seen by a running server.
+//!
+//! Tokens are `dh_<id>_<secret>`: the id finds the row, the secret is stored only as its
+//! SHA-256 and compared in constant time. The audit table refuses UPDATE and DELETE
+//! (triggers): the log is append-only even for someone with the SQL shell's habits.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+use super::{AuditEntry, AuditQuery, CatalogStore, Ministry, Principal, Role, TokenInfo};
+use layers::{Error, Result};
+
+pub struct SqliteCatalog {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = r#"
+PRAGMA journal_mode = WAL;
+CREATE TABLE IF NOT EXISTS ministries (
+    slug TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    email TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    secret_sha256 BLOB NOT NULL,
+    ministry TEXT REFERENCES ministries(slug),
+    role TEXT NOT NULL CHECK (role IN ('viewer', 'editor', 'admin')),
+    label TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    ministry TEXT,
+    action TEXT NOT NULL,
+    layer TEXT,
+    detail TEXT NOT NULL,
+    remote TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_layer ON audit(layer, seq);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+"#;
+
+fn db(e: rusqlite::Error) -> Error {
+    Error::Internal(format!("catalog database: {e}"))
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    let mut b = vec![0u8; bytes];
+    getrandom::getrandom(&mut b).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+    Ok(hex::encode(b))
+}
+
+/// Equal-length byte strings compared without an early exit.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+impl SqliteCatalog {
+    pub fn open(data: &Path) -> Result<Self> {
+        let path = data.join("catalog.sqlite");
+        let conn = Connection::open(&path).map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        conn.execute_batch("PRAGMA foreign_keys = ON;")
+            .map_err(db)?;
+        Ok(SqliteCatalog {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves a usable connection (SQLite rolls back
+        // an unfinished statement), so a poisoned lock is taken over.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn row_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
+    let role: String = r.get(2)?;
+    Ok(TokenInfo {
+        id: r.get(0)?,
+        ministry: r.get(1)?,
+        role: Role::parse(&role).unwrap_or(Role::Viewer),
+        label: r.get(3)?,
+        created_at: r.get(4)?,
+        expires_at: r.get(5)?,
+        revoked_at: r.get(6)?,
+    })
+}
+
+impl CatalogStore for SqliteCatalog {
+    fn ministries(&self) -> Result<Vec<Ministry>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare("SELECT slug, name, email FROM ministries ORDER BY slug")
+            .map_err(db)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(Ministry {
+                    slug: r.get(0)?,
+                    name: r.get(1)?,
+                    email: r.get(2)?,
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+    }
+
+    fn add_ministry(&self, m: &Ministry) -> Result<()> {
+        layers::store::validate_id(&m.slug).map_err(|_| {
+            Error::bad(format!(
+                "invalid ministry slug '{}': use lowercase letters, digits and '-', e.g. obras-publicas",
+                m.slug
+            ))
+        })?;
+        if m.name.trim().is_empty() {
+            return Err(Error::bad(
+                "the ministry needs a name (--name \"Obras Públicas\")",
+            ));
+        }
+        let c = self.conn();
+        let n = c
+            .execute(
+                "INSERT INTO ministries (slug, name, email, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(slug) DO NOTHING",
+                params![m.slug, m.name.trim(), m.email, super::now()],
+            )
+            .map_err(db)?;
+        if n == 0 {
+            return Err(Error::bad(format!("ministry '{}' already exists", m.slug)));
+        }
+        Ok(())
+    }
+
+    fn create_token(
+        &self,
+        ministry: Option<&str>,
+        role: Role,
+        label: &str,
+        expires_at: Option<&str>,
+    ) -> Result<(TokenInfo, String)> {
+        if let Some(m) = ministry {
+            super::check_ministry(&self.ministries()?, m)?;
+        } else if role != Role::Admin {
+            return Err(Error::bad(
+                "a viewer or editor token belongs to a ministry: give --ministry (only city-wide admins have none)",
+            ));
+        }
+        if let Some(e) = expires_at {
+            chrono::DateTime::parse_from_rfc3339(e).map_err(|_| {
+                Error::bad(format!(
+                    "expiry '{e}' is not an RFC 3339 time like 2027-01-31T23:59:59Z"
+                ))
+            })?;
+        }
+        let id = random_hex(6)?;
+        let secret = random_hex(32)?;
+        let hash = Sha256::digest(secret.as_bytes()).to_vec();
+        let info = TokenInfo {
+            id: id.clone(),
+            ministry: ministry.map(str::to_string),
+            role,
+            label: label.to_string(),
+            created_at: super::now(),
+            expires_at: expires_at.map(str::to_string),
+            revoked_at: None,
+        };
+        self.conn()
+            .execute(
+                "INSERT INTO tokens (id, secret_sha256, ministry, role, label, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    info.id,
+                    hash,
+                    info.ministry,
+                    role.as_str(),
+                    info.label,
+                    info.created_at,
+                    info.expires_at
+                ],
+            )
+            .map_err(db)?;
+        Ok((info, format!("dh_{id}_{secret}")))
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare(
+                "SELECT id, ministry, role, label, created_at, expires_at, revoked_at
+                 FROM tokens ORDER BY created_at, id",
+            )
+            .map_err(db)?;
+        let rows = st.query_map([], row_token).map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+    }
+
+    fn revoke_token(&self, id: &str) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, super::now()],
+            )
+            .map_err(db)?;
+        Ok(n > 0)
+    }
+
+    fn verify(&self, token: &str) -> Result<Option<Principal>> {
+        let Some((id, secret)) = token
+            .strip_prefix("dh_")
+            .and_then(|rest| rest.split_once('_'))
+        else {
+            return Ok(None);
+        };
+        let c = self.conn();
+        let row = c
+            .query_row(
+                "SELECT secret_sha256, ministry, role, label, expires_at, revoked_at
+                 FROM tokens WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(db)?;
+        // Hash even when the id is unknown, so both paths cost the same.
+        let presented = Sha256::digest(secret.as_bytes());
+        let Some((stored, ministry, role, label, expires_at, revoked_at)) = row else {
+            return Ok(None);
+        };
+        if !constant_time_eq(&stored, &presented) || revoked_at.is_some() {
+            return Ok(None);
+        }
+        let p = Principal {
+            token_id: id.to_string(),
+            ministry,
+            role: Role::parse(&role)?,
+            label,
+            expires_at,
+        };
+        Ok(still_valid(&p).then_some(p))
+    }
+
+    fn append_audit(&self, e: &AuditEntry) -> Result<i64> {
+        let c = self.conn();
+        c.execute(
+            "INSERT INTO audit (at, actor, ministry, action, layer, detail, remote)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                e.at,
+                e.actor,
+                e.ministry,
+                e.action,
+                e.layer,
+                e.detail.to_string(),
+                e.remote
+            ],
+        )
+        .map_err(db)?;
+        Ok(c.last_insert_rowid())
+    }
+
+    fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let mut sql = String::from(
+            "SELECT seq, at, actor, ministry, action, layer, detail, remote FROM audit WHERE 1=1",
+        );
+        let mut args: Vec<String> = Vec::new();
+        let mut push = |sql: &mut String, clause: &str, v: String| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(l) = &q.layer {
+            push(&mut sql, " AND layer = ?", l.clone());
+        }
+        if let Some(a) = &q.action {
+            push(&mut sql, " AND action = ?", a.clone());
+        }
+        if let Some(s) = &q.since {
+            push(&mut sql, " AND at >= ?", s.clone());
+        }
+        if let Some(b) = q.before {
+            push(&mut sql, " AND seq < ?", b.to_string());
+        }
+        if let Some(ms) = &q.ministries {
+            sql.push_str(" AND ministry IN (");
+            for (i, m) in ms.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                push(&mut sql, "?", m.clone());
+            }
+            sql.push_str(if ms.is_empty() { "NULL)" } else { ")" });
+        }
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", q.limit.max(1)));
+        let c = self.conn();
+        let mut st = c.prepare(&sql).map_err(db)?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                let detail: String = r.get(6)?;
+                Ok(AuditEntry {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    ministry: r.get(3)?,
+                    action: r.get(4)?,
+                    layer: r.get(5)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                    remote: r.get(7)?,
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+    }
+
+    fn save_job(&self, j: &serde_json::Value) -> Result<()> {
+        let id = j["id"].as_str().unwrap_or_default();
+        self.conn()
+            .execute(
+                "INSERT INTO jobs (id, doc) VALUES (?1, ?2)
+                 ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",
+                params![id, j.to_string()],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn job(&self, id: &str) -> Result<Option<serde_json::Value>> {
+        let doc: Option<String> = self
+            .conn()
+            .query_row("SELECT doc FROM jobs WHERE id = ?1", params![id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(db)?;
+        Ok(doc.and_then(|d| serde_json::from_str(&d).ok()))
+    }
+}
+
+/// Not expired (now). Checked again on every request, cached verifications included.
+pub fn still_valid(p: &Principal) -> bool {
+    match &p.expires_at {
+        None => true,
+        Some(e) => chrono::DateTime::parse_from_rfc3339(e)
+            .map(|t| t > chrono::Utc::now())
+            .unwrap_or(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_revoke_expire_and_audit_is_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SqliteCatalog::open(dir.path()).unwrap();
+        c.add_ministry(&Ministry {
+            slug: "obras-publicas".into(),
+            name: "Obras Públicas".into(),
+            email: None,
+        })
+        .unwrap();
+        assert!(c
+            .add_ministry(&Ministry {
+                slug: "obras-publicas".into(),
+                name: "x".into(),
+                email: None
+            })
+            .is_err());
+        let (info, secret) = c
+            .create_token(Some("obras-publicas"), Role::Editor, "ana", None)
+            .unwrap();
+        let p = c.verify(&secret).unwrap().unwrap();
+        assert_eq!(p.ministry.as_deref(), Some("obras-publicas"));
+        assert_eq!(p.role, Role::Editor);
+        // A wrong secret with the right id, and garbage, are both refused.
+        let mut wrong = secret.clone();
+        wrong.pop();
+        wrong.push('x');
+        assert!(c.verify(&wrong).unwrap().is_none());
+        assert!(c.verify("Bearer nonsense").unwrap().is_none());
+        assert!(c.revoke_token(&info.id).unwrap());
+        assert!(!c.revoke_token(&info.id).unwrap());
+        assert!(c.verify(&secret).unwrap().is_none());
+        let (_, old) = c
+            .create_token(None, Role::Admin, "root", Some("2020-01-01T00:00:00Z"))
+            .unwrap();
+        assert!(c.verify(&old).unwrap().is_none());
+        assert!(c.create_token(None, Role::Editor, "x", None).is_err());
+        assert!(c
+            .create_token(Some("obras"), Role::Editor, "x", None)
+            .unwrap_err()
+            .to_string()
+            .contains("did you mean 'obras-publicas'"));
+
+        let seq = c
+            .append_audit(&AuditEntry::now("cli:test", "token.create"))
+            .unwrap();
+        assert!(seq > 0);
+        let conn = c.conn();
+        assert!(conn.execute("DELETE FROM audit", []).is_err());
+        assert!(conn.execute("UPDATE audit SET actor = 'x'", []).is_err());
+    }
+}
