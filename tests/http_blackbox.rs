@@ -65,6 +65,7 @@ fn user_story_parques_in_epsg6372() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let z = parques_zip(tmp.path());
+    ensure_ministry(&data, "desarrollo-urbano");
     let o = run(
         &data,
         &[
@@ -76,6 +77,8 @@ fn user_story_parques_in_epsg6372() {
             "desarrollo-urbano",
             "--title",
             "Parques",
+            "--access",
+            "public",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));

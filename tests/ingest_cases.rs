@@ -378,7 +378,7 @@ fn unzipped_size_cap_counts_real_bytes() {
             "--layer",
             "big",
             "--ministry",
-            "x",
+            "pruebas",
         ],
     );
     assert_eq!(o.status.code(), Some(2));
@@ -475,7 +475,7 @@ fn killed_ingest_leaves_previous_version_and_is_cleaned() {
             "--layer",
             "capa",
             "--ministry",
-            "x",
+            "pruebas",
         ])
         .env("DATAHUB_LOG", "warn")
         .stdout(std::process::Stdio::null())

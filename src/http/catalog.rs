@@ -8,6 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -547,8 +548,16 @@ fn safe_file_name(name: &str) -> String {
 async fn receive(
     state: &AppState,
     headers: &HeaderMap,
-    mut mp: Multipart,
+    mp: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(Option<jobs::Upload>, Option<MetaInput>)> {
+    // Rejected only now, after the credentials were checked: a caller without them
+    // learns that first.
+    let mut mp = mp.map_err(|e| {
+        ApiError::bad_request(format!(
+            "send the file as multipart/form-data with a 'file' part (and optionally 'metadata', JSON): {}",
+            e.body_text()
+        ))
+    })?;
     let limit = state.max_upload_bytes;
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
@@ -595,6 +604,14 @@ async fn receive(
                         Ok(Some(chunk)) => {
                             written += chunk.len() as u64;
                             if written > limit {
+                                drop(out);
+                                drop(dir);
+                                // Read (and discard) the rest, up to the body limit, so
+                                // the client is still listening when the 413 comes.
+                                while let Ok(Some(_)) = field.chunk().await {}
+                                while let Ok(Some(mut f)) = mp.next_field().await {
+                                    while let Ok(Some(_)) = f.chunk().await {}
+                                }
                                 return Err(too_large(limit));
                             }
                             out.write_all(&chunk).await.map_err(ApiError::internal)?;
@@ -617,6 +634,25 @@ async fn receive(
         }
     }
     Ok((upload, meta))
+}
+
+/// A refused upload: the body is read and discarded (up to 64 MiB) before the error
+/// is sent, so the client, still sending, receives the answer instead of a reset
+/// connection; larger bodies are cut off.
+async fn refuse(mp: Result<Multipart, MultipartRejection>, e: ApiError) -> ApiError {
+    const CAP: usize = 64 << 20;
+    if let Ok(mut mp) = mp {
+        let mut seen = 0;
+        'all: while let Ok(Some(mut f)) = mp.next_field().await {
+            while let Ok(Some(c)) = f.chunk().await {
+                seen += c.len();
+                if seen > CAP {
+                    break 'all;
+                }
+            }
+        }
+    }
+    e
 }
 
 fn too_large(limit: u64) -> ApiError {
@@ -642,18 +678,20 @@ async fn create_layer(
     caller: Caller,
     Remote(remote): Remote,
     headers: HeaderMap,
-    mp: Multipart,
+    mp: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
-    // Credentials are checked before a byte of the body is read.
-    let Caller::Token(p) = &caller else {
-        return Err(ApiError::unauthorized(
+    // Credentials are checked before the upload is stored.
+    let refused = match &caller {
+        Caller::Anonymous => Some(ApiError::unauthorized(
             "uploading needs an editor token: Authorization: Bearer <token>",
-        ));
-    };
-    if p.role == cat::Role::Viewer {
-        return Err(ApiError::forbidden(
+        )),
+        Caller::Token(p) if p.role == cat::Role::Viewer => Some(ApiError::forbidden(
             "viewer tokens cannot upload; ask for an editor token",
-        ));
+        )),
+        _ => None,
+    };
+    if let Some(e) = refused {
+        return Err(refuse(mp, e).await);
     }
     let (upload, meta) = receive(&state, &headers, mp).await?;
     let meta = meta.ok_or_else(|| {
@@ -698,15 +736,22 @@ async fn new_version(
     Remote(remote): Remote,
     Path(id): Path<String>,
     headers: HeaderMap,
-    mp: Multipart,
+    mp: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
-    if caller == Caller::Anonymous {
-        return Err(ApiError::unauthorized(
+    let checked = if caller == Caller::Anonymous {
+        Err(ApiError::unauthorized(
             "uploading needs an editor token: Authorization: Bearer <token>",
-        ));
-    }
-    let cur = visible_record(&state, &caller, &id).await?;
-    require_write(&caller, &cur.ministry)?;
+        ))
+    } else {
+        match visible_record(&state, &caller, &id).await {
+            Ok(cur) => require_write(&caller, &cur.ministry).map(|_| cur),
+            Err(e) => Err(e),
+        }
+    };
+    let cur = match checked {
+        Ok(cur) => cur,
+        Err(e) => return Err(refuse(mp, e).await),
+    };
     let (upload, meta) = receive(&state, &headers, mp).await?;
     let upload = upload.ok_or_else(|| ApiError::bad_request("the 'file' part is missing"))?;
     let meta = meta.unwrap_or_default();

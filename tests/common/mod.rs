@@ -48,8 +48,34 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// `datahub ingest SOURCE --layer ID --ministry pruebas EXTRA...`.
+/// Registers a ministry in the data folder's catalogue (once; later calls do nothing).
+pub fn ensure_ministry(data: &Path, slug: &str) {
+    let marker = data.join(format!(".test-ministry-{slug}"));
+    if marker.exists() {
+        return;
+    }
+    let o = run(data, &["ministry", "add", slug, "--name", slug]);
+    assert!(
+        o.status.success() || stderr(&o).contains("already exists"),
+        "ministry add: {}",
+        stderr(&o)
+    );
+    std::fs::write(marker, "").expect("marker");
+}
+
+/// A new token's secret: `datahub token create ARGS...`.
+pub fn token(data: &Path, args: &[&str]) -> String {
+    let mut a = vec!["token", "create"];
+    a.extend_from_slice(args);
+    let o = run(data, &a);
+    assert!(o.status.success(), "token create: {}", stderr(&o));
+    stdout(&o).trim().to_string()
+}
+
+/// `datahub ingest SOURCE --layer ID --ministry pruebas EXTRA...`; public unless
+/// EXTRA gives `--access` (the black-box tests read layers anonymously).
 fn ingest(data: &Path, source: &Path, layer: &str, extra: &[&str]) -> Output {
+    ensure_ministry(data, "pruebas");
     let src = source.to_string_lossy().into_owned();
     let mut args = vec![
         "ingest",
@@ -59,6 +85,9 @@ fn ingest(data: &Path, source: &Path, layer: &str, extra: &[&str]) -> Output {
         "--ministry",
         "pruebas",
     ];
+    if !extra.contains(&"--access") {
+        args.extend_from_slice(&["--access", "public"]);
+    }
     args.extend_from_slice(extra);
     run(data, &args)
 }
@@ -307,9 +336,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    /// With global options before `serve` (e.g. `--config file.toml`).
+    pub fn start_with(data: &Path, global: &[&str]) -> Server {
         let mut child = bin()
             .arg("--data")
             .arg(data)
+            .args(global)
             .args(["serve", "--addr", "127.0.0.1:0"])
             .env("DATAHUB_LOG", "warn")
             .stdout(Stdio::piped())
