@@ -47,11 +47,12 @@ with open(f"{out}/nearest.txt", "w") as f:
         f.write(f"/api/analysis/nearest?layer=puntos&lon={rnd.uniform(x0, x1):.6f}&lat={rnd.uniform(y0, y1):.6f}&k=5\n")
 PY
 
-$bin --data "$data" ingest "$work/million-mty.csv" --layer puntos --ministry bench >/dev/null
+$bin --data "$data" ministry add bench --name Bench >/dev/null 2>&1 || true
+$bin --data "$data" ingest "$work/million-mty.csv" --layer puntos --ministry bench --access public >/dev/null
 for l in zonas municipios; do
-  $bin --data "$data" ingest "$dir/$l.geojson" --layer $l --ministry bench >/dev/null
+  $bin --data "$data" ingest "$dir/$l.geojson" --layer $l --ministry bench --access public >/dev/null
 done
-$bin --data "$data" ingest "$dir/p50k.csv" --layer p50k --ministry bench >/dev/null
+$bin --data "$data" ingest "$dir/p50k.csv" --layer p50k --ministry bench --access public >/dev/null
 
 $bin --data "$data" serve --addr 127.0.0.1:0 > "$dir/serve.out" 2>/dev/null &
 pid=$!

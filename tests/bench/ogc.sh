@@ -10,9 +10,10 @@ work=${1:?}
 bin=./target/release/datahub
 dir="$work/ogc"
 mkdir -p "$dir"
-$bin --data "$dir/data" ingest "$work/million-mty.csv" --layer puntos --ministry bench >/dev/null
+$bin --data "$dir/data" ministry add bench --name Bench >/dev/null 2>&1 || true
+$bin --data "$dir/data" ingest "$work/million-mty.csv" --layer puntos --ministry bench --access public >/dev/null
 head -100001 "$work/million-mty.csv" > "$dir/p100k.csv"
-$bin --data "$dir/data" ingest "$dir/p100k.csv" --layer p100k --ministry bench >/dev/null
+$bin --data "$dir/data" ingest "$dir/p100k.csv" --layer p100k --ministry bench --access public >/dev/null
 
 # Random boxes inside the points' extent (uniform over 0.24 x 0.16 degrees): ~1,000 and
 # ~10,000 points each.
@@ -42,6 +43,8 @@ dh_pid=$!
 for _ in $(seq 200); do grep -q listening "$dir/serve.out" 2>/dev/null && break; sleep 0.1; done
 dh=$(sed -n 's/listening on //p' "$dir/serve.out")
 echo "-- datahub items?bbox, ~$(returned "$dh" "$(head -1 "$dir/b1000.txt")") features/page: $(load "$dh" "$dir/b1000.txt")"
+tok=$($bin --data "$dir/data" token create --role viewer --ministry bench 2>/dev/null)
+echo "-- the same with a Bearer token (authorization cost): $(AUTH="$tok" load "$dh" "$dir/b1000.txt")"
 echo "-- datahub items?bbox, ~$(returned "$dh" "$(head -1 "$dir/b10000.txt")") features/page: $(load "$dh" "$dir/b10000.txt")"
 dh1000=$(load "$dh" "$dir/b1000.txt" | awk '{print $1}')
 

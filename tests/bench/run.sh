@@ -14,8 +14,9 @@ secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N)
 bench_ingest() { # label source features datahub-args ogr2ogr-args
   local label=$1 src=$2 n=$3 dh_args=$4 ogr_args=$5
   rm -rf "$work/data"
+  $bin --data "$work/data" ministry add bench --name Bench >/dev/null 2>&1 || true
   local t_dh t_ogr
-  t_dh=$(secs $bin --data "$work/data" ingest "$src" --layer bench --ministry bench $dh_args)
+  t_dh=$(secs $bin --data "$work/data" ingest "$src" --layer bench --ministry bench --access public $dh_args)
   [ -f "$work/data/layers/bench/CURRENT" ] || { echo "datahub ingest of $src failed"; exit 1; }
   rm -f "$work/ogr.fgb"
   t_ogr=$(secs ogr2ogr -f FlatGeobuf "$work/ogr.fgb" "$src" -t_srs EPSG:4326 $ogr_args)
@@ -80,5 +81,7 @@ bash tests/bench/analysis.sh "$work"
 
 echo "== index (criterion, in-process)"
 cargo bench -q -p layers --bench index -- --noplot 2>&1 | grep -E "index_1M|time:|returns" || true
+echo "== catalog search (10,000 generated records, in-process)"
+cargo bench -q --bench catalog_search 2>&1 | grep -E "catalog search|p50" || true
 echo "== tile encoding (criterion, in-process)"
 cargo bench -q -p tiles --bench encode -- --noplot 2>&1 | grep -E "^encode|time:" || true
