@@ -103,7 +103,7 @@ fn main() {
         (
             "word + ministry + bbox",
             Query {
-                q: Some("drenaje".into()),
+                q: Some("parques".into()),
                 ministry: Some("obras-publicas".into()),
                 bbox: Some([-100.45, 25.5, -100.3, 25.7]),
                 ..Default::default()

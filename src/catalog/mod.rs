@@ -96,7 +96,8 @@ pub struct Principal {
 pub enum Caller {
     #[default]
     Anonymous,
-    Token(Principal),
+    /// Shared: a verified token's principal is cloned into every request it makes.
+    Token(std::sync::Arc<Principal>),
 }
 
 impl Caller {
@@ -406,13 +407,13 @@ mod tests {
     use super::*;
 
     fn token(ministry: Option<&str>, role: Role) -> Caller {
-        Caller::Token(Principal {
+        Caller::Token(std::sync::Arc::new(Principal {
             token_id: "t".into(),
             ministry: ministry.map(str::to_string),
             role,
             label: "x".into(),
             expires_at: None,
-        })
+        }))
     }
 
     #[test]

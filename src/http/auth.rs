@@ -7,13 +7,12 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::async_trait;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::{header, request::Parts, HeaderMap};
-use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
 use crate::catalog::sqlite::still_valid;
@@ -25,12 +24,17 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// How long a verification is trusted before the database is asked again: revocations
 /// made through the API apply at once, those from the command line within this time.
 const VERIFIED_TTL: Duration = Duration::from_secs(15);
+/// Verified tokens kept at most (a full cache is simply cleared: verification is cheap,
+/// only not free on every request).
+const VERIFIED_MAX: usize = 10_000;
 
 pub const SESSION_COOKIE: &str = "datahub_session";
 
 pub struct Auth {
     catalog: Arc<dyn CatalogStore>,
-    verified: moka::sync::Cache<[u8; 32], Principal>,
+    /// Token → its principal and when it was verified. A plain map under a read lock:
+    /// this lookup is on the path of every authenticated tile request.
+    verified: RwLock<HashMap<String, (Arc<Principal>, Instant)>>,
     failures: Mutex<HashMap<Option<IpAddr>, (Instant, u32)>>,
 }
 
@@ -38,17 +42,17 @@ impl Auth {
     pub fn new(catalog: Arc<dyn CatalogStore>) -> Self {
         Auth {
             catalog,
-            verified: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(VERIFIED_TTL)
-                .build(),
+            verified: RwLock::default(),
             failures: Mutex::default(),
         }
     }
 
     /// Forget cached verifications (after a revocation).
     pub fn forget_all(&self) {
-        self.verified.invalidate_all();
+        self.verified
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     fn blocked(&self, ip: Option<IpAddr>) -> Option<u64> {
@@ -87,12 +91,17 @@ impl Auth {
 
     /// The caller presenting `token` from `ip`.
     pub fn resolve(&self, token: &str, ip: Option<IpAddr>) -> Result<Caller, ApiError> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(p) = self.verified.get(&key) {
-            if still_valid(&p) {
-                return Ok(Caller::Token(p));
-            }
-            self.verified.invalidate(&key);
+        let cached = self
+            .verified
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .filter(|(p, at)| {
+                at.elapsed() < VERIFIED_TTL && (p.expires_at.is_none() || still_valid(p))
+            })
+            .map(|(p, _)| p.clone());
+        if let Some(p) = cached {
+            return Ok(Caller::Token(p));
         }
         if let Some(wait) = self.blocked(ip) {
             return Err(ApiError::too_many(format!(
@@ -101,7 +110,12 @@ impl Auth {
         }
         match self.catalog.verify(token) {
             Ok(Some(p)) => {
-                self.verified.insert(key, p.clone());
+                let p = Arc::new(p);
+                let mut v = self.verified.write().unwrap_or_else(|p| p.into_inner());
+                if v.len() >= VERIFIED_MAX {
+                    v.clear();
+                }
+                v.insert(token.to_string(), (p.clone(), Instant::now()));
                 Ok(Caller::Token(p))
             }
             Ok(None) => {
