@@ -24,6 +24,7 @@ pub mod auth;
 mod catalog;
 mod quality;
 mod tiles;
+mod web;
 
 use crate::catalog::{Caller, CatalogStore};
 
@@ -203,6 +204,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(landing))
         .route("/conformance", get(conformance))
+        .route("/publicar", get(web::publicar))
+        .route("/web/app/:file", get(web::asset))
         .route("/api", get(api))
         .route("/api.html", get(api_html))
         .route("/health", get(health))
@@ -483,7 +486,12 @@ fn link_header(r: &mut Response, links: &[Value]) {
 }
 
 async fn landing(headers: HeaderMap, RawQuery(raw): RawQuery) -> ApiResult<Response> {
-    let f = negotiate(only_f(raw.as_deref())?, &headers);
+    let asked = only_f(raw.as_deref())?;
+    // A browser opening the site gets the map; `?f=html` is the OGC landing page.
+    if asked.is_none() && negotiate(None, &headers) == Format::Html {
+        return Ok(web::map_page());
+    }
+    let f = negotiate(asked, &headers);
     let base = base_url(&headers);
     let doc = ogc::landing(&base);
     Ok(match f {

@@ -1,0 +1,74 @@
+//! The web pages: the planners' map at `/` (for browsers; API clients still get the
+//! OGC landing page there) and the publishing page at `/publicar`, with their scripts
+//! and styles compiled into the binary, so the pages always match the server's API.
+//! MapLibre GL JS itself is served from `web/node_modules` (`/web/maplibre/`).
+
+use axum::extract::Path;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+use super::ApiError;
+
+pub const INDEX: &str = include_str!("../../web/app/index.html");
+const PUBLICAR: &str = include_str!("../../web/app/publicar.html");
+
+const FILES: [(&str, &str, &str); 4] = [
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/app/app.js"),
+    ),
+    (
+        "common.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/app/common.js"),
+    ),
+    (
+        "publicar.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/app/publicar.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web/app/style.css"),
+    ),
+];
+
+fn page(body: &'static str) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    // The pages call only this origin (MapLibre's workers are blob: URLs).
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data: blob:; worker-src blob:; child-src blob:; style-src 'self' 'unsafe-inline'; connect-src 'self'",
+        ),
+    );
+    r
+}
+
+pub fn map_page() -> Response {
+    page(INDEX)
+}
+
+pub async fn publicar() -> Response {
+    page(PUBLICAR)
+}
+
+pub async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
+    let (_, ctype, body) = FILES
+        .iter()
+        .find(|(name, _, _)| *name == file)
+        .ok_or_else(|| ApiError::not_found(format!("no such file /web/app/{file}")))?;
+    let mut r = (*body).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(r)
+}

@@ -1,0 +1,143 @@
+// Drives DataHub's map and publishing pages in Debian's Chromium (playwright-core; no
+// browser is downloaded) like a planner and a GIS editor would, and prints what it saw
+// as JSON for tests/web_blackbox.rs to assert. Screenshots go to OUT_DIR.
+// Usage: node web-check.js BASE_URL TOKEN SHAPEFILE_ZIP INTERNAL_LAYER OUT_DIR
+const { chromium } = require('playwright-core');
+const path = require('path');
+
+(async () => {
+  const [base, token, zip, internal, out] = process.argv.slice(2);
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--use-angle=swiftshader', '--enable-unsafe-swiftshader', '--disable-background-networking'],
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
+  page.on('pageerror', (e) => errors.push(`pageerror: ${e}`));
+  page.on('requestfailed', (r) => errors.push(`failed ${r.url()}`));
+  page.on('response', (r) => { if (r.status() >= 400) errors.push(`${r.status()} ${r.url()}`); });
+  const res = {};
+  // page.waitForFunction evaluates strings, which the pages' CSP (rightly) forbids.
+  const waitFor = async (fn, arg, ms = 30000) => {
+    const until = Date.now() + ms;
+    for (;;) {
+      if (await page.evaluate(fn, arg).catch(() => false)) return;
+      if (Date.now() > until) throw new Error(`timed out waiting for ${fn}`);
+      await page.waitForTimeout(100);
+    }
+  };
+  const shot = (name) => page.screenshot({ path: path.join(out, `${name}.png`) });
+  const idle = () => page.evaluate(() => new Promise((ok) => {
+    const m = window.datahub.map;
+    if (m.loaded() && m.areTilesLoaded()) setTimeout(ok, 300); else m.once('idle', () => setTimeout(ok, 100));
+  }));
+
+  // 1. The map loads; the catalogue lists the demo layers, grouped by ministry.
+  const t0 = Date.now();
+  await page.goto(`${base}/`, { waitUntil: 'load' });
+  await waitFor(() => window.datahub && window.datahub.ready);
+  res.load_ms = Date.now() - t0;
+  res.timing = await page.evaluate(() => ({
+    dom: Math.round(performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd),
+    ready: Math.round(window.datahub.readyAt),
+  }));
+  // A second visit (the browser has MapLibre's code cached, as a planner's would).
+  const t1 = Date.now();
+  await page.reload({ waitUntil: 'load' });
+  await waitFor(() => window.datahub && window.datahub.ready);
+  res.reload_ms = Date.now() - t1;
+  res.catalog = await page.$$eval('.layer', (els) => els.map((e) => e.dataset.layer));
+  res.ministries = await page.$$eval('.ministry h3', (els) => els.map((e) => e.textContent));
+  res.lang = await page.evaluate(() => document.documentElement.lang);
+
+  // 2. Turning a layer on draws its features.
+  await page.check('#chk-reportes');
+  await idle();
+  res.rendered_reportes = await page.evaluate(() => window.datahub.map.queryRenderedFeatures({ layers: ['lyr-reportes-circle'] }).length);
+  await shot('map-layers');
+
+  // 3. Clicking a feature opens its popup with its attributes.
+  const target = await page.evaluate(() => {
+    const m = window.datahub.map;
+    const f = m.queryRenderedFeatures({ layers: ['lyr-reportes-circle'] })
+      .find((x) => { const p = m.project(x.geometry.coordinates); return p.x > 80 && p.y > 80 && p.x < m.getCanvas().clientWidth - 80 && p.y < m.getCanvas().clientHeight - 80; });
+    const p = m.project(f.geometry.coordinates);
+    const r = m.getCanvas().getBoundingClientRect();
+    return { id: f.id, x: r.left + p.x, y: r.top + p.y };
+  });
+  await page.mouse.click(target.x, target.y);
+  await page.waitForSelector('.maplibregl-popup table.attrs', { timeout: 10000 });
+  res.popup = await page.$eval('.maplibregl-popup table.attrs', (t) => ({
+    feature: t.dataset.feature,
+    rows: Object.fromEntries([...t.querySelectorAll('tr')].map((r) => [r.querySelector('th').textContent, r.querySelector('td').textContent])),
+  }));
+  res.popup_expected = await page.evaluate(async (id) => (await (await fetch(`/collections/reportes/items/${id}`)).json()).properties, res.popup.feature);
+  await shot('popup');
+  await page.keyboard.press('Escape');
+
+  // 4. Layer details: metadata, history, downloads.
+  await page.click('.layer[data-layer="reportes"] button[data-act="info"]');
+  await page.waitForSelector('#details-body h2');
+  res.details = await page.$eval('#details-body', (d) => ({ title: d.querySelector('h2').textContent, downloads: d.querySelectorAll('ul li a').length, text: d.textContent }));
+  await shot('details');
+  await page.click('#details-close');
+
+  // 5. Anonymous visitors do not see the internal layer; a signed-in ministry user does.
+  res.internal_anonymous = await page.$$eval(`.layer[data-layer="${internal}"]`, (e) => e.length);
+  await page.click('#signin');
+  await page.fill('#token', token);
+  await page.click('#signin-form button[type=submit]');
+  await page.waitForSelector(`.layer[data-layer="${internal}"]`, { timeout: 10000 });
+  res.internal_signed_in = await page.$$eval(`.layer[data-layer="${internal}"]`, (e) => e.length);
+  res.cookie_http_only = (await context.cookies()).filter((c) => c.name === 'datahub_session').map((c) => c.httpOnly);
+  res.token_in_storage = await page.evaluate((tk) => JSON.stringify({ ...localStorage }).includes(tk) || document.cookie.includes(tk), token);
+
+  // 6. Neighbourhood view: a choropleth whose legend is the aggregate API's.
+  await page.click('#tab-zones');
+  await page.selectOption('#zones', 'colonias');
+  await page.selectOption('#zlayer', 'reportes');
+  await page.selectOption('#zstat', 'count');
+  await page.click('#zdraw');
+  await page.waitForSelector('#zlegend .legend-item');
+  await idle();
+  res.legend = await page.$$eval('#zlegend .legend-item[data-class]', (els) => els.map((e) => ({ min: +e.dataset.min, max: +e.dataset.max, text: e.textContent })));
+  res.choropleth_zones = await page.evaluate(() => new Set(window.datahub.map.queryRenderedFeatures({ layers: ['choro-fill'] }).map((f) => f.id)).size);
+  res.api_legend = await page.evaluate(async () => (await (await fetch('/api/analysis/legend?zones=colonias&layer=reportes&stat=count&method=quantile')).json()).classes);
+  res.api_aggregate = await page.evaluate(async () => (await (await fetch('/api/analysis/aggregate?zones=colonias&layer=reportes&stat=count')).json()).rows.map((z) => z.count));
+  res.csv_link = await page.$eval('#zcsv', (a) => a.getAttribute('href'));
+  await shot('choropleth');
+
+  // 7. Phone width: the page still works.
+  await page.setViewportSize({ width: 390, height: 800 });
+  await page.waitForTimeout(300);
+  await shot('phone');
+  res.phone_map_height = await page.$eval('#map', (m) => m.getBoundingClientRect().height);
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  // 8. Publishing: a real Shapefile through the form, its job, its report, then the map.
+  await page.goto(`${base}/publicar`, { waitUntil: 'load' });
+  await page.waitForSelector('#upload-form:not([hidden])', { timeout: 10000 });
+  await page.setInputFiles('#file', zip);
+  await page.fill('#id', 'silvestres-web');
+  await page.fill('#title', 'Áreas silvestres (web)');
+  await page.selectOption('#access', 'public');
+  await page.fill('#keywords', 'naturaleza, prueba');
+  await page.click('#send');
+  await page.waitForSelector('#view-map, #job-error', { timeout: 60000 });
+  res.publish_error = await page.$$eval('#job-error', (e) => e.map((x) => x.textContent));
+  res.publish_report = await page.$eval('#report', (r) => r.textContent);
+  await page.screenshot({ path: path.join(out, 'publish-report.png'), fullPage: true });
+  await page.click('#view-map');
+  await waitFor(() => window.datahub && window.datahub.ready);
+  await page.evaluate(() => { const m = window.datahub.map; m.jumpTo({ center: [-113.2, 37.0], zoom: 6 }); });
+  await idle();
+  res.new_layer_visible = await page.evaluate(() => window.datahub.state.order.includes('silvestres-web'));
+  res.new_layer_rendered = await page.evaluate(() => window.datahub.map.queryRenderedFeatures({ layers: ['lyr-silvestres-web-fill'] }).length);
+  await shot('published-on-map');
+
+  res.errors = errors;
+  await browser.close();
+  console.log(JSON.stringify(res));
+})().catch((e) => { console.error(e); process.exit(1); });

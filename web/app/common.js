@@ -1,0 +1,76 @@
+// Shared by the map and the publishing page: Spanish-first texts with an English switch
+// (kept in localStorage: a preference, not a credential), value formatting and escaping.
+const TEXTS = {
+  es: {
+    publish: 'Publicar', api: 'API', signin: 'Entrar', signout: 'Salir', layers: 'Capas', neighbourhoods: 'Colonias',
+    search: 'Buscar capas', searchph: 'Buscar capas…', legend: 'Leyenda', zonelayer: 'Capa de zonas', layer: 'Capa',
+    stat: 'Estadística', method: 'Clases', draw: 'Dibujar', clear: 'Quitar', csv: 'Tabla CSV',
+    nearest: 'Más cercanos al hacer clic', tokenlabel: 'Token de tu secretaría', cancel: 'Cancelar',
+    polygon: 'polígonos', line: 'líneas', point: 'puntos', features: 'elementos', quality: 'Calidad',
+    opacity: 'Opacidad', up: 'Subir', down: 'Bajar', zoom: 'Acercar', details: 'Detalles', colorby: 'Color por',
+    nolayers: 'No hay capas que coincidan.', nolegend: 'Activa una capa para verla aquí.', other: 'otros',
+    loading: 'Cargando…', inapi: 'Ver en la API OGC', ministry: 'Secretaría', access: 'Acceso', geometry: 'Geometría',
+    keywords: 'Palabras clave', theme: 'Tema', license: 'Licencia', contact: 'Contacto', frequency: 'Actualización',
+    temporal: 'Periodo', modified: 'Modificada', version: 'Versión', mqa: 'Calidad de metadatos',
+    fullreport: 'Informe de calidad completo', downloads: 'Descargas', forqgis: 'Para QGIS y otros clientes',
+    history: 'Historial de versiones', count: 'Número', density: 'Densidad (por km²)', length: 'Longitud (m)',
+    areashare: 'Proporción de área', sum: 'Suma de', mean: 'Promedio de', nodata: 'Sin datos',
+    clickzone: 'Haz clic en una zona para ver su perfil.', value: 'Valor', nearestof: 'Más cercanos de',
+    file: 'Archivo', required: 'obligatorio', send: 'Publicar', newlayer: 'Capa nueva', newversion: 'Nueva versión de',
+    uploading: 'Subiendo', processing: 'Procesando', done: 'Publicada', failed: 'Falló', viewmap: 'Ver en el mapa',
+    restore: 'Restaurar', dropfile: 'Arrastra aquí el archivo o elígelo', mustsignin: 'Entra con el token de tu secretaría para publicar.',
+    problemsfirst: 'Problemas encontrados', noproblems: 'Sin problemas.',
+  },
+  en: {
+    publish: 'Publish', api: 'API', signin: 'Sign in', signout: 'Sign out', layers: 'Layers', neighbourhoods: 'Neighbourhoods',
+    search: 'Search layers', searchph: 'Search layers…', legend: 'Legend', zonelayer: 'Zone layer', layer: 'Layer',
+    stat: 'Statistic', method: 'Classes', draw: 'Draw', clear: 'Clear', csv: 'CSV table',
+    nearest: 'Nearest on click', tokenlabel: "Your ministry's token", cancel: 'Cancel',
+    polygon: 'polygons', line: 'lines', point: 'points', features: 'features', quality: 'Quality',
+    opacity: 'Opacity', up: 'Up', down: 'Down', zoom: 'Zoom to', details: 'Details', colorby: 'Colour by',
+    nolayers: 'No matching layers.', nolegend: 'Turn a layer on to see it here.', other: 'other',
+    loading: 'Loading…', inapi: 'Open in the OGC API', ministry: 'Ministry', access: 'Access', geometry: 'Geometry',
+    keywords: 'Keywords', theme: 'Theme', license: 'Licence', contact: 'Contact', frequency: 'Updated',
+    temporal: 'Period', modified: 'Modified', version: 'Version', mqa: 'Metadata quality',
+    fullreport: 'Full quality report', downloads: 'Downloads', forqgis: 'For QGIS and other clients',
+    history: 'Version history', count: 'Count', density: 'Density (per km²)', length: 'Length (m)',
+    areashare: 'Area share', sum: 'Sum of', mean: 'Mean of', nodata: 'No data',
+    clickzone: 'Click a zone to see its profile.', value: 'Value', nearestof: 'Nearest of',
+    file: 'File', required: 'required', send: 'Publish', newlayer: 'New layer', newversion: 'New version of',
+    uploading: 'Uploading', processing: 'Processing', done: 'Published', failed: 'Failed', viewmap: 'See on the map',
+    restore: 'Restore', dropfile: 'Drop the file here or choose it', mustsignin: "Sign in with your ministry's token to publish.",
+    problemsfirst: 'Problems found', noproblems: 'No problems.',
+  },
+};
+
+export function lang() {
+  return localStorage.getItem('datahub-lang') === 'en' ? 'en' : 'es';
+}
+export function setLang(l) {
+  localStorage.setItem('datahub-lang', l);
+}
+export function t(key) {
+  return TEXTS[lang()][key] ?? TEXTS.es[key] ?? key;
+}
+export function applyI18n() {
+  document.documentElement.lang = lang();
+  for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll('[data-i18n-placeholder]')) el.placeholder = t(el.dataset.i18nPlaceholder);
+  const b = document.getElementById('lang');
+  if (b) b.textContent = lang() === 'es' ? 'EN' : 'ES';
+}
+export function esc(s) {
+  return String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+}
+/** Numbers with the locale's separators, ISO dates as local dates, booleans in words. */
+export function fmtValue(v) {
+  const loc = lang() === 'es' ? 'es-MX' : 'en-US';
+  if (v === null || v === undefined) return '—';
+  if (typeof v === 'number') return v.toLocaleString(loc, { maximumFractionDigits: 3 });
+  if (typeof v === 'boolean') return lang() === 'es' ? (v ? 'sí' : 'no') : (v ? 'yes' : 'no');
+  if (typeof v === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(v)) {
+    const d = new Date(`${v}T12:00:00`);
+    if (!Number.isNaN(d.getTime())) return d.toLocaleDateString(loc, { year: 'numeric', month: 'short', day: 'numeric' });
+  }
+  return String(v);
+}

@@ -1,0 +1,160 @@
+// GIS staff publish here: sign in with a ministry token (HttpOnly session cookie),
+// choose a file (drag and drop), fill the record, upload with a progress bar, follow
+// the ingest job, read the diagnosis (problems first), roll back to a kept version.
+import { t, lang, setLang, applyI18n, esc } from '/web/app/common.js';
+
+const $ = (id) => document.getElementById(id);
+let layers = [];
+
+async function api(path, opts = {}) {
+  const r = await fetch(path, { credentials: 'same-origin', ...opts });
+  const body = r.status === 204 ? null : await r.json().catch(() => null);
+  if (!r.ok) throw new Error((body && body.description) || `${r.status}`);
+  return body;
+}
+
+async function start() {
+  applyI18n();
+  const s = await api('/api/session').catch(() => ({ signed_in: false }));
+  $('signin-form').hidden = s.signed_in;
+  $('upload-form').hidden = !s.signed_in;
+  if (!s.signed_in) { $('token').focus(); return; }
+  $('who').textContent = `${s.label} — ${s.ministry || 'admin'} (${s.role})`;
+  layers = (await api('/api/layers')).layers;
+  $('target').innerHTML = `<option value="">${t('newlayer')}</option>${layers
+    .filter((l) => !s.ministry || l.ministry.slug === s.ministry)
+    .map((l) => `<option value="${esc(l.id)}">${t('newversion')} ${esc(l.title)} (${esc(l.id)})</option>`).join('')}`;
+  const pre = new URLSearchParams(location.search).get('layer');
+  if (pre) $('target').value = pre;
+  target();
+}
+
+function target() {
+  const id = $('target').value;
+  $('newfields').hidden = !!id;
+  $('access').parentElement.querySelector('label').classList.toggle('req', !id);
+  showVersions(id);
+}
+$('target').addEventListener('change', target);
+
+async function showVersions(id) {
+  const el = $('versions');
+  if (!id) { el.innerHTML = ''; return; }
+  const h = await api(`/api/layers/${id}/versions`).catch(() => ({ versions: [] }));
+  el.innerHTML = `<h3>${lang() === 'es' ? 'Versiones' : 'Versions'}</h3><ul>${h.versions.map((v) => `<li>v${v.version}${v.current ? ' ★' : ''} — ${esc(v.created_at)} — ${esc(v.source_file)} (${v.feature_count})
+    ${v.current ? '' : `<button type="button" data-restore="${v.version}">${t('restore')}</button>`}</li>`).join('')}</ul>`;
+  el.querySelectorAll('[data-restore]').forEach((b) => b.addEventListener('click', async () => {
+    try {
+      const r = await api(`/api/layers/${id}/versions/${b.dataset.restore}/restore`, { method: 'POST' });
+      $('report').innerHTML = `<p>v${r.restored_version} → v${r.version}</p>`;
+      showVersions(id);
+    } catch (err) { $('report').innerHTML = `<p class="error">${esc(err.message)}</p>`; }
+  }));
+}
+
+const drop = $('drop');
+drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', (e) => {
+  e.preventDefault();
+  drop.classList.remove('over');
+  if (e.dataTransfer.files.length) { $('file').files = e.dataTransfer.files; fileChosen(); }
+});
+$('file').addEventListener('change', fileChosen);
+function fileChosen() {
+  const f = $('file').files[0];
+  $('file-name').textContent = f ? `${f.name} — ${(f.size / 1048576).toFixed(2)} MB` : '';
+  if (f && !$('target').value && !$('id').value) {
+    $('id').value = f.name.toLowerCase().replace(/\.(zip|gpkg|geojson|json|kml|kmz|csv|fgb|shp)$/g, '').normalize('NFD').replace(/[\u0300-\u036f]/g, '').replace(/[^a-z0-9_-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 64);
+  }
+}
+
+function metadata() {
+  const id = $('target').value;
+  const m = {};
+  if (!id) { m.id = $('id').value.trim(); m.title = $('title').value.trim(); }
+  for (const k of ['description', 'access', 'crs', 'theme', 'contact_name', 'contact_email', 'update_frequency', 'note']) {
+    const v = $(k).value.trim();
+    if (v) m[k] = v;
+  }
+  const kw = $('keywords').value.trim();
+  if (kw) m.keywords = kw.split(',').map((x) => x.trim()).filter(Boolean);
+  return m;
+}
+
+$('upload-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const id = $('target').value;
+  const m = metadata();
+  const missing = [];
+  if (!$('file').files.length) missing.push(t('file'));
+  if (!id && !m.id) missing.push('id');
+  if (!id && !m.title) missing.push('título / title');
+  if (!id && !m.access) missing.push('acceso / access');
+  if (missing.length) { $('form-error').textContent = `${t('required')}: ${missing.join(', ')}`; return; }
+  $('form-error').textContent = '';
+  const fd = new FormData();
+  fd.append('metadata', JSON.stringify(m));
+  fd.append('file', $('file').files[0]);
+  const xhr = new XMLHttpRequest();
+  xhr.open(id ? 'PUT' : 'POST', id ? `/api/layers/${encodeURIComponent(id)}/data` : '/api/layers');
+  xhr.withCredentials = true;
+  $('progress').hidden = false;
+  $('bar-upload').value = 0;
+  $('bar-job').removeAttribute('value');
+  $('report').innerHTML = '';
+  $('send').disabled = true;
+  xhr.upload.onprogress = (ev) => { if (ev.lengthComputable) $('bar-upload').value = (100 * ev.loaded) / ev.total; };
+  xhr.onload = () => {
+    let body = null;
+    try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+    if (xhr.status !== 202) {
+      $('send').disabled = false;
+      $('form-error').textContent = (body && body.description) || `HTTP ${xhr.status}`;
+      return;
+    }
+    $('bar-upload').value = 100;
+    follow(xhr.getResponseHeader('Location'), body.layer);
+  };
+  xhr.onerror = () => { $('send').disabled = false; $('form-error').textContent = 'network error'; };
+  xhr.send(fd);
+});
+
+async function follow(location, layer) {
+  const job = await api(location);
+  $('job-state').textContent = job.state;
+  if (job.progress.percent !== null) $('bar-job').value = job.progress.percent;
+  if (job.state === 'queued' || job.state === 'running') { setTimeout(() => follow(location, layer), 400); return; }
+  $('send').disabled = false;
+  if (job.state === 'failed') {
+    $('report').innerHTML = `<h3 class="error">${t('failed')}</h3><p class="error" id="job-error">${esc(job.error)}</p>`;
+    return;
+  }
+  $('bar-job').value = 100;
+  const q = await api(`/api/layers/${layer}/quality`);
+  // The problems first, the costliest at the top.
+  const problems = q.diagnosis.checks.filter((c) => c.count > 0).sort((a, b) => b.penalty - a.penalty);
+  const msg = (c) => (lang() === 'es' ? c.message_es : c.message_en);
+  $('report').innerHTML = `<h3>${t('done')}: ${esc(layer)} v${job.result.version}</h3>
+    <p>${job.result.features_stored} / ${job.result.features_read} — ${esc(job.result.source_crs)}</p>
+    <p id="grade"><strong>${esc(lang() === 'es' ? q.grade_es : q.grade_en)}</strong> ${q.score}/100</p>
+    <h4>${t('problemsfirst')}</h4>${problems.length ? `<ul class="problems">${problems.map((c) => `<li>${esc(msg(c))}${c.fix ? ` — <em>${esc(c.fix)}</em>` : ''}</li>`).join('')}</ul>` : `<p>${t('noproblems')}</p>`}
+    <p><a id="view-map" href="/#13/25.67/-100.31/${encodeURIComponent(layer)}">${t('viewmap')}</a></p>`;
+  if (job.result.bbox) {
+    const b = job.result.bbox;
+    const z = 12;
+    $('view-map').href = `/#${z}/${((b[1] + b[3]) / 2).toFixed(5)}/${((b[0] + b[2]) / 2).toFixed(5)}/${encodeURIComponent(layer)}`;
+  }
+  showVersions($('target').value);
+}
+
+$('signin-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  try {
+    await api('/api/session', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token: $('token').value }) });
+    $('token').value = '';
+    start();
+  } catch (err) { $('signin-error').textContent = err.message; }
+});
+$('lang').addEventListener('click', () => { setLang(lang() === 'es' ? 'en' : 'es'); applyI18n(); });
+start();
