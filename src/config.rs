@@ -24,6 +24,48 @@ pub struct FileSettings {
     pub web_dir: Option<PathBuf>,
     /// `[quality]`: expected area, wider region and grade thresholds of the diagnosis.
     pub quality: Option<layers::diagnose::DiagnoseConfig>,
+    /// `[map]`: the web map's basemap.
+    pub map: Option<MapSettings>,
+}
+
+/// The web map's basemap. Default: none (a plain background with the neighbourhood
+/// boundaries layer on top), which works offline.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapSettings {
+    /// A MapLibre style URL used as the basemap (its origin is allowed by the page's CSP).
+    pub basemap_style: Option<String>,
+    /// Or a raster tile template, e.g. `https://tile.openstreetmap.org/{z}/{x}/{y}.png`.
+    pub basemap_tiles: Option<String>,
+    pub basemap_attribution: Option<String>,
+    /// The layer drawn as boundaries when the map opens (default `colonias`).
+    pub boundaries: Option<String>,
+}
+
+impl MapSettings {
+    /// The origins (scheme://host[:port]) the configured basemap is loaded from.
+    pub fn origins(&self) -> Vec<String> {
+        [&self.basemap_style, &self.basemap_tiles]
+            .into_iter()
+            .flatten()
+            .filter_map(|u| {
+                let (scheme, rest) = u.split_once("://")?;
+                if scheme != "https" && scheme != "http" {
+                    return None;
+                }
+                let host = rest.split('/').next()?;
+                // Subdomain templates ({s}.tile…) become a CSP wildcard.
+                let host = match host.strip_prefix("{s}.") {
+                    Some(h) => format!("*.{h}"),
+                    None => host.to_string(),
+                };
+                // Only plain host[:port] characters may go into the CSP header.
+                host.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '*'))
+                    .then(|| format!("{scheme}://{host}"))
+            })
+            .collect()
+    }
 }
 
 impl FileSettings {
@@ -50,6 +92,7 @@ pub struct Settings {
     pub tiles: crate::tileserve::TileSettings,
     pub web_dir: PathBuf,
     pub quality: layers::diagnose::DiagnoseConfig,
+    pub map: MapSettings,
 }
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -72,6 +115,7 @@ impl Settings {
             tiles: file.tiles.unwrap_or_default(),
             web_dir: file.web_dir.unwrap_or_else(|| PathBuf::from("web")),
             quality: file.quality.unwrap_or_default(),
+            map: file.map.unwrap_or_default(),
         }
     }
 }
@@ -84,6 +128,24 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let e = toml::from_str::<FileSettings>("adr = \"1.2.3.4:5\"").unwrap_err();
         assert!(e.to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn basemap_origins_go_into_the_csp() {
+        let m = MapSettings {
+            basemap_tiles: Some("https://{s}.tile.example.org/{z}/{x}/{y}.png".into()),
+            basemap_style: Some("http://maps.local:8081/style.json".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            m.origins(),
+            ["http://maps.local:8081", "https://*.tile.example.org"]
+        );
+        let bad = MapSettings {
+            basemap_style: Some("https://x.org;script-src *\"/s".into()),
+            ..Default::default()
+        };
+        assert!(bad.origins().is_empty());
     }
 
     #[test]

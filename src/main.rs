@@ -428,6 +428,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let tiles = Arc::new(datahub::tileserve::TileService::new(settings.tiles.clone()));
                 let mut state = AppState::new(registry, tiles, &settings.web_dir)?;
                 state.quality = settings.quality.clone();
+                state.map = settings.map.clone();
                 state.limits = Limits {
                     max_uncompressed: settings.max_unzipped_mb << 20,
                     ..Limits::default()

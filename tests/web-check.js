@@ -108,6 +108,28 @@ const path = require('path');
   res.api_aggregate = await page.evaluate(async () => (await (await fetch('/api/analysis/aggregate?zones=colonias&layer=reportes&stat=count')).json()).rows.map((z) => z.count));
   res.csv_link = await page.$eval('#zcsv', (a) => a.getAttribute('href'));
   await shot('choropleth');
+  await page.evaluate(() => document.querySelectorAll('.maplibregl-popup').forEach((p) => p.remove()));
+  // Click a zone: its profile across the visible layers.
+  const zone = await page.evaluate(() => {
+    const m = window.datahub.map;
+    const c = m.getCanvas();
+    const r = c.getBoundingClientRect();
+    const pt = { x: c.clientWidth / 2, y: c.clientHeight / 2 };
+    const f = m.queryRenderedFeatures([pt.x, pt.y], { layers: ['choro-fill'] })[0];
+    const ll = m.unproject([pt.x, pt.y]);
+    return { id: f && f.id, x: r.left + pt.x, y: r.top + pt.y, lon: ll.lng, lat: ll.lat };
+  });
+  await page.mouse.click(zone.x, zone.y);
+  await page.waitForSelector('#zprofile h3');
+  res.profile = await page.$eval('#zprofile', (p) => ({ title: p.querySelector('h3').textContent, rows: [...p.querySelectorAll('tr th')].map((x) => x.textContent) }));
+  res.profile_api = await page.evaluate(async (id) => (await (await fetch(`/api/analysis/profile?zones=colonias&zone=${id}`)).json()).zone, zone.id);
+  // "Nearest" from a clicked point.
+  await page.check('#nearmode');
+  await page.mouse.click(zone.x, zone.y);
+  await page.waitForSelector('#zprofile ol li');
+  res.nearest = await page.$$eval('#zprofile ol li', (li) => li.map((x) => x.textContent.split(' ')[0].replace('#', '')));
+  res.nearest_api = await page.evaluate(async (z) => (await (await fetch(`/api/analysis/nearest?layer=reportes&lon=${z.lon}&lat=${z.lat}&k=5`)).json()).features.map((f) => String(f.id)), zone);
+  await page.uncheck('#nearmode');
 
   // 7. Phone width: the page still works.
   await page.setViewportSize({ width: 390, height: 800 });

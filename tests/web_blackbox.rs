@@ -175,6 +175,22 @@ fn planners_map_and_publishing_in_a_browser() {
         );
     }
     assert!(r["choropleth_zones"].as_u64().unwrap() >= 40);
+    // A clicked zone's profile is the API's; "nearest" lists the API's five nearest.
+    assert!(
+        r["profile"]["title"]
+            .as_str()
+            .unwrap()
+            .starts_with(r["profile_api"]["name"].as_str().unwrap()),
+        "{}",
+        r["profile"]
+    );
+    // The visible layers' rows (the zone layer itself is not profiled).
+    assert_eq!(
+        r["profile"]["rows"],
+        serde_json::json!(["Reportes ciudadanos (sintético)"])
+    );
+    assert_eq!(r["nearest"], r["nearest_api"]);
+    assert_eq!(r["nearest"].as_array().unwrap().len(), 5);
     let csv = reqwest::blocking::get(format!(
         "{}{}",
         server.base,

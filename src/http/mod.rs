@@ -52,6 +52,8 @@ pub struct AppState {
     pub limits: layers::ingest::Limits,
     /// Largest upload accepted (413 beyond).
     pub max_upload_bytes: u64,
+    /// The web map's basemap settings.
+    pub map: crate::config::MapSettings,
     /// Catalogue search index, rebuilt when the layers change.
     pub search: Arc<std::sync::Mutex<Option<Arc<catalog::SearchIndex>>>>,
 }
@@ -89,6 +91,7 @@ impl AppState {
             limits: layers::ingest::Limits::default(),
             max_upload_bytes: 2 << 30,
             search: Arc::default(),
+            map: Default::default(),
         })
     }
 }
@@ -205,6 +208,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(landing))
         .route("/conformance", get(conformance))
         .route("/publicar", get(web::publicar))
+        .route("/api/map-config", get(web::map_config))
         .route("/web/app/:file", get(web::asset))
         .route("/api", get(api))
         .route("/api.html", get(api_html))
@@ -485,11 +489,15 @@ fn link_header(r: &mut Response, links: &[Value]) {
     }
 }
 
-async fn landing(headers: HeaderMap, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+async fn landing(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let asked = only_f(raw.as_deref())?;
     // A browser opening the site gets the map; `?f=html` is the OGC landing page.
     if asked.is_none() && negotiate(None, &headers) == Format::Html {
-        return Ok(web::map_page());
+        return Ok(web::map_page(&state.map));
     }
     let f = negotiate(asked, &headers);
     let base = base_url(&headers);

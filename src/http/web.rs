@@ -3,11 +3,12 @@
 //! and styles compiled into the binary, so the pages always match the server's API.
 //! MapLibre GL JS itself is served from `web/node_modules` (`/web/maplibre/`).
 
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 
-use super::ApiError;
+use super::{ApiError, AppState};
 
 pub const INDEX: &str = include_str!("../../web/app/index.html");
 const PUBLICAR: &str = include_str!("../../web/app/publicar.html");
@@ -35,29 +36,41 @@ const FILES: [(&str, &str, &str); 4] = [
     ),
 ];
 
-fn page(body: &'static str) -> Response {
+fn page(body: &'static str, extra_origins: &[String]) -> Response {
     let mut r = body.into_response();
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    // The pages call only this origin (MapLibre's workers are blob: URLs).
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data: blob:; worker-src blob:; child-src blob:; style-src 'self' 'unsafe-inline'; connect-src 'self'",
-        ),
+    // The pages call only this origin and a configured basemap's (MapLibre's workers
+    // are blob: URLs).
+    let extra = extra_origins.join(" ");
+    let csp = format!(
+        "default-src 'self'; img-src 'self' data: blob: {extra}; worker-src blob:; child-src blob:; style-src 'self' 'unsafe-inline'; connect-src 'self' {extra}"
     );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
     r
 }
 
-pub fn map_page() -> Response {
-    page(INDEX)
+pub fn map_page(map: &crate::config::MapSettings) -> Response {
+    page(INDEX, &map.origins())
 }
 
 pub async fn publicar() -> Response {
-    page(PUBLICAR)
+    page(PUBLICAR, &[])
+}
+
+/// `GET /api/map-config`: the basemap the page should draw.
+pub async fn map_config(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "basemap_style": state.map.basemap_style,
+        "basemap_tiles": state.map.basemap_tiles,
+        "basemap_attribution": state.map.basemap_attribution,
+        "boundaries": state.map.boundaries.clone().unwrap_or_else(|| "colonias".into()),
+    }))
 }
 
 pub async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {

@@ -9,13 +9,20 @@ const RAMP = ['#fef0d9', '#fdcc8a', '#fc8d59', '#e34a33', '#b30000'];
 const state = { layers: [], byId: {}, order: [], opacity: {}, colorBy: {}, session: { signed_in: false }, choro: null };
 const $ = (id) => document.getElementById(id);
 
+// The basemap: a configured style or raster tiles (`[map]` in the settings), else a
+// plain background under the neighbourhood boundaries, which works offline.
+const config = await fetch('/api/map-config').then((r) => r.json()).catch(() => ({ boundaries: 'colonias' }));
+const baseStyle = {
+  version: 8,
+  sources: config.basemap_tiles ? { basemap: { type: 'raster', tiles: [config.basemap_tiles], tileSize: 256, attribution: config.basemap_attribution || '' } } : {},
+  layers: [
+    { id: 'background', type: 'background', paint: { 'background-color': '#eef0ea' } },
+    ...(config.basemap_tiles ? [{ id: 'basemap', type: 'raster', source: 'basemap' }] : []),
+  ],
+};
 const map = new maplibregl.Map({
   container: 'map',
-  style: {
-    version: 8,
-    sources: {},
-    layers: [{ id: 'background', type: 'background', paint: { 'background-color': '#eef0ea' } }],
-  },
+  style: config.basemap_style || baseStyle,
   center: [-100.31, 25.67],
   zoom: 11,
   attributionControl: { compact: true },
@@ -241,10 +248,27 @@ function renderLegend() {
     const l = state.byId[id];
     if (!l) continue;
     const cb = state.colorBy[id];
-    let html = `<div class="legend-item"><span class="swatch" style="background:${cb ? '#fff' : colorOf(id)}"></span><strong>${esc(l.title)}</strong>${cb ? ` — ${esc(cb.field)}` : ''}</div>`;
+    let html = `<div class="legend-item" draggable="true" data-layer="${esc(id)}" title="${t('drag')}"><span class="swatch" style="background:${cb ? '#fff' : colorOf(id)}"></span><strong>${esc(l.title)}</strong>${cb ? ` — ${esc(cb.field)}` : ''}</div>`;
     if (cb) html += cb.classes.map((c) => `<div class="legend-item" style="margin-left:1.2rem"><span class="swatch" style="background:${c.color}"></span>${esc(String(c.label))}</div>`).join('');
     el.insertAdjacentHTML('beforeend', html);
   }
+  // Drag a legend entry onto another to change the drawing order (the ↑ ↓ buttons of
+  // each layer do the same from the keyboard).
+  el.querySelectorAll('[draggable=true]').forEach((item) => {
+    item.addEventListener('dragstart', (e) => e.dataTransfer.setData('text/plain', item.dataset.layer));
+    item.addEventListener('dragover', (e) => e.preventDefault());
+    item.addEventListener('drop', (e) => {
+      e.preventDefault();
+      const from = e.dataTransfer.getData('text/plain');
+      const to = item.dataset.layer;
+      if (!from || from === to) return;
+      state.order = state.order.filter((x) => x !== from);
+      state.order.splice(state.order.indexOf(to) + 1, 0, from);
+      restack();
+      renderLegend();
+      writeHash();
+    });
+  });
 }
 
 // ---- popups ----
@@ -443,7 +467,7 @@ map.on('load', async () => {
   const wanted = readHash();
   await firstLoad;
   // The default basemap: the neighbourhood boundaries of the demo data when present.
-  if (!wanted.length && state.byId.colonias) showLayer('colonias');
+  if (!wanted.length && state.byId[config.boundaries]) showLayer(config.boundaries);
   for (const id of wanted) showLayer(id);
   window.datahub.ready = true;
   window.datahub.readyAt = performance.now();

@@ -19,7 +19,7 @@ const TEXTS = {
     file: 'Archivo', required: 'obligatorio', send: 'Publicar', newlayer: 'Capa nueva', newversion: 'Nueva versión de',
     uploading: 'Subiendo', processing: 'Procesando', done: 'Publicada', failed: 'Falló', viewmap: 'Ver en el mapa',
     restore: 'Restaurar', dropfile: 'Arrastra aquí el archivo o elígelo', mustsignin: 'Entra con el token de tu secretaría para publicar.',
-    problemsfirst: 'Problemas encontrados', noproblems: 'Sin problemas.',
+    problemsfirst: 'Problemas encontrados', noproblems: 'Sin problemas.', drag: 'Arrastra para cambiar el orden',
   },
   en: {
     publish: 'Publish', api: 'API', signin: 'Sign in', signout: 'Sign out', layers: 'Layers', neighbourhoods: 'Neighbourhoods',
@@ -39,7 +39,7 @@ const TEXTS = {
     file: 'File', required: 'required', send: 'Publish', newlayer: 'New layer', newversion: 'New version of',
     uploading: 'Uploading', processing: 'Processing', done: 'Published', failed: 'Failed', viewmap: 'See on the map',
     restore: 'Restore', dropfile: 'Drop the file here or choose it', mustsignin: "Sign in with your ministry's token to publish.",
-    problemsfirst: 'Problems found', noproblems: 'No problems.',
+    problemsfirst: 'Problems found', noproblems: 'No problems.', drag: 'Drag to change the order',
   },
 };
 
