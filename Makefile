@@ -13,13 +13,13 @@ FETCHED := tests/.testdata
 APT_PKGS := libgdal-dev gdal-bin libclang-dev clang pkg-config zip unzip curl ca-certificates bc python3 python3-pip python3-venv wrk chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help deps build run test testdata bench lint fmt clean
+.PHONY: help deps build run test testdata bench lint lint-js fmt clean
 
 help:
 	@echo "make run    - build and serve the demo layers on http://$(ADDR)"
 	@echo "make test   - lint and run all tests (installs what is missing)"
 	@echo "make bench  - benchmarks (criterion + ingest/HTTP load scripts)"
-	@echo "make lint   - rustfmt --check and clippy -D warnings"
+	@echo "make lint   - rustfmt --check and clippy -D warnings (make lint-js: ESLint)"
 	@echo "make fmt    - format the code"
 
 deps:
@@ -60,7 +60,7 @@ testdata:
 	@if [ -d "$(TESTDATA)/vector" ]; then echo "$(abspath $(TESTDATA))"; \
 	else bash tests/fetch-testdata.sh "$(FETCHED)" >&2 && echo "$(abspath $(FETCHED))"; fi
 
-test: deps lint tests/node_modules tests/.venv/bin/python web/node_modules
+test: deps lint lint-js tests/node_modules tests/.venv/bin/python web/node_modules
 	DATAHUB_TEST_DATA="$$($(MAKE) -s testdata)" cargo test --workspace -- --test-threads=2
 
 bench: deps build
@@ -69,6 +69,10 @@ bench: deps build
 lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# The web pages' modules and the Node test scripts (ESLint, pinned in tests/package.json).
+lint-js: tests/node_modules
+	tests/node_modules/.bin/eslint -c tests/eslint.config.js web/app tests/*.js
 
 fmt:
 	cargo fmt --all
