@@ -51,6 +51,7 @@ const path = require('path');
   res.catalog = await page.$$eval('.layer', (els) => els.map((e) => e.dataset.layer));
   res.ministries = await page.$$eval('.ministry h3', (els) => els.map((e) => e.textContent));
   res.lang = await page.evaluate(() => document.documentElement.lang);
+  res.zone_labels = await page.$$eval('.zone-label', (els) => els.map((e) => e.textContent).filter(Boolean).length);
 
   // 2. Turning a layer on draws its features.
   await page.check('#chk-reportes');
@@ -158,6 +159,22 @@ const path = require('path');
   res.new_layer_visible = await page.evaluate(() => window.datahub.state.order.includes('silvestres-web'));
   res.new_layer_rendered = await page.evaluate(() => window.datahub.map.queryRenderedFeatures({ layers: ['lyr-silvestres-web-fill'] }).length);
   await shot('published-on-map');
+
+  // 9. A new version of the same layer through the form, then a rollback to version 1.
+  await page.goto(`${base}/publicar?layer=silvestres-web`, { waitUntil: 'load' });
+  await page.waitForSelector('#upload-form:not([hidden])', { timeout: 10000 });
+  await page.waitForSelector('[data-restore]', { state: 'attached', timeout: 10000 }).catch(() => {});
+  res.target_selected = await page.$eval('#target', (s) => s.value);
+  await page.setInputFiles('#file', zip);
+  await page.fill('#note', 'segunda carga');
+  await page.click('#send');
+  await page.waitForSelector('#view-map, #job-error', { timeout: 60000 });
+  res.second_report = await page.$eval('#report h3', (h) => h.textContent);
+  await page.waitForSelector('[data-restore="1"]');
+  await page.click('[data-restore="1"]');
+  await waitFor(() => document.querySelector('#report') && document.querySelector('#report').textContent.includes('v1 → v3'), null, 20000);
+  res.rollback = await page.$eval('#report', (r) => r.textContent);
+  res.versions_after = await page.evaluate(async () => (await (await fetch('/api/layers/silvestres-web/versions')).json()).versions.map((v) => [v.version, v.note]));
 
   res.errors = errors;
   await browser.close();

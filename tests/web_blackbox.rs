@@ -86,6 +86,12 @@ fn planners_map_and_publishing_in_a_browser() {
         "console errors or failed requests"
     );
     assert_eq!(r["lang"], "es");
+    // The default basemap: the colonias boundaries, labelled with their names.
+    assert!(
+        r["zone_labels"].as_u64().unwrap() >= 10,
+        "{}",
+        r["zone_labels"]
+    );
     let catalog: Vec<&str> = r["catalog"]
         .as_array()
         .unwrap()
@@ -210,6 +216,18 @@ fn planners_map_and_publishing_in_a_browser() {
     );
     assert_eq!(r["new_layer_visible"], true);
     assert!(r["new_layer_rendered"].as_u64().unwrap() > 0);
+    // A new version through the form, then a rollback from the version list.
+    assert_eq!(r["target_selected"], "silvestres-web");
+    assert_eq!(r["second_report"], "Publicada: silvestres-web v2");
+    assert!(r["rollback"].as_str().unwrap().contains("v1 → v3"));
+    assert_eq!(
+        r["versions_after"],
+        serde_json::json!([
+            [3, "restored from version 1"],
+            [2, "segunda carga"],
+            [1, null]
+        ])
+    );
     for png in [
         "map-layers",
         "popup",

@@ -1200,11 +1200,14 @@ struct SignIn {
 /// HttpOnly, SameSite=Strict cookie (Secure behind HTTPS), never into page scripts.
 async fn sign_in(
     State(state): State<AppState>,
+    peer: Option<axum::extract::ConnectInfo<std::net::SocketAddr>>,
     headers: HeaderMap,
     Json(body): Json<SignIn>,
 ) -> ApiResult<Response> {
     let token = body.token.trim().to_string();
-    let caller = state.auth.resolve(&token, None)?;
+    // Failed sign-ins count against the peer's address (not a forwarded header a
+    // client could vary) like any failed token.
+    let caller = state.auth.resolve(&token, peer.map(|p| p.0.ip()))?;
     let secure = base_url(&headers).starts_with("https://");
     let cookie = format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{}",

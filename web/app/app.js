@@ -64,7 +64,14 @@ map.on('moveend', writeHash);
 
 // ---- catalogue ----
 async function loadSession() {
-  state.session = await api('/api/session').catch(() => ({ signed_in: false }));
+  const r = await fetch('/api/session', { credentials: 'same-origin' });
+  if (r.status === 401) {
+    // A revoked or expired token in the cookie: sign out rather than fail every request.
+    await fetch('/api/session', { method: 'DELETE', credentials: 'same-origin' });
+    state.session = { signed_in: false };
+  } else {
+    state.session = r.ok ? await r.json() : { signed_in: false };
+  }
   const b = $('signin');
   b.textContent = state.session.signed_in ? t('signout') : t('signin');
   b.title = state.session.signed_in ? `${state.session.label} — ${state.session.ministry || 'admin'}` : '';
@@ -174,6 +181,7 @@ function showLayer(id) {
   restack();
   renderLegend();
   writeHash();
+  map.fire('datahub-layers');
 }
 
 function hideLayer(id) {
@@ -183,6 +191,7 @@ function hideLayer(id) {
   if (chk) chk.checked = false;
   renderLegend();
   writeHash();
+  map.fire('datahub-layers');
 }
 
 function choroBelow() { return map.getLayer('choro-fill') ? 'choro-fill' : undefined; }
@@ -421,6 +430,43 @@ async function nearest(lngLat) {
   $('zprofile').innerHTML = `<h3>${t('nearestof')} ${esc(state.byId[layer]?.title || layer)}</h3><ol>${r.features.map((f) => `<li>#${f.id} — ${fmtValue(f.properties.distance_m)} m</li>`).join('')}</ol>`;
 }
 
+// ---- boundary labels ----
+// Text in a MapLibre symbol layer needs glyph files from a server; to stay offline the
+// boundaries' names are HTML labels at each zone's centre, shown while the boundaries
+// layer is on and the map is close enough (up to 3,000 zones).
+const labels = [];
+async function labelBoundaries(id) {
+  const l = state.byId[id];
+  if (!l || geomKind(l) !== 'polygon') return;
+  const fc = await api(`/collections/${encodeURIComponent(id)}/items?limit=3000`).catch(() => null);
+  if (!fc) return;
+  const textField = (l.fields || []).find((f) => /^(nombre|name|nom_?col|colonia)$/i.test(f.name)) || (l.fields || []).find((f) => f.type === 'string');
+  if (!textField) return;
+  for (const f of fc.features) {
+    const polys = f.geometry.type === 'Polygon' ? [f.geometry.coordinates] : f.geometry.coordinates;
+    // The centre of the largest ring's vertices: inside for the compact shapes of zones.
+    const ring = polys.map((p) => p[0]).sort((a, b) => b.length - a.length)[0];
+    const c = ring.reduce((acc, [x, y]) => [acc[0] + x / ring.length, acc[1] + y / ring.length], [0, 0]);
+    const el = document.createElement('div');
+    el.className = 'zone-label';
+    el.textContent = f.properties[textField.name] ?? '';
+    labels.push({ layer: id, marker: new maplibregl.Marker({ element: el }).setLngLat(c) });
+  }
+  // Few zones can be named from the city-wide view; many only closer in.
+  const minZoom = fc.features.length <= 100 ? 11 : 13;
+  const update = () => {
+    for (const x of labels) {
+      const on = map.getZoom() >= minZoom && state.order.includes(x.layer);
+      if (on && !x.shown) x.marker.addTo(map);
+      if (!on && x.shown) x.marker.remove();
+      x.shown = on;
+    }
+  };
+  map.on('zoomend', update);
+  map.on('datahub-layers', update);
+  update();
+}
+
 // ---- tabs, sign-in, language ----
 for (const [tab, panel] of [['tab-layers', 'panel-layers'], ['tab-zones', 'panel-zones']]) {
   $(tab).addEventListener('click', () => {
@@ -468,6 +514,7 @@ map.on('load', async () => {
   await firstLoad;
   // The default basemap: the neighbourhood boundaries of the demo data when present.
   if (!wanted.length && state.byId[config.boundaries]) showLayer(config.boundaries);
+  labelBoundaries(config.boundaries);
   for (const id of wanted) showLayer(id);
   window.datahub.ready = true;
   window.datahub.readyAt = performance.now();

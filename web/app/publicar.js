@@ -15,7 +15,12 @@ async function api(path, opts = {}) {
 
 async function start() {
   applyI18n();
-  const s = await api('/api/session').catch(() => ({ signed_in: false }));
+  let s = await api('/api/session').catch(() => null);
+  if (!s) {
+    // A revoked or expired token in the cookie: clear it and ask again.
+    await fetch('/api/session', { method: 'DELETE', credentials: 'same-origin' });
+    s = { signed_in: false };
+  }
   $('signin-form').hidden = s.signed_in;
   $('upload-form').hidden = !s.signed_in;
   if (!s.signed_in) { $('token').focus(); return; }
