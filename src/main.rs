@@ -529,23 +529,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let edit = record.edit(title, description)?;
             if edit.is_empty() {
-                anyhow::bail!("nothing to change: give one or more of --title, --description, --keywords, --theme, --license, --contact-name, --contact-email, --update-frequency, --language");
+                anyhow::bail!("nothing to change: give one or more of --title, --description, --keywords, --theme, --license, --contact-name, --contact-email, --update-frequency, --language, --temporal, --access");
             }
             edit.validate()?;
-            let n = store
-                .current_number(&layer)?
-                .ok_or_else(|| layers::Error::UnknownLayer(layer.clone()))?;
-            let before = store
-                .current(&layer)?
-                .ok_or_else(|| layers::Error::UnknownLayer(layer.clone()))?
-                .meta;
-            let m = store.rewrite_meta(&layer, n, |m| {
-                edit.apply(m);
-                let record = m.clone();
-                if let Some(d) = &mut m.diagnosis {
-                    d.refresh_metadata(&record);
-                }
-            })?;
+            let (before, m) = store.edit_record(&layer, &edit)?;
             let catalog = SqliteCatalog::open(&settings.data)?;
             catalog::record_edit(&catalog, &before, &m, &cli_actor(), Some("cli"))?;
             println!("layer {} v{}: record updated", m.id, m.version);

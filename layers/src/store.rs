@@ -565,6 +565,23 @@ impl FsStore {
         Ok(meta)
     }
 
+    /// Applies a catalogue edit to the served version's record (the diagnosis's
+    /// metadata checks follow it); returns the record before and after.
+    pub fn edit_record(&self, id: &str, edit: &RecordEdit) -> Result<(LayerMeta, LayerMeta)> {
+        let before = self
+            .current(id)?
+            .ok_or_else(|| Error::UnknownLayer(id.to_string()))?
+            .meta;
+        let after = self.rewrite_meta(id, before.version, |m| {
+            edit.apply(m);
+            let record = m.clone();
+            if let Some(d) = &mut m.diagnosis {
+                d.refresh_metadata(&record);
+            }
+        })?;
+        Ok((before, after))
+    }
+
     /// Scratch space for an ingest (unpacked archives, transcoded CSVs).
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")

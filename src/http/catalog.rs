@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
 use super::auth::{presented_token, Remote, SESSION_COOKIE};
-use super::{base_url, ApiError, ApiResult, AppState};
+use super::{base_url, query_params, ApiError, ApiResult, AppState};
 use crate::catalog::dcat::{self, Dataset};
 use crate::catalog::search::{self, Entry};
 use crate::catalog::{self as cat, AuditQuery, Caller, Ministry};
@@ -55,20 +55,6 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/catalog/dcat.jsonld", get(dcat_jsonld))
 }
 
-fn params(raw: Option<&str>, accepted: &[&str]) -> ApiResult<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-        if !accepted.contains(&k.as_ref()) {
-            return Err(ApiError::bad_request(format!(
-                "unknown query parameter '{k}'; this endpoint accepts: {}",
-                accepted.join(", ")
-            )));
-        }
-        out.push((k.into_owned(), v.into_owned()));
-    }
-    Ok(out)
-}
-
 fn param<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
     p.iter()
         .rev()
@@ -79,6 +65,11 @@ fn param<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
 
 fn ministry_names(state: &AppState) -> ApiResult<Vec<Ministry>> {
     Ok(state.catalog.ministries()?)
+}
+
+/// The registered ministry with this slug.
+fn ministry_of<'a>(ministries: &'a [Ministry], slug: &str) -> Option<&'a Ministry> {
+    ministries.iter().find(|m| m.slug == slug)
 }
 
 /// A layer's catalogue record, as `/api/layers/{id}` and the search show it.
@@ -178,7 +169,7 @@ async fn search_layers(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let p = params(
+    let p = query_params(
         raw.as_deref(),
         &[
             "q", "ministry", "theme", "keyword", "bbox", "access", "limit", "offset",
@@ -240,7 +231,7 @@ async fn search_layers(
         .filter_map(|(i, score)| {
             let e = &index.entries[*i];
             let m = index.metas.get(&e.id)?;
-            let min = ministries.iter().find(|x| x.slug == m.ministry);
+            let min = ministry_of(&ministries, &m.ministry);
             let mut d = record_doc(m, min, None, &base);
             d["score"] = json!((score * 100.0).round() / 100.0);
             Some(d)
@@ -274,9 +265,7 @@ impl AppState {
         let mut entries = Vec::with_capacity(snap.len());
         let mut metas = std::collections::HashMap::new();
         for l in snap.values() {
-            let name = ministries
-                .iter()
-                .find(|m| m.slug == l.meta.ministry)
+            let name = ministry_of(ministries, &l.meta.ministry)
                 .map(|m| m.name.as_str())
                 .unwrap_or("");
             entries.push(Entry::new(&l.meta, name));
@@ -318,7 +307,7 @@ async fn list_layers(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let p = params(raw.as_deref(), &["deleted"])?;
+    let p = query_params(raw.as_deref(), &["deleted"])?;
     let base = base_url(&headers);
     let ministries = ministry_names(&state)?;
     if param(&p, "deleted") == Some("true") {
@@ -343,14 +332,7 @@ async fn list_layers(
         .map_err(ApiError::internal)??;
         let items: Vec<Value> = metas
             .iter()
-            .map(|m| {
-                record_doc(
-                    m,
-                    ministries.iter().find(|x| x.slug == m.ministry),
-                    None,
-                    &base,
-                )
-            })
+            .map(|m| record_doc(m, ministry_of(&ministries, &m.ministry), None, &base))
             .collect();
         return Ok(Json(json!({"deleted": true, "layers": items})));
     }
@@ -359,7 +341,7 @@ async fn list_layers(
         .map(|l| {
             record_doc(
                 &l.meta,
-                ministries.iter().find(|x| x.slug == l.meta.ministry),
+                ministry_of(&ministries, &l.meta.ministry),
                 None,
                 &base,
             )
@@ -375,13 +357,13 @@ async fn record(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    params(raw.as_deref(), &[])?;
+    query_params(raw.as_deref(), &[])?;
     let m = visible_record(&state, &caller, &id).await?;
     let ministries = ministry_names(&state)?;
     let issued = first_issued(&state, &id).await;
     Ok(Json(record_doc(
         &m,
-        ministries.iter().find(|x| x.slug == m.ministry),
+        ministry_of(&ministries, &m.ministry),
         issued,
         &base_url(&headers),
     )))
@@ -985,17 +967,7 @@ async fn edit_layer(
         let lock = st.jobs.layer_lock(&id2);
         let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
         let store = st.registry.store();
-        let before = store
-            .current(&id2)?
-            .ok_or_else(|| layers::Error::UnknownLayer(id2.clone()))?
-            .meta;
-        let m = store.rewrite_meta(&id2, before.version, |m| {
-            edit.apply(m);
-            let record = m.clone();
-            if let Some(d) = &mut m.diagnosis {
-                d.refresh_metadata(&record);
-            }
-        })?;
+        let (before, m) = store.edit_record(&id2, &edit)?;
         cat::record_edit(st.catalog.as_ref(), &before, &m, &actor, remote.as_deref())?;
         reload(&st);
         Ok::<_, layers::Error>(m)
@@ -1005,7 +977,7 @@ async fn edit_layer(
     let ministries = ministry_names(&state)?;
     Ok(Json(record_doc(
         &m,
-        ministries.iter().find(|x| x.slug == m.ministry),
+        ministry_of(&ministries, &m.ministry),
         None,
         &base_url(&headers),
     )))
@@ -1091,7 +1063,7 @@ async fn undelete_layer(
     let ministries = ministry_names(&state)?;
     Ok(Json(record_doc(
         &m,
-        ministries.iter().find(|x| x.slug == m.ministry),
+        ministry_of(&ministries, &m.ministry),
         None,
         &base_url(&headers),
     )))
@@ -1153,7 +1125,7 @@ async fn audit(
         Caller::Token(p) if p.role == cat::Role::Admin => p.ministry.clone().map(|m| vec![m]),
         _ => return Err(ApiError::forbidden("the audit log is for admins")),
     };
-    let p = params(
+    let p = query_params(
         raw.as_deref(),
         &["layer", "action", "since", "limit", "before"],
     )?;
@@ -1277,21 +1249,27 @@ async fn public_datasets(
     Ok((with_issued, ministry_names(state)?))
 }
 
+fn datasets<'a>(
+    list: &'a [(LayerMeta, Option<String>)],
+    ministries: &'a [Ministry],
+) -> Vec<Dataset<'a>> {
+    list.iter()
+        .map(|(m, issued)| Dataset {
+            meta: m,
+            ministry: ministry_of(ministries, &m.ministry),
+            issued: issued.clone(),
+        })
+        .collect()
+}
+
 async fn data_json(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    params(raw.as_deref(), &[])?;
+    query_params(raw.as_deref(), &[])?;
     let (list, ministries) = public_datasets(&state).await?;
-    let ds: Vec<Dataset<'_>> = list
-        .iter()
-        .map(|(m, issued)| Dataset {
-            meta: m,
-            ministry: ministries.iter().find(|x| x.slug == m.ministry),
-            issued: issued.clone(),
-        })
-        .collect();
+    let ds = datasets(&list, &ministries);
     let doc = dcat::data_json(&ds, &base_url(&headers));
     Ok(super::json_doc(&doc, "application/json"))
 }
@@ -1301,16 +1279,9 @@ async fn dcat_jsonld(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    params(raw.as_deref(), &[])?;
+    query_params(raw.as_deref(), &[])?;
     let (list, ministries) = public_datasets(&state).await?;
-    let ds: Vec<Dataset<'_>> = list
-        .iter()
-        .map(|(m, issued)| Dataset {
-            meta: m,
-            ministry: ministries.iter().find(|x| x.slug == m.ministry),
-            issued: issued.clone(),
-        })
-        .collect();
+    let ds = datasets(&list, &ministries);
     let modified = list.iter().map(|(m, _)| m.created_at.as_str()).max();
     let doc = dcat::dcat_ap(&ds, &base_url(&headers), modified);
     Ok(super::json_doc(&doc, "application/ld+json"))

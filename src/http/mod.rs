@@ -439,6 +439,25 @@ fn negotiate(f: Option<Format>, headers: &HeaderMap) -> Format {
     }
 }
 
+/// Query parameters as (name, value) pairs; a name outside `accepted` is a 400 that
+/// lists the accepted ones.
+pub(crate) fn query_params(
+    raw: Option<&str>,
+    accepted: &[&str],
+) -> ApiResult<Vec<(String, String)>> {
+    let mut v = Vec::new();
+    for (k, val) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if !accepted.contains(&k.as_ref()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter '{k}'; this endpoint accepts: {}",
+                accepted.join(", ")
+            )));
+        }
+        v.push((k.into_owned(), val.into_owned()));
+    }
+    Ok(v)
+}
+
 /// For resources whose only parameter is `f`: unknown parameters are a 400.
 fn only_f(raw: Option<&str>) -> ApiResult<Option<Format>> {
     let mut f = None;

@@ -8,23 +8,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use layers::store::LayerStore;
 
-use super::{base_url, ApiError, ApiResult, AppState};
+use super::{base_url, query_params, ApiError, ApiResult, AppState};
 use crate::catalog::Caller;
 use crate::quality;
-
-fn params(raw: Option<&str>, accepted: &[&str]) -> ApiResult<Vec<(String, String)>> {
-    let mut v = Vec::new();
-    for (k, val) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-        if !accepted.contains(&k.as_ref()) {
-            return Err(ApiError::bad_request(format!(
-                "unknown query parameter '{k}'; this endpoint accepts: {}",
-                accepted.join(", ")
-            )));
-        }
-        v.push((k.into_owned(), val.into_owned()));
-    }
-    Ok(v)
-}
 
 fn get<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
     p.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
@@ -66,7 +52,7 @@ pub async fn layer(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let p = params(raw.as_deref(), &["version", "f"])?;
+    let p = query_params(raw.as_deref(), &["version", "f"])?;
     let f = wants(&p, &headers, &["json", "html"])?;
     let version = match get(&p, "version") {
         Some(v) => Some(v.parse::<u32>().map_err(|_| {
@@ -143,7 +129,7 @@ pub async fn city(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let p = params(raw.as_deref(), &["f"])?;
+    let p = query_params(raw.as_deref(), &["f"])?;
     let f = wants(&p, &headers, &["json", "csv", "html"])?;
     let registry = state.registry.clone();
     let metas = tokio::task::spawn_blocking(move || {
@@ -190,7 +176,7 @@ pub async fn usage(
     caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let p = params(raw.as_deref(), &["days"])?;
+    let p = query_params(raw.as_deref(), &["days"])?;
     let days = match get(&p, "days") {
         Some(d) => d
             .parse::<u32>()

@@ -2,7 +2,7 @@
 // layers as vector tiles with automatic styles, popups, layer details, the
 // neighbourhood view (choropleth, zone profile, nearest) and sign-in. Plain ES module
 // over DataHub's own APIs; MapLibre GL JS is served by DataHub (no CDN).
-import { t, lang, setLang, applyI18n, fmtValue, esc } from '/web/app/common.js';
+import { t, lang, setLang, applyI18n, fmtValue, esc, api, session, signIn, signOut } from '/web/app/common.js';
 
 const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2', '#bcbd22', '#4d4d4d'];
 const RAMP = ['#fef0d9', '#fdcc8a', '#fc8d59', '#e34a33', '#b30000'];
@@ -42,13 +42,6 @@ const colorOf = (id) => PALETTE[state.layers.findIndex((l) => l.id === id) % PAL
 const styleIds = (id) => [`lyr-${id}-fill`, `lyr-${id}-line`, `lyr-${id}-circle`];
 const tilesUrl = (id) => `${location.origin}/tiles/${encodeURIComponent(id)}/{z}/{x}/{y}.mvt`;
 
-async function api(path, opts = {}) {
-  const r = await fetch(path, { credentials: 'same-origin', ...opts });
-  const body = r.status === 204 ? null : await r.json().catch(() => null);
-  if (!r.ok) throw new Error((body && body.description) || `${r.status}`);
-  return body;
-}
-
 // ---- URL hash: #zoom/lat/lon/layer,layer (shareable links) ----
 function readHash() {
   const [z, lat, lon, layers] = location.hash.replace(/^#/, '').split('/');
@@ -64,14 +57,7 @@ map.on('moveend', writeHash);
 
 // ---- catalogue ----
 async function loadSession() {
-  const r = await fetch('/api/session', { credentials: 'same-origin' });
-  if (r.status === 401) {
-    // A revoked or expired token in the cookie: sign out rather than fail every request.
-    await fetch('/api/session', { method: 'DELETE', credentials: 'same-origin' });
-    state.session = { signed_in: false };
-  } else {
-    state.session = r.ok ? await r.json() : { signed_in: false };
-  }
+  state.session = await session();
   const b = $('signin');
   b.textContent = state.session.signed_in ? t('signout') : t('signin');
   b.title = state.session.signed_in ? `${state.session.label} — ${state.session.ministry || 'admin'}` : '';
@@ -478,7 +464,7 @@ for (const [tab, panel] of [['tab-layers', 'panel-layers'], ['tab-zones', 'panel
 }
 $('signin').addEventListener('click', async () => {
   if (state.session.signed_in) {
-    await fetch('/api/session', { method: 'DELETE', credentials: 'same-origin' });
+    await signOut();
     await refresh();
     return;
   }
@@ -489,7 +475,7 @@ $('signin-cancel').addEventListener('click', () => $('signin-dialog').close());
 $('signin-form').addEventListener('submit', async (e) => {
   e.preventDefault();
   try {
-    await api('/api/session', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token: $('token').value }) });
+    await signIn($('token').value);
     $('token').value = '';
     $('signin-dialog').close();
     await refresh();

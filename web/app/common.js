@@ -1,5 +1,6 @@
 // Shared by the map and the publishing page: Spanish-first texts with an English switch
-// (kept in localStorage: a preference, not a credential), value formatting and escaping.
+// (kept in localStorage: a preference, not a credential), value formatting and escaping,
+// and the API call helper.
 const TEXTS = {
   es: {
     publish: 'Publicar', api: 'API', signin: 'Entrar', signout: 'Salir', layers: 'Capas', neighbourhoods: 'Colonias',
@@ -42,6 +43,31 @@ const TEXTS = {
     problemsfirst: 'Problems found', noproblems: 'No problems.', drag: 'Drag to change the order',
   },
 };
+
+/** JSON from DataHub's API (with the session cookie); a 4xx/5xx throws its description. */
+export async function api(path, opts = {}) {
+  const r = await fetch(path, { credentials: 'same-origin', ...opts });
+  const body = r.status === 204 ? null : await r.json().catch(() => null);
+  if (!r.ok) throw new Error((body && body.description) || `${r.status}`);
+  return body;
+}
+
+const signedOut = { signed_in: false };
+
+/** Who is signed in. A revoked or expired token left in the cookie is cleared (signed
+ * out) rather than failing every later request. */
+export async function session() {
+  const r = await fetch('/api/session', { credentials: 'same-origin' }).catch(() => null);
+  if (r && r.status === 401) await signOut();
+  return r && r.ok ? r.json() : signedOut;
+}
+/** Exchanges a ministry token for the HttpOnly session cookie. */
+export function signIn(token) {
+  return api('/api/session', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token }) });
+}
+export function signOut() {
+  return fetch('/api/session', { method: 'DELETE', credentials: 'same-origin' });
+}
 
 export function lang() {
   return localStorage.getItem('datahub-lang') === 'en' ? 'en' : 'es';

@@ -1,26 +1,14 @@
 // GIS staff publish here: sign in with a ministry token (HttpOnly session cookie),
 // choose a file (drag and drop), fill the record, upload with a progress bar, follow
 // the ingest job, read the diagnosis (problems first), roll back to a kept version.
-import { t, lang, setLang, applyI18n, esc } from '/web/app/common.js';
+import { t, lang, setLang, applyI18n, esc, api, session, signIn } from '/web/app/common.js';
 
 const $ = (id) => document.getElementById(id);
 let layers = [];
 
-async function api(path, opts = {}) {
-  const r = await fetch(path, { credentials: 'same-origin', ...opts });
-  const body = r.status === 204 ? null : await r.json().catch(() => null);
-  if (!r.ok) throw new Error((body && body.description) || `${r.status}`);
-  return body;
-}
-
 async function start() {
   applyI18n();
-  let s = await api('/api/session').catch(() => null);
-  if (!s) {
-    // A revoked or expired token in the cookie: clear it and ask again.
-    await fetch('/api/session', { method: 'DELETE', credentials: 'same-origin' });
-    s = { signed_in: false };
-  }
+  const s = await session();
   $('signin-form').hidden = s.signed_in;
   $('upload-form').hidden = !s.signed_in;
   if (!s.signed_in) { $('token').focus(); return; }
@@ -156,7 +144,7 @@ async function follow(location, layer) {
 $('signin-form').addEventListener('submit', async (e) => {
   e.preventDefault();
   try {
-    await api('/api/session', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token: $('token').value }) });
+    await signIn($('token').value);
     $('token').value = '';
     start();
   } catch (err) { $('signin-error').textContent = err.message; }
