@@ -418,14 +418,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(async move {
                 let registry = Arc::new(Registry::new(store));
                 let r = registry.clone();
-                tokio::task::spawn_blocking(move || r.refresh()).await??;
+                let tiles = Arc::new(datahub::tileserve::TileService::new(settings.tiles.clone()));
+                let t = tiles.clone();
+                tokio::task::spawn_blocking(move || {
+                    r.refresh()?;
+                    // Loading a layer builds its indexes: the R-tree, and for point
+                    // layers the tile index, before the first request.
+                    let layers: Vec<_> = r.snapshot().values().cloned().collect();
+                    t.prepare(&layers);
+                    Ok::<_, layers::Error>(())
+                })
+                .await??;
                 let listener = tokio::net::TcpListener::bind(settings.addr).await?;
                 let local = listener.local_addr()?;
                 tracing::info!(addr = %local, layers = registry.snapshot().len(), "serving");
                 // Tests and scripts read the bound address (port 0 = any free port).
                 println!("listening on http://{local}");
                 std::io::stdout().flush()?;
-                let tiles = Arc::new(datahub::tileserve::TileService::new(settings.tiles.clone()));
                 let mut state = AppState::new(registry, tiles, &settings.web_dir)?;
                 state.quality = settings.quality.clone();
                 state.map = settings.map.clone();

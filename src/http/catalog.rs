@@ -893,6 +893,11 @@ fn reload(state: &AppState) {
         Ok(changed) => {
             state.tiles.invalidate(&changed);
             state.analysis.invalidate(&changed);
+            let loaded: Vec<_> = changed
+                .iter()
+                .filter_map(|id| state.registry.get(id))
+                .collect();
+            state.tiles.prepare(&loaded);
         }
         Err(e) => tracing::error!(error = %e, "refresh after a write failed"),
     }

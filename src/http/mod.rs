@@ -358,9 +358,17 @@ pub async fn serve(
             {
                 tracing::warn!(error = %e, "cannot write usage.json");
             }
-            match tokio::task::spawn_blocking(move || r.refresh()).await {
+            let t = tile_service.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                let changed = r.refresh()?;
+                t.invalidate(&changed);
+                // Point indexes built here, not by the first tile someone asks for.
+                let layers: Vec<_> = changed.iter().filter_map(|id| r.get(id)).collect();
+                t.prepare(&layers);
+                Ok::<_, layers::Error>(changed)
+            });
+            match loaded.await {
                 Ok(Ok(changed)) if !changed.is_empty() => {
-                    tile_service.invalidate(&changed);
                     analysis.invalidate(&changed);
                     tracing::info!(?changed, "new layer versions loaded")
                 }

@@ -53,10 +53,22 @@ pub async fn tile(
     let body = match state.tiles.cached(&layers, tile) {
         Some(b) => b,
         None => {
-            let service = state.tiles.clone();
-            tokio::task::spawn_blocking(move || service.tile(&layers, tile))
+            let _permit = state
+                .tiles
+                .renders
+                .acquire()
                 .await
-                .map_err(ApiError::internal)??
+                .map_err(ApiError::internal)?;
+            // Rendered by a request that held the permit before this one?
+            match state.tiles.cached(&layers, tile) {
+                Some(b) => b,
+                None => {
+                    let service = state.tiles.clone();
+                    tokio::task::spawn_blocking(move || service.tile(&layers, tile))
+                        .await
+                        .map_err(ApiError::internal)??
+                }
+            }
         }
     };
     Ok(tile_response(&state, &body, &headers))
@@ -81,6 +93,28 @@ pub async fn tilejson(
     )))
 }
 
+/// Whether `Accept-Encoding` takes gzip (RFC 9110 12.5.3: `gzip;q=0` refuses it, as
+/// does `*;q=0` without a gzip entry; `*` accepts it).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let mut star = None;
+    for v in headers.get_all(header::ACCEPT_ENCODING) {
+        for item in v.to_str().unwrap_or("").split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match coding.as_str() {
+                "gzip" | "x-gzip" => return q > 0.0,
+                "*" => star = Some(q > 0.0),
+                _ => {}
+            }
+        }
+    }
+    star.unwrap_or(false)
+}
+
 /// A rendered tile as an HTTP response: 304 on a matching `If-None-Match`, 204 when
 /// empty, gzip when accepted, the size cap's drop count in a header.
 pub(crate) fn tile_response(state: &AppState, body: &TileBody, headers: &HeaderMap) -> Response {
@@ -96,21 +130,20 @@ pub(crate) fn tile_response(state: &AppState, body: &TileBody, headers: &HeaderM
         });
     let mut resp = if matches {
         StatusCode::NOT_MODIFIED.into_response()
-    } else if body.raw.is_empty() {
+    } else if body.is_empty() {
         // No feature here: 204 tells map clients there is nothing to draw.
         StatusCode::NO_CONTENT.into_response()
     } else {
-        let gzip = headers
-            .get(header::ACCEPT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
-        let mut r = if gzip {
+        let mut r = if accepts_gzip(headers) {
             let mut r = body.gzip.clone().into_response();
             r.headers_mut()
                 .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             r
         } else {
-            body.raw.clone().into_response()
+            match body.raw() {
+                Ok(raw) => raw.into_response(),
+                Err(e) => return ApiError::internal(e).into_response(),
+            }
         };
         r.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -95,6 +95,10 @@ fn bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+fn varint_len64(v: u64) -> u64 {
+    u64::from((64 - (v | 1).leading_zeros()).div_ceil(7))
+}
+
 fn varint_len(v: u32) -> u64 {
     match v {
         0..0x80 => 1,
@@ -213,6 +217,19 @@ pub struct LayerBuilder {
 
 impl LayerBuilder {
     pub fn new(name: &str, extent: u32) -> Self {
+        Self::with_capacity(name, extent, 0)
+    }
+
+    /// A builder whose feature buffer is sized for `bytes` (no regrowth when known).
+    pub fn with_capacity(name: &str, extent: u32, bytes: usize) -> Self {
+        Self::with_buffer(name, extent, Vec::with_capacity(bytes))
+    }
+
+    /// A builder writing its features into `buffer` (cleared): a buffer kept from an
+    /// earlier layer (see [`LayerBuilder::finish`]) saves allocating and faulting in
+    /// fresh memory per tile.
+    pub fn with_buffer(name: &str, extent: u32, mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
         LayerBuilder {
             name: name.to_string(),
             extent,
@@ -221,11 +238,54 @@ impl LayerBuilder {
             values: Vec::new(),
             value_index: FnvMap::default(),
             string_index: FnvMap::default(),
-            features: Vec::new(),
+            features: buffer,
             tags: Vec::new(),
             scratch: Vec::new(),
             count: 0,
         }
+    }
+
+    /// The index of key `k` in the layer's key table (added when new).
+    pub fn key_index(&mut self, k: &str) -> u32 {
+        if let Some(i) = self.key_index.get(k) {
+            return *i;
+        }
+        let i = self.keys.len() as u32;
+        self.keys.push(k.to_string());
+        self.key_index.insert(k.to_string(), i);
+        i
+    }
+
+    /// The index of string value `s` in the layer's value table (added when new):
+    /// looked up by `&str`, so a value already in the table costs no allocation.
+    pub fn string_index(&mut self, s: &str) -> u32 {
+        if let Some(i) = self.string_index.get(s) {
+            return *i;
+        }
+        let i = self.values.len() as u32;
+        self.string_index.insert(s.to_string(), i);
+        self.values.push(MvtValue::String(s.to_string()));
+        i
+    }
+
+    /// The index of value `v` in the layer's value table (added when new).
+    pub fn value_index(&mut self, v: &MvtValue) -> u32 {
+        let vk = match (v, v.key()) {
+            (MvtValue::String(s), _) => return self.string_index(s),
+            (_, Some(vk)) => vk,
+            (_, None) => return self.push_value(v.clone()),
+        };
+        if let Some(i) = self.value_index.get(&vk) {
+            return *i;
+        }
+        let i = self.push_value(v.clone());
+        self.value_index.insert(vk, i);
+        i
+    }
+
+    fn push_value(&mut self, v: MvtValue) -> u32 {
+        self.values.push(v);
+        (self.values.len() - 1) as u32
     }
 
     pub fn add<'a>(
@@ -238,37 +298,8 @@ impl LayerBuilder {
         let mut tags = std::mem::take(&mut self.tags);
         tags.clear();
         for (k, v) in props {
-            let ki = match self.key_index.get(k) {
-                Some(i) => *i,
-                None => {
-                    let i = self.keys.len() as u32;
-                    self.keys.push(k.to_string());
-                    self.key_index.insert(k.to_string(), i);
-                    i
-                }
-            };
-            let next = self.values.len() as u32;
-            let found = match (v, v.key()) {
-                (MvtValue::String(s), _) => self.string_index.get(s.as_str()).copied(),
-                (_, Some(vk)) => self.value_index.get(&vk).copied(),
-                (_, None) => None,
-            };
-            let vi = match found {
-                Some(i) => i,
-                None => {
-                    match (v, v.key()) {
-                        (MvtValue::String(s), _) => {
-                            self.string_index.insert(s.clone(), next);
-                        }
-                        (_, Some(vk)) => {
-                            self.value_index.insert(vk, next);
-                        }
-                        (_, None) => {}
-                    }
-                    self.values.push(v.clone());
-                    next
-                }
-            };
+            let ki = self.key_index(k);
+            let vi = self.value_index(v);
             tags.push(ki);
             tags.push(vi);
         }
@@ -288,22 +319,83 @@ impl LayerBuilder {
         self.count += 1;
     }
 
-    /// Appends the layer message (field 3 of Tile) to `tile`.
-    pub fn finish(self, tile: &mut Vec<u8>) {
-        let mut l = Vec::with_capacity(self.features.len() + 256);
-        tag(&mut l, 15, 0);
-        varint(&mut l, 2);
-        bytes_field(&mut l, 1, self.name.as_bytes());
-        l.extend_from_slice(&self.features);
+    /// A one-point feature at tile coordinates (x, y) with tags (key index, value
+    /// index pairs from [`LayerBuilder::key_index`] and friends), written straight
+    /// into the layer: dense point tiles hold tens of thousands of these.
+    pub fn add_point(&mut self, id: u64, x: i32, y: i32, tags: &[u32]) {
+        let zx = zigzag(i64::from(x));
+        let zy = zigzag(i64::from(y));
+        let geom_len = 1 + varint_len64(zx) + varint_len64(zy);
+        let tags_len: u64 = tags.iter().map(|t| varint_len(*t)).sum();
+        let mut len = 1 + varint_len64(id) + 2 + 1 + varint_len64(geom_len) + geom_len;
+        if !tags.is_empty() {
+            len += 1 + varint_len64(tags_len) + tags_len;
+        }
+        let out = &mut self.features;
+        tag(out, 2, 2);
+        varint(out, len);
+        tag(out, 1, 0);
+        varint(out, id);
+        if !tags.is_empty() {
+            tag(out, 2, 2);
+            varint(out, tags_len);
+            for t in tags {
+                varint(out, u64::from(*t));
+            }
+        }
+        tag(out, 3, 0);
+        varint(out, GeomType::Point as u64);
+        tag(out, 4, 2);
+        varint(out, geom_len);
+        varint(out, u64::from(command(1, 1)));
+        varint(out, zx);
+        varint(out, zy);
+        self.count += 1;
+    }
+
+    /// The size the layer message will have (within a few bytes).
+    pub fn encoded_len(&self) -> usize {
+        let keys: usize = self.keys.iter().map(|k| k.len() + 3).sum();
+        let values: usize = self
+            .values
+            .iter()
+            .map(|v| match v {
+                MvtValue::String(s) => s.len() + 5,
+                _ => 12,
+            })
+            .sum();
+        self.features.len() + keys + values + self.name.len() + 16
+    }
+
+    /// The feature buffer back, for another builder (what was added is dropped).
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.features
+    }
+
+    /// Appends the layer message (field 3 of Tile) to `tile`, written in place: its
+    /// length is known before its fields. Returns the feature buffer for reuse.
+    pub fn finish(self, tile: &mut Vec<u8>) -> Vec<u8> {
+        let mut head = Vec::with_capacity(self.name.len() + 8);
+        tag(&mut head, 15, 0);
+        varint(&mut head, 2);
+        bytes_field(&mut head, 1, self.name.as_bytes());
+        let mut tail = Vec::new();
         for k in &self.keys {
-            bytes_field(&mut l, 3, k.as_bytes());
+            bytes_field(&mut tail, 3, k.as_bytes());
         }
         for v in &self.values {
-            v.encode(&mut l);
+            v.encode(&mut tail);
         }
-        tag(&mut l, 5, 0);
-        varint(&mut l, u64::from(self.extent));
-        bytes_field(tile, 3, &l);
+        tag(&mut tail, 5, 0);
+        varint(&mut tail, u64::from(self.extent));
+        let len = head.len() + self.features.len() + tail.len();
+        tile.reserve(len + 6);
+        tag(tile, 3, 2);
+        varint(tile, len as u64);
+        tile.extend_from_slice(&head);
+        tile.extend_from_slice(&self.features);
+        tile.extend_from_slice(&tail);
+        self.features
     }
 }
 
@@ -319,6 +411,49 @@ mod tests {
         assert_eq!(zigzag(-1), 1);
         assert_eq!(zigzag(1), 2);
         assert_eq!(zigzag(-64), 127);
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut b = Vec::new();
+            varint(&mut b, v);
+            assert_eq!(varint_len64(v), b.len() as u64, "{v}");
+        }
+    }
+
+    #[test]
+    fn add_point_equals_add() {
+        let props = [
+            ("a", MvtValue::Uint(300)),
+            ("b", MvtValue::String("x".into())),
+        ];
+        let mut one = LayerBuilder::new("l", 4096);
+        let mut c = Commands::default();
+        c.points(&[(-3, 5000)]);
+        one.add(
+            123_456,
+            GeomType::Point,
+            &c.ints,
+            props.iter().map(|(k, v)| (*k, v)),
+        );
+        one.add(7, GeomType::Point, &c.ints, std::iter::empty());
+        let mut two = LayerBuilder::new("l", 4096);
+        let tags: Vec<u32> = props
+            .iter()
+            .flat_map(|(k, v)| [two.key_index(k), two.value_index(v)])
+            .collect();
+        two.add_point(123_456, -3, 5000, &tags);
+        two.add_point(7, -3, 5000, &[]);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        one.finish(&mut a);
+        two.finish(&mut b);
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -32,9 +32,6 @@ pub struct RenderOptions {
     pub max_bytes: usize,
     /// True at (or beyond) the layer's maxzoom: never drop a feature.
     pub at_maxzoom: bool,
-    /// Features are in world units (normalised Web Mercator, y down; see
-    /// [`crate::grid::lonlat_to_world`]) rather than lon/lat.
-    pub world_coords: bool,
 }
 
 impl Default for RenderOptions {
@@ -45,7 +42,6 @@ impl Default for RenderOptions {
             tolerance: 1.0,
             max_bytes: 500_000,
             at_maxzoom: false,
-            world_coords: false,
         }
     }
 }
@@ -98,7 +94,7 @@ pub fn render_layer(
     let mut enc = Vec::with_capacity(features.len());
     for f in features {
         let mut g = f.geometry;
-        to_tile(&mut g, &tr, opts.world_coords);
+        to_tile(&mut g, &tr);
         match encode_geometry(&g, &clip, opts) {
             Some((gtype, cmds, anchor, weight)) => {
                 let approx = cmds.len() * 2 + f.props.len() * 4 + 8;
@@ -165,14 +161,10 @@ fn is_outside(g: &Geometry<f64>, clip: &Rect<f64>) -> bool {
     }
 }
 
-fn to_tile(g: &mut Geometry<f64>, tr: &TileTransform, world: bool) {
+fn to_tile(g: &mut Geometry<f64>, tr: &TileTransform) {
     use geo::MapCoordsInPlace;
     g.map_coords_in_place(|c| {
-        let (x, y) = if world {
-            tr.apply_world(c.x, c.y)
-        } else {
-            tr.apply(c.x, c.y)
-        };
+        let (x, y) = tr.apply(c.x, c.y);
         Coord { x, y }
     });
 }
@@ -443,132 +435,6 @@ fn thin_to_cap(enc: &mut Vec<Encoded>, max_bytes: usize) -> usize {
     before - enc.len()
 }
 
-/// Point generalisation for one zoom level: of the points that fall on the same tile
-/// unit at zoom `z` (global grid of 4096 units per tile), only the lowest id is drawn.
-/// Levels nest (a unit at z-1 is 2x2 units at z), so the size cap's grid thinning at
-/// zoom z is simply the level of a lower zoom. Built once per layer version and zoom,
-/// it lets a z0 tile of a million points touch only the few points it shows.
-pub struct PointLevel {
-    z: u8,
-    /// (key, id-order position, world x, world y), sorted by key: the Morton (Z-order)
-    /// code of the point's tile unit. Every tile of every zoom <= z is then one
-    /// contiguous run (found by binary search), and a coarser level is one pass over
-    /// a finer one: a unit at z-1 is a run of up to four units at z.
-    items: Vec<(u64, u32, f64, f64)>,
-}
-
-/// The finest level: zoom 20 (units under 4 cm; 2 x 32 bits fill the Morton key).
-/// Finer tiles reuse it.
-pub const LEVEL_MAX_ZOOM: u8 = 20;
-
-impl PointLevel {
-    /// `points`: (id-order position, world x, world y), see
-    /// [`crate::grid::lonlat_to_world`]. The only step that sorts: coarser levels
-    /// then come from [`PointLevel::coarsen`] in linear time.
-    pub fn build(z: u8, points: &[(u32, f64, f64)]) -> PointLevel {
-        let z = z.min(LEVEL_MAX_ZOOM);
-        let units = 1u64 << (z + 12);
-        let n = units as f64;
-        let max = (units - 1) as f64;
-        // (key, position, index into `points`).
-        let mut keyed: Vec<(u64, u32, u32)> = Vec::with_capacity(points.len());
-        for (i, &(pos, x, y)) in (0u32..).zip(points) {
-            let gx = (x * n).floor().clamp(0.0, max) as u32;
-            let gy = (y * n).floor().clamp(0.0, max) as u32;
-            keyed.push((morton(gx, gy), pos, i));
-        }
-        keyed.sort_unstable();
-        // Sorted by (key, position): the first of each key has the lowest position.
-        keyed.dedup_by_key(|k| k.0);
-        let items = keyed
-            .into_iter()
-            .filter_map(|(k, pos, i)| {
-                let &(_, x, y) = points.get(i as usize)?;
-                Some((k, pos, x, y))
-            })
-            .collect();
-        PointLevel { z, items }
-    }
-
-    /// This level generalised to zoom `z` (<= this level's): of each run of points
-    /// that share a unit at `z`, the lowest position. Equal to building it from all
-    /// points, because levels nest.
-    pub fn coarsen(&self, z: u8) -> PointLevel {
-        let z = z.min(self.z);
-        let shift = 2 * u32::from(self.z - z);
-        let mut items: Vec<(u64, u32, f64, f64)> = Vec::new();
-        for &(k, pos, x, y) in &self.items {
-            let k = k >> shift;
-            match items.last_mut() {
-                Some(last) if last.0 == k => {
-                    if pos < last.1 {
-                        *last = (k, pos, x, y);
-                    }
-                }
-                _ => items.push((k, pos, x, y)),
-            }
-        }
-        PointLevel { z, items }
-    }
-
-    pub fn zoom(&self) -> u8 {
-        self.z
-    }
-
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// All of this level's points: (id-order position, world x, world y).
-    pub fn points(&self) -> Vec<(u32, f64, f64)> {
-        self.items.iter().map(|i| (i.1, i.2, i.3)).collect()
-    }
-
-    /// This level's points inside `bbox` (world units: min x, min y, max x, max y)
-    /// around `tile` (of zoom >= the level's): (id-order position, world x, world y).
-    pub fn query(&self, tile: TileId, bbox: [f64; 4]) -> Vec<(u32, f64, f64)> {
-        let shift = tile.z.saturating_sub(self.z);
-        let (tx, ty) = (i64::from(tile.x >> shift), i64::from(tile.y >> shift));
-        let tiles = 1i64 << self.z;
-        let mut out = Vec::new();
-        for dx in -1..=1 {
-            for dy in -1..=1 {
-                let (x, y) = (tx + dx, ty + dy);
-                if !(0..tiles).contains(&x) || !(0..tiles).contains(&y) {
-                    continue;
-                }
-                // A tile's units share its Morton code as their top bits.
-                let lo = morton(x as u32, y as u32) << 24;
-                let hi = lo + (1 << 24);
-                let start = self.items.partition_point(|i| i.0 < lo);
-                for i in self.items[start..].iter().take_while(|i| i.0 < hi) {
-                    if bbox[0] <= i.2 && i.2 <= bbox[2] && bbox[1] <= i.3 && i.3 <= bbox[3] {
-                        out.push((i.1, i.2, i.3));
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-/// Interleaves the bits of x and y (x in the even bits): the Z-order curve.
-fn morton(x: u32, y: u32) -> u64 {
-    fn spread(v: u32) -> u64 {
-        let mut v = u64::from(v);
-        v = (v | (v << 16)) & 0x0000_ffff_0000_ffff;
-        v = (v | (v << 8)) & 0x00ff_00ff_00ff_00ff;
-        v = (v | (v << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
-        v = (v | (v << 2)) & 0x3333_3333_3333_3333;
-        (v | (v << 1)) & 0x5555_5555_5555_5555
-    }
-    spread(x) | (spread(y) << 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,76 +490,5 @@ mod tests {
             "{s:?}"
         );
         assert!(buf.len() <= 60_000, "{}", buf.len());
-    }
-
-    #[test]
-    fn morton_codes() {
-        assert_eq!(morton(1, 0), 1);
-        assert_eq!(morton(0, 1), 2);
-        assert_eq!(morton(3, 3), 15);
-        assert_eq!(morton(u32::MAX, u32::MAX), u64::MAX);
-        // A unit's code starts with its tile's code (12 bits of unit per axis).
-        assert_eq!(morton(5 * 4096 + 17, 9 * 4096 + 4000) >> 24, morton(5, 9));
-    }
-
-    #[test]
-    fn point_levels_nest_and_keep_lowest_ids() {
-        let pts: Vec<(u32, f64, f64)> = (0..10_000u32)
-            .map(|i| {
-                let (x, y) = crate::grid::lonlat_to_world(
-                    -100.42 + 0.24 * f64::from(i % 100) / 100.0,
-                    25.62 + 0.16 * f64::from(i / 100) / 100.0,
-                );
-                (i, x, y)
-            })
-            .collect();
-        let fine = PointLevel::build(5, &pts);
-        let coarse = fine.coarsen(4);
-        let direct = PointLevel::build(4, &pts);
-        assert_eq!(
-            PointLevel::build(4, &fine.points()).points().len(),
-            coarse.len()
-        );
-        // From the finest level down to zoom 2, in one pass each.
-        let top = PointLevel::build(20, &pts);
-        let mut a: Vec<u32> = top.coarsen(2).points().iter().map(|p| p.0).collect();
-        let mut b: Vec<u32> = PointLevel::build(2, &pts)
-            .points()
-            .iter()
-            .map(|p| p.0)
-            .collect();
-        a.sort_unstable();
-        b.sort_unstable();
-        assert_eq!(a, b);
-        let mut a: Vec<u32> = coarse.points().iter().map(|p| p.0).collect();
-        let mut b: Vec<u32> = direct.points().iter().map(|p| p.0).collect();
-        a.sort_unstable();
-        b.sort_unstable();
-        assert_eq!(
-            a, b,
-            "building from the finer level must equal building from all points"
-        );
-        assert!(coarse.len() < fine.len() && fine.len() <= pts.len());
-        let t = TileId::new(5, 7, 13).unwrap();
-        let b = t.bounds_world(64, 4096);
-        let q = fine.query(t, b);
-        assert_eq!(q.len(), fine.len(), "the whole city is in this tile");
-        // A coarser level queried with the finer tile finds its parent's points.
-        assert_eq!(coarse.query(t, b).len(), coarse.len());
-        // A small tile: exactly the level's points inside its buffered bounds.
-        let fine = PointLevel::build(12, &pts);
-        let t = TileId::new(12, 906, 1745).unwrap();
-        let b = t.bounds_world(64, 4096);
-        let mut got: Vec<u32> = fine.query(t, b).iter().map(|p| p.0).collect();
-        got.sort_unstable();
-        let mut want: Vec<u32> = fine
-            .points()
-            .into_iter()
-            .filter(|p| b[0] <= p.1 && p.1 <= b[2] && b[1] <= p.2 && p.2 <= b[3])
-            .map(|p| p.0)
-            .collect();
-        want.sort_unstable();
-        assert!(!want.is_empty() && want.len() < fine.len());
-        assert_eq!(got, want);
     }
 }

@@ -5,18 +5,20 @@
 //! served after a new one is loaded; [`TileService::invalidate`] also evicts them at
 //! once to free the memory. Rendering is blocking: callers run it on the blocking pool.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::BuildHasherDefault;
-use std::io::Write;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use layers::fgb::{FieldType, RawValue};
 use layers::index::LoadedLayer;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tiles::grid::{lonlat_to_world, TileId};
-use tiles::mvt::{Fnv, MvtValue};
-use tiles::render::{render_layer, PointLevel, RenderOptions, TileFeature, LEVEL_MAX_ZOOM};
+use tiles::grid::TileId;
+use tiles::mvt::MvtValue;
+use tiles::points::INDEX_MAX_ZOOM;
+
+mod points;
+use points::PointTiles;
+use tiles::render::{render_layer, RenderOptions, TileFeature};
 
 /// Per-layer tile options (`[tiles.layers.<id>]` in the settings file).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -60,13 +62,79 @@ impl Default for TileSettings {
     }
 }
 
-/// A rendered tile (empty `raw` = no feature in it). `Bytes`, so serving a cached
-/// tile shares the buffer instead of copying it.
+/// A rendered tile, kept gzipped only (every map client asks for gzip; the rare one
+/// that does not gets it inflated, see [`TileBody::raw`]): half the cache's memory and
+/// half the fresh pages a cold render touches. `Bytes`, so serving a cached tile
+/// shares the buffer instead of copying it.
 pub struct TileBody {
-    pub raw: bytes::Bytes,
     pub gzip: bytes::Bytes,
+    /// Uncompressed size (0 = no feature in the tile).
+    pub raw_len: usize,
     pub dropped: usize,
     pub etag: String,
+}
+
+impl TileBody {
+    pub fn is_empty(&self) -> bool {
+        self.raw_len == 0
+    }
+
+    /// The tile uncompressed.
+    pub fn raw(&self) -> layers::Result<Vec<u8>> {
+        let mut out = vec![0u8; self.raw_len];
+        let n = libdeflater::Decompressor::new()
+            .gzip_decompress(&self.gzip, &mut out)
+            .map_err(|e| layers::Error::Internal(format!("gunzip of a cached tile: {e}")))?;
+        out.truncate(n);
+        Ok(out)
+    }
+}
+
+/// Per-thread buffers of tile rendering, reused from tile to tile: a dense tile's
+/// buffers are hundreds of KB, and fresh ones cost page faults and zeroing (a tenth of
+/// a cold point grid's time).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// The tile being assembled.
+    tile: Vec<u8>,
+    /// gzip output (sized for the worst case, copied out exact).
+    gzip: Vec<u8>,
+    /// A point layer's features being encoded.
+    features: Vec<u8>,
+    /// (offset, id, key, slot) of a point tile's points.
+    reads: Vec<(u64, i64, u64, u32)>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+
+    /// A compressor per blocking thread: its state is ~0.5 MB, not worth rebuilding
+    /// per tile.
+    static GZIP: std::cell::RefCell<libdeflater::Compressor> = std::cell::RefCell::new(
+        // Level 1 (libdeflate's "fastest" is 0: stored, uncompressed).
+        libdeflater::Compressor::new(
+            libdeflater::CompressionLvl::new(1).unwrap_or_else(|_| libdeflater::CompressionLvl::default()),
+        ),
+    );
+}
+
+/// `raw` gzipped (an exact-size buffer: it goes into the cache as is).
+fn gzip(raw: &[u8]) -> layers::Result<Vec<u8>> {
+    GZIP.with(|c| {
+        let mut c = c.borrow_mut();
+        let mut out = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut().gzip));
+        out.resize(c.gzip_compress_bound(raw.len()), 0);
+        let done = c
+            .gzip_compress(raw, &mut out)
+            .map_err(|e| layers::Error::Internal(format!("gzip: {e}")))
+            .and_then(|n| {
+                out.get(..n)
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| layers::Error::Internal("gzip: bad length".into()))
+            });
+        SCRATCH.with(|s| s.borrow_mut().gzip = out);
+        done
+    })
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -77,19 +145,18 @@ struct TileKey {
     variant: Option<Arc<str>>,
 }
 
-type LevelKey = (String, u32, u8);
-/// Point positions in world units by id-order position (see `TileService::world`).
-type World = Arc<Vec<(f64, f64)>>;
-type WorldCells = HashMap<(String, u32), Arc<OnceLock<World>>>;
+type PointCells = HashMap<(String, u32), Arc<OnceLock<Arc<PointTiles>>>>;
 
 pub struct TileService {
     pub settings: TileSettings,
     cache: moka::sync::Cache<TileKey, Arc<TileBody>>,
-    /// Generalised point sets per (layer, version, zoom), built on first use.
-    levels: Mutex<HashMap<LevelKey, Arc<OnceLock<Arc<PointLevel>>>>>,
-    /// Point layers' positions projected once per (layer, version): Web Mercator's
-    /// log/tan per point per tile was a third of dense point tiles' time.
-    worlds: Mutex<WorldCells>,
+    /// Point layers' tile indexes per (layer, version): built once (on load, see
+    /// [`TileService::prepare`], or by the first tile), then every point tile is a few
+    /// binary searches and a scan — no R-tree walk, projection or hashing per point.
+    points: Mutex<PointCells>,
+    /// Renders at once, one per core: more only interleave on the same cores, each on
+    /// its own blocking thread with its own allocator heap of fresh pages.
+    pub renders: tokio::sync::Semaphore,
 }
 
 impl TileService {
@@ -97,70 +164,41 @@ impl TileService {
         let cache = moka::sync::Cache::builder()
             .max_capacity(settings.cache_mb.saturating_mul(1 << 20))
             .weigher(|_k: &TileKey, v: &Arc<TileBody>| {
-                u32::try_from(v.raw.len() + v.gzip.len() + 128).unwrap_or(u32::MAX)
+                u32::try_from(v.gzip.len() + v.etag.len() + 128).unwrap_or(u32::MAX)
             })
             .support_invalidation_closures()
             .build();
         TileService {
             settings,
             cache,
-            levels: Mutex::new(HashMap::new()),
-            worlds: Mutex::new(HashMap::new()),
+            points: Mutex::new(HashMap::new()),
+            renders: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            ),
         }
     }
 
-    /// The layer's anchors in world units, indexed by id-order position.
-    fn world(&self, layer: &LoadedLayer) -> World {
+    /// The tile index of a point layer (built on first use).
+    fn point_index(&self, layer: &LoadedLayer) -> Arc<PointTiles> {
         let cell = {
-            let mut map = self.worlds.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = self.points.lock().unwrap_or_else(|p| p.into_inner());
             map.entry((layer.meta.id.clone(), layer.meta.version))
                 .or_default()
                 .clone()
         };
-        cell.get_or_init(|| {
-            let mut w = vec![(0.0, 0.0); layer.len()];
-            for (pos, lon, lat) in layer.anchors() {
-                if let Some(slot) = w.get_mut(pos as usize) {
-                    *slot = lonlat_to_world(lon, lat);
-                }
-            }
-            Arc::new(w)
-        })
-        .clone()
+        // Built outside the map's lock: other layers are not held up.
+        cell.get_or_init(|| Arc::new(PointTiles::build(layer)))
+            .clone()
     }
 
-    /// The layer's generalised points at zoom `z`: the finest level (one sort of
-    /// every point) is built once, and each coarser one in one pass over the nearest
-    /// finer level already built.
-    fn point_level(&self, layer: &LoadedLayer, z: u8) -> Arc<PointLevel> {
-        let z = z.min(LEVEL_MAX_ZOOM);
-        let key = |z: u8| (layer.meta.id.clone(), layer.meta.version, z);
-        let cell = {
-            let mut map = self.levels.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(key(z)).or_default().clone()
-        };
-        // Built outside the map's lock: other layers and zooms are not held up.
-        if let Some(l) = cell.get() {
-            return l.clone();
-        }
-        cell.get_or_init(|| {
-            if z == LEVEL_MAX_ZOOM {
-                let w = self.world(layer);
-                let pts: Vec<(u32, f64, f64)> = (0u32..)
-                    .zip(w.iter())
-                    .map(|(p, &(x, y))| (p, x, y))
-                    .collect();
-                return Arc::new(PointLevel::build(z, &pts));
+    /// Builds the point layers' tile indexes ahead of their first tile (blocking:
+    /// about 0.5 s per million points). Called when versions are loaded.
+    pub fn prepare(&self, layers: &[Arc<LoadedLayer>]) {
+        for l in layers {
+            if is_point_layer(l) {
+                let _ = self.point_index(l);
             }
-            let finer = {
-                let map = self.levels.lock().unwrap_or_else(|p| p.into_inner());
-                (z + 1..=LEVEL_MAX_ZOOM)
-                    .find_map(|f| map.get(&key(f)).and_then(|c| c.get().cloned()))
-            };
-            let finer = finer.unwrap_or_else(|| self.point_level(layer, LEVEL_MAX_ZOOM));
-            Arc::new(finer.coarsen(z))
-        })
-        .clone()
+        }
     }
 
     pub fn maxzoom(&self, id: &str) -> u8 {
@@ -181,16 +219,13 @@ impl TileService {
             tolerance: lo.tolerance.unwrap_or(s.tolerance),
             max_bytes: s.max_bytes,
             at_maxzoom: tile.z >= self.maxzoom(id),
-            world_coords: false,
         }
     }
 
     /// Evicts cached tiles of these layers (and composites that include them).
     pub fn invalidate(&self, ids: &[String]) {
         {
-            let mut map = self.levels.lock().unwrap_or_else(|p| p.into_inner());
-            map.retain(|k, _| !ids.contains(&k.0));
-            let mut map = self.worlds.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = self.points.lock().unwrap_or_else(|p| p.into_inner());
             map.retain(|k, _| !ids.contains(&k.0));
         }
         let ids = ids.to_vec();
@@ -254,7 +289,7 @@ impl TileService {
         let mut raw = Vec::new();
         let dropped =
             render_layer(name, tile, feats, &opts, &mut raw).map_or(0, |s| s.dropped_for_size);
-        self.store(key, raw, dropped)
+        self.store(key, &raw, dropped)
     }
 
     /// A cached tile, without rendering (cheap: callers may try it on the executor).
@@ -268,42 +303,39 @@ impl TileService {
         if let Some(hit) = self.cache.get(&key) {
             return Ok(hit);
         }
-        let mut raw = Vec::new();
+        let body = self.render(layers, tile)?;
+        self.cache.insert(key, body.clone());
+        Ok(body)
+    }
+
+    /// [`TileService::tile`] without the cache: rendered and gzipped now.
+    pub fn render(
+        &self,
+        layers: &[Arc<LoadedLayer>],
+        tile: TileId,
+    ) -> layers::Result<Arc<TileBody>> {
+        let key = Self::key(layers, tile);
+        let mut raw = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut().tile));
+        raw.clear();
         let mut dropped = 0;
+        let mut rendered = Ok(());
         for l in layers {
-            dropped += self.render_one(l, tile, &mut raw)?;
+            match self.render_one(l, tile, &mut raw) {
+                Ok(d) => dropped += d,
+                Err(e) => {
+                    rendered = Err(e);
+                    break;
+                }
+            }
         }
-        self.store(key, raw, dropped)
+        let body = rendered.and_then(|()| body(&key, &raw, dropped));
+        SCRATCH.with(|s| s.borrow_mut().tile = raw);
+        body
     }
 
     /// Compresses a rendered tile, tags it and caches it under `key`.
-    fn store(&self, key: TileKey, raw: Vec<u8>, dropped: usize) -> layers::Result<Arc<TileBody>> {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let gzip = gz
-            .write_all(&raw)
-            .and_then(|_| gz.finish())
-            .map_err(|e| layers::Error::Internal(format!("gzip: {e}")))?;
-        let mut tag: String = key
-            .layers
-            .iter()
-            .map(|(id, v)| format!("{id}.{v}"))
-            .collect::<Vec<_>>()
-            .join("+");
-        if let Some(v) = &key.variant {
-            // FNV-1a of what the variant draws: short, stable across restarts.
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            for b in v.bytes() {
-                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-            }
-            tag.push_str(&format!("-{h:016x}"));
-        }
-        let (z, x, y) = key.tile;
-        let body = Arc::new(TileBody {
-            raw: raw.into(),
-            gzip: gzip.into(),
-            dropped,
-            etag: format!("\"{tag}-{z}-{x}-{y}\""),
-        });
+    fn store(&self, key: TileKey, raw: &[u8], dropped: usize) -> layers::Result<Arc<TileBody>> {
+        let body = body(&key, raw, dropped)?;
         self.cache.insert(key, body.clone());
         Ok(body)
     }
@@ -317,7 +349,7 @@ impl TileService {
     ) -> layers::Result<usize> {
         let s = &self.settings;
         let lo = s.layers.get(&layer.meta.id).cloned().unwrap_or_default();
-        let mut opts = self.render_options(&layer.meta.id, tile);
+        let opts = self.render_options(&layer.meta.id, tile);
         let b = tile.bounds_lonlat(opts.buffer, opts.extent);
         // Tiles outside the layer's bounds never touch the index.
         let Some(lb) = layer.meta.bbox else {
@@ -326,7 +358,6 @@ impl TileService {
         if lb[0] > b[2] || lb[2] < b[0] || lb[1] > b[3] || lb[3] < b[1] {
             return Ok(0);
         }
-        let points_only = layer.meta.geometry_types.iter().all(|t| t == "Point");
         let wanted = lo.fields.as_ref();
         // Per schema field: its shared name and type, or None when not in tiles.
         let fields: Vec<Option<(Arc<str>, FieldType)>> = layer
@@ -338,111 +369,62 @@ impl TileService {
                 included.then(|| (Arc::from(f.name.as_str()), f.ftype))
             })
             .collect();
-        let mut pre_dropped = 0;
-        let mut feats;
-        if points_only && !opts.at_maxzoom {
-            opts.world_coords = true;
-            let wb = tile.bounds_world(opts.buffer, opts.extent);
-            // Generalised points (lowest id per tile unit), decided before decoding;
-            // when even those exceed what the cap can hold (~12 bytes per point at the
-            // least), lower zoom levels are the cap's grid thinning.
-            // A tile with few candidates is generalised on its own; a dense one
-            // (low zoom over many points) uses the layer's cached levels.
-            const DIRECT_MAX: usize = 200_000;
-            let mut direct = Vec::new();
-            let mut dense = false;
-            for (pos, e) in layer.query_bbox_iter(b) {
-                if direct.len() == DIRECT_MAX {
-                    dense = true;
-                    break;
-                }
-                // From the leaf in hand rather than `world` (a random read per point).
-                let (x, y) = lonlat_to_world(e[0], e[1]);
-                direct.push((pos, x, y));
-            }
-            let max_count = (s.max_bytes / 16).max(1);
-            let mut z = tile.z;
-            let mut cand;
-            let distinct;
-            if dense {
-                cand = self.point_level(layer, z).query(tile, wb);
-                distinct = cand.len();
-                while cand.len() > max_count && z > 0 {
-                    z -= 1;
-                    cand = self.point_level(layer, z).query(tile, wb);
-                }
-            } else {
-                // One point per tile unit, the lowest position winning: sort by
-                // position (the order features are read in anyway) and mark units.
-                direct.sort_unstable_by_key(|c| c.0);
-                let side = (s.extent + 2 * opts.buffer) as usize;
-                let n = f64::from(s.extent) * f64::from(1u32 << tile.z);
-                let mut seen: HashSet<u32, BuildHasherDefault<Fnv>> =
-                    HashSet::with_capacity_and_hasher(direct.len(), Default::default());
-                direct.retain(|&(_, x, y)| {
-                    let ux = ((x - wb[0]) * n).floor();
-                    let uy = ((y - wb[1]) * n).floor();
-                    if !(0.0..side as f64).contains(&ux) || !(0.0..side as f64).contains(&uy) {
-                        return false;
-                    }
-                    seen.insert(uy as u32 * side as u32 + ux as u32)
-                });
-                distinct = direct.len();
-                cand = direct;
-                if cand.len() > max_count {
-                    let mut level = PointLevel::build(z, &cand);
-                    while level.len() > max_count && z > 0 {
-                        z -= 1;
-                        level = level.coarsen(z);
-                    }
-                    cand = level.points();
-                }
-            }
-            pre_dropped = distinct - cand.len();
-            // Read in file order: the file is in Hilbert order, so a tile's features
-            // sit close together there, while their ids are scattered (the renderer
-            // writes them in id order).
-            let mut reads: Vec<(u64, i64, f64, f64)> = cand
-                .into_iter()
-                .filter_map(|(pos, x, y)| layer.at(pos).map(|(fid, off)| (off, fid, x, y)))
-                .collect();
-            reads.sort_unstable_by_key(|r| r.0);
-            feats = Vec::with_capacity(reads.len());
-            for (offset, fid, x, y) in reads {
-                // The position is known: only the attributes are read.
-                let mut props = Vec::with_capacity(fields.len());
-                layer.for_each_value(offset, |i, v| {
-                    if let Some(Some((name, t))) = fields.get(i) {
-                        if let Some(mv) = raw_mvt_value(v, *t) {
-                            props.push((name.clone(), mv));
-                        }
-                    }
-                })?;
-                feats.push(TileFeature {
-                    id: u64::try_from(fid).unwrap_or(0),
-                    geometry: geo::Geometry::Point(geo::Point::new(x, y)),
-                    props,
-                });
-            }
-        } else {
-            let keep = layer.query_bbox(b);
-            feats = Vec::with_capacity(keep.len());
-            for pos in keep {
-                let Some((fid, offset)) = layer.at(pos) else {
-                    continue;
-                };
-                let (Some(geometry), values) = layer.geometry_and_properties(offset)? else {
-                    continue;
-                };
-                feats.push(TileFeature {
-                    id: u64::try_from(fid).unwrap_or(0),
-                    geometry,
-                    props: tile_props(values, &fields),
-                });
-            }
+        if is_point_layer(layer) && tile.z <= INDEX_MAX_ZOOM {
+            return self.render_points(layer, tile, &opts, &fields, buf);
+        }
+        let keep = layer.query_bbox(b);
+        let mut feats = Vec::with_capacity(keep.len());
+        for pos in keep {
+            let Some((fid, offset)) = layer.at(pos) else {
+                continue;
+            };
+            let (Some(geometry), values) = layer.geometry_and_properties(offset)? else {
+                continue;
+            };
+            feats.push(TileFeature {
+                id: u64::try_from(fid).unwrap_or(0),
+                geometry,
+                props: tile_props(values, &fields),
+            });
         }
         let stats = render_layer(&layer.meta.id, tile, feats, &opts, buf);
-        Ok(pre_dropped + stats.map_or(0, |s| s.dropped_for_size))
+        Ok(stats.map_or(0, |s| s.dropped_for_size))
+    }
+
+    /// A point layer's tile from its [`tiles::points::PointIndex`]: the points are chosen from their
+    /// keys (one per tile unit; at maxzoom all; under the size cap, one per unit of a
+    /// lower zoom), then only their attributes are read, in file order, and written
+    /// straight into the MVT layer. Returns how many the size cap dropped.
+    fn render_points(
+        &self,
+        layer: &LoadedLayer,
+        tile: TileId,
+        opts: &RenderOptions,
+        fields: &[Option<(Arc<str>, FieldType)>],
+        buf: &mut Vec<u8>,
+    ) -> layers::Result<usize> {
+        let pt = self.point_index(layer);
+        // Bytes a point feature takes: id, type, a one-point geometry and its tags
+        // (a key and a value index each, a byte or two).
+        let included = fields.iter().flatten().count();
+        let per_point = 16 + 3 * included;
+        let max_count = (opts.max_bytes / per_point).max(1);
+        let sel = pt
+            .index
+            .select(tile, opts.extent, opts.buffer, max_count, opts.at_maxzoom);
+        if sel.points.is_empty() {
+            return Ok(0);
+        }
+        // Taken out while encoding (the tile buffer already is: `buf`), put back after.
+        let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        let done = points::encode(&pt, layer, sel, tile, opts, fields, &mut scratch, buf);
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let tile = std::mem::take(&mut s.tile);
+            *s = scratch;
+            s.tile = tile;
+        });
+        done
     }
 
     /// TileJSON 3.0.0 for one or more layers.
@@ -529,6 +511,42 @@ impl TileService {
             "vector_layers": vector_layers,
         })
     }
+}
+
+/// A rendered tile gzipped and tagged (ETag from the layers' versions, the variant and
+/// z/x/y).
+fn body(key: &TileKey, raw: &[u8], dropped: usize) -> layers::Result<Arc<TileBody>> {
+    let gzip = if raw.is_empty() {
+        Vec::new()
+    } else {
+        gzip(raw)?
+    };
+    let mut tag: String = key
+        .layers
+        .iter()
+        .map(|(id, v)| format!("{id}.{v}"))
+        .collect::<Vec<_>>()
+        .join("+");
+    if let Some(v) = &key.variant {
+        // FNV-1a of what the variant draws: short, stable across restarts.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in v.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        tag.push_str(&format!("-{h:016x}"));
+    }
+    let (z, x, y) = key.tile;
+    Ok(Arc::new(TileBody {
+        raw_len: raw.len(),
+        gzip: gzip.into(),
+        dropped,
+        etag: format!("\"{tag}-{z}-{x}-{y}\""),
+    }))
+}
+
+/// Only points (not multipoints): their tiles come from a [`tiles::points::PointIndex`].
+fn is_point_layer(layer: &LoadedLayer) -> bool {
+    !layer.meta.geometry_types.is_empty() && layer.meta.geometry_types.iter().all(|t| t == "Point")
 }
 
 /// A feature's attributes for a tile: the included fields, nulls left out.
