@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use datahub::catalog::{self, CatalogStore, SqliteCatalog};
 use datahub::config::{FileSettings, Settings};
-use datahub::http::{self, AppState};
+use datahub::http::{self, AppState, Shared};
 use layers::index::Registry;
 use layers::ingest::{self, IngestRequest, Limits, Progress};
 use layers::store::{FsStore, LayerStore};
@@ -435,9 +435,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 // Tests and scripts read the bound address (port 0 = any free port).
                 println!("listening on http://{local}");
                 std::io::stdout().flush()?;
-                let mut state = AppState::new(registry, tiles, &settings.web_dir)?;
-                state.quality = settings.quality.clone();
-                state.map = settings.map.clone();
+                let mut state = Shared::new(registry, tiles, &settings.web_dir)?;
+                state.quality = Arc::new(settings.quality.clone());
+                state.map = Arc::new(settings.map.clone());
                 state.limits = Limits {
                     max_uncompressed: settings.max_unzipped_mb << 20,
                     ..Limits::default()
@@ -445,7 +445,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 state.max_upload_bytes = settings.max_upload_mb << 20;
                 http::serve(
                     listener,
-                    state,
+                    AppState::from(state),
                     Duration::from_secs(settings.refresh_secs),
                     shutdown_signal(),
                 )

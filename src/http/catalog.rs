@@ -781,7 +781,7 @@ fn start_job(
         id_field: meta.id_field.clone(),
         skip_invalid: meta.skip_invalid,
         limits: state.limits,
-        diagnose: state.quality.clone(),
+        diagnose: (*state.quality).clone(),
         record: edit,
         uploaded_by: Some(actor.clone()),
         note: meta.note.clone(),
