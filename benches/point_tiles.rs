@@ -14,6 +14,10 @@ use layers::ingest::{ingest, IngestRequest};
 use layers::store::FsStore;
 use tiles::grid::TileId;
 
+// The server's allocator (src/main.rs), so the figures are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The tile of zoom `z` over Monterrey's centre (-100.30, 25.70).
 fn tile(z: u32) -> TileId {
     let n = f64::from(1u32 << z);

@@ -345,6 +345,31 @@ fn composite_tilejson_headers_and_errors() {
     std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut raw).unwrap();
     let plain = fetch(&server, &format!("/tiles/reportes/12/{x}/{y}.mvt"), &[]);
     assert_eq!(raw, plain.body);
+    assert!(plain.headers.get("content-encoding").is_none());
+    // Accept-Encoding read per RFC 9110: q=0 refuses gzip, `*` takes it.
+    for (accept, gzipped) in [
+        ("gzip;q=0, identity", false),
+        ("br, *;q=0", false),
+        ("deflate, *", true),
+        ("GZIP;q=0.5", true),
+    ] {
+        let t = fetch(
+            &server,
+            &format!("/tiles/reportes/12/{x}/{y}.mvt"),
+            &[("accept-encoding", accept)],
+        );
+        assert_eq!(t.status, 200, "{accept}");
+        assert_eq!(
+            t.headers.get("content-encoding").is_some(),
+            gzipped,
+            "{accept}"
+        );
+        assert_eq!(
+            if gzipped { &gz.body } else { &plain.body },
+            &t.body,
+            "{accept}"
+        );
+    }
     let etag = plain.headers["etag"].to_str().unwrap().to_string();
     assert!(plain.headers["cache-control"]
         .to_str()

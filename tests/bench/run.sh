@@ -85,3 +85,5 @@ echo "== catalog search (10,000 generated records, in-process)"
 cargo bench -q --bench catalog_search 2>&1 | grep -E "catalog search|p50" || true
 echo "== tile encoding (criterion, in-process)"
 cargo bench -q -p tiles --bench encode -- --noplot 2>&1 | grep -E "^encode|time:" || true
+echo "== point tiles of a 1 M-point layer, uncached, through the service (criterion, in-process)"
+cargo bench -q --bench point_tiles -- --noplot 2>&1 | grep -E "^point|time:" || true
