@@ -78,6 +78,7 @@ for spec in "puntos -100.30 25.70" "puntos300k -100.30 25.70" "condados -96.80 3
   set -- $spec
   grid "$1" "$2" "$3" > "$work/tiles/$1.txt"
   # Uncached: a fresh server per run (nothing rendered yet), the median of three.
+  rm -f "$work/tiles/$1.runs"
   for run in 1 2 3; do
     base=$(serve)
     once "$base" "$work/tiles/$1.txt" >> "$work/tiles/$1.runs"
