@@ -192,7 +192,7 @@ impl TileService {
     }
 
     /// Builds the point layers' tile indexes ahead of their first tile (blocking:
-    /// about 0.5 s per million points). Called when versions are loaded.
+    /// about 0.3 s per million points). Called when versions are loaded.
     pub fn prepare(&self, layers: &[Arc<LoadedLayer>]) {
         for l in layers {
             if is_point_layer(l) {
