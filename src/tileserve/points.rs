@@ -25,6 +25,9 @@ const NULL: u16 = u16::MAX;
 /// Distinct values a column may hold (codes 0..MAX_CODES); a field with more is read
 /// from the file.
 const MAX_CODES: usize = 4096;
+/// Memory for the codes of one layer (2 bytes per point and coded field): 128 MB, e.g.
+/// 64 fields of a million points.
+const CODES_BUDGET: usize = 128 << 20;
 
 /// One attribute of every point, coded: 2 bytes per point.
 pub(super) struct Column {
@@ -114,9 +117,22 @@ fn other_key(v: RawValue<'_>) -> (u8, u64) {
 fn code_columns(layer: &LoadedLayer, features: &[(i64, u64)]) -> Vec<Option<Column>> {
     let schema = &layer.meta.schema;
     let n = features.len();
-    let mut dicts: Vec<Option<Dictionary>> =
-        schema.iter().map(|_| Some(Dictionary::default())).collect();
-    let mut codes: Vec<Vec<u16>> = schema.iter().map(|_| vec![NULL; n]).collect();
+    // At most CODES_BUDGET bytes of codes: a wide layer codes its first fields and
+    // reads the rest from the file.
+    let fit = CODES_BUDGET / (2 * n.max(1));
+    let mut dicts: Vec<Option<Dictionary>> = (0..schema.len())
+        .map(|i| (i < fit).then(Dictionary::default))
+        .collect();
+    let mut codes: Vec<Vec<u16>> = dicts
+        .iter()
+        .map(|d| {
+            if d.is_some() {
+                vec![NULL; n]
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
     let mut order: Vec<u32> = (0..n as u32).collect();
     order.sort_unstable_by_key(|&s| features.get(s as usize).map_or(0, |f| f.1));
     for slot in order {
@@ -187,7 +203,12 @@ pub(super) fn encode(
         .iter()
         .enumerate()
         .any(|(i, f)| f.is_some() && pt.columns.get(i).is_none_or(|c| c.is_none()));
+    // Per schema field: its place in `coded` when held in memory.
+    let coded_at: Vec<Option<usize>> = (0..fields.len())
+        .map(|i| coded.iter().position(|(j, _)| *j == i))
+        .collect();
     let mut tags: Vec<u32> = Vec::new();
+    let mut file_values: Vec<(usize, RawValue<'_>)> = Vec::new();
     loop {
         let mut lb = LayerBuilder::with_buffer(
             &layer.meta.id,
@@ -214,50 +235,63 @@ pub(super) fn encode(
         let mut failed = None;
         for &(offset, fid, key, slot) in reads.iter() {
             tags.clear();
-            for ((i, col), map) in coded.iter().zip(local.iter_mut()) {
-                let code = col.codes.get(slot as usize).copied().unwrap_or(NULL);
-                let (Some(m), Some(v), Some(Some((name, _)))) = (
-                    map.get_mut(usize::from(code)),
-                    col.values.get(usize::from(code)),
-                    fields.get(*i),
-                ) else {
-                    continue;
-                };
-                if *m == u32::MAX {
-                    *m = lb.value_index(v);
-                }
-                let ki = keys
-                    .get_mut(*i)
-                    .map_or(0, |k| *k.get_or_insert_with(|| lb.key_index(name)));
-                tags.push(ki);
-                tags.push(*m);
-            }
+            file_values.clear();
             if from_file {
                 let read = layer.for_each_value(offset, |i, v| {
-                    let in_memory = pt.columns.get(i).is_some_and(|c| c.is_some());
-                    let (false, Some(Some((name, t))), Some(k)) =
-                        (in_memory, fields.get(i), keys.get_mut(i))
-                    else {
-                        return;
-                    };
-                    let ki = *k.get_or_insert_with(|| lb.key_index(name));
-                    let vi = match v {
-                        RawValue::Str(s) => match std::str::from_utf8(s) {
-                            Ok(s) => lb.string_index(s),
-                            Err(_) => lb.string_index(&String::from_utf8_lossy(s)),
-                        },
-                        other => match raw_mvt_value(other, *t) {
-                            Some(mv) => lb.value_index(&mv),
-                            None => return,
-                        },
-                    };
-                    tags.push(ki);
-                    tags.push(vi);
+                    let wanted = fields.get(i).is_some_and(Option::is_some);
+                    if wanted && coded_at.get(i).is_some_and(Option::is_none) {
+                        file_values.push((i, v));
+                    }
                 });
                 if let Err(e) = read {
                     failed = Some(e);
                     break;
                 }
+            }
+            // Tags in schema order, values registered in that order: the tile is the
+            // same whether a field is held in memory or read from the file.
+            for (i, f) in fields.iter().enumerate() {
+                let Some((name, t)) = f else {
+                    continue;
+                };
+                let vi = match coded_at.get(i).copied().flatten() {
+                    Some(c) => {
+                        let (Some((_, col)), Some(map)) = (coded.get(c), local.get_mut(c)) else {
+                            continue;
+                        };
+                        let code = col.codes.get(slot as usize).copied().unwrap_or(NULL);
+                        let (Some(m), Some(v)) = (
+                            map.get_mut(usize::from(code)),
+                            col.values.get(usize::from(code)),
+                        ) else {
+                            continue; // null
+                        };
+                        if *m == u32::MAX {
+                            *m = lb.value_index(v);
+                        }
+                        *m
+                    }
+                    None => {
+                        let Some(&(_, v)) = file_values.iter().find(|(j, _)| *j == i) else {
+                            continue; // null
+                        };
+                        match v {
+                            RawValue::Str(s) => match std::str::from_utf8(s) {
+                                Ok(s) => lb.string_index(s),
+                                Err(_) => lb.string_index(&String::from_utf8_lossy(s)),
+                            },
+                            other => match raw_mvt_value(other, *t) {
+                                Some(mv) => lb.value_index(&mv),
+                                None => continue,
+                            },
+                        }
+                    }
+                };
+                let ki = keys
+                    .get_mut(i)
+                    .map_or(0, |k| *k.get_or_insert_with(|| lb.key_index(name)));
+                tags.push(ki);
+                tags.push(vi);
             }
             let (x, y) = tile_coords(key, tile, opts.extent);
             lb.add_point(u64::try_from(fid).unwrap_or(0), x, y, &tags);
@@ -273,5 +307,80 @@ pub(super) fn encode(
         }
         scratch.features = lb.finish(buf);
         return Ok(sel.distinct - sel.points.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use layers::index::Registry;
+    use layers::ingest::{ingest, IngestRequest};
+    use layers::store::FsStore;
+    use std::io::Write;
+
+    /// 6,000 points: a category (7 values, coded), a unique name (read from the file)
+    /// and a sparse number (nulls).
+    fn layer(dir: &std::path::Path) -> Arc<LoadedLayer> {
+        let csv = dir.join("p.csv");
+        let mut f = std::fs::File::create(&csv).expect("csv");
+        writeln!(f, "lon,lat,categoria,nombre,n").expect("write");
+        for i in 0..6000u32 {
+            let lon = -100.32 + 0.02 * f64::from((i * 7919) % 1000) / 1000.0;
+            let lat = 25.66 + 0.02 * f64::from((i * 104_729) % 997) / 997.0;
+            let n = if i % 3 == 0 {
+                String::new()
+            } else {
+                (i % 50).to_string()
+            };
+            writeln!(f, "{lon:.6},{lat:.6},c{},punto número {i},{n}", i % 7).expect("write");
+        }
+        drop(f);
+        let store = FsStore::open(dir.join("data"), 2).expect("store");
+        ingest(&store, &IngestRequest::new(csv, "p", "pruebas"), &|_| {}).expect("ingest");
+        let registry = Registry::new(store);
+        registry.refresh().expect("load");
+        registry.get("p").expect("loaded")
+    }
+
+    #[test]
+    fn coded_columns_encode_exactly_like_file_reads() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let l = layer(dir.path());
+        let coded = PointTiles::build(&l);
+        let names: Vec<&str> = l.meta.schema.iter().map(|f| f.name.as_str()).collect();
+        let is_coded: Vec<bool> = coded.columns.iter().map(Option::is_some).collect();
+        assert_eq!(names, ["categoria", "nombre", "n"]);
+        assert_eq!(
+            is_coded,
+            [true, false, true],
+            "unique names stay in the file"
+        );
+        let from_file = PointTiles {
+            index: PointIndex::build(l.anchors()),
+            features: coded.features.clone(),
+            columns: l.meta.schema.iter().map(|_| None).collect(),
+        };
+        let fields: Vec<Option<(Arc<str>, FieldType)>> = l
+            .meta
+            .schema
+            .iter()
+            .map(|f| Some((Arc::from(f.name.as_str()), f.ftype)))
+            .collect();
+        let opts = RenderOptions::default();
+        for (z, x, y) in [
+            (13u32, 1813u64, 3491u64),
+            (15, 7253, 13_965),
+            (16, 14_507, 27_930),
+        ] {
+            let t = TileId::new(z, x, y).expect("tile");
+            let mut out = [Vec::new(), Vec::new()];
+            for (pt, buf) in [&coded, &from_file].into_iter().zip(out.iter_mut()) {
+                let sel = pt.index.select(t, 4096, 64, usize::MAX, z >= 16);
+                let mut scratch = Scratch::default();
+                encode(pt, &l, sel, t, &opts, &fields, &mut scratch, buf).expect("encode");
+            }
+            assert!(out[0].len() > 100, "{z}/{x}/{y} has points");
+            assert_eq!(out[0], out[1], "{z}/{x}/{y}");
+        }
     }
 }
