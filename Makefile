@@ -13,12 +13,13 @@ FETCHED := tests/.testdata
 APT_PKGS := libgdal-dev gdal-bin libclang-dev clang pkg-config zip unzip curl ca-certificates bc python3 python3-pip python3-venv wrk chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help deps build run test testdata bench lint lint-js fmt clean
+.PHONY: help deps build run test testdata bench bench-peers lint lint-js fmt clean
 
 help:
 	@echo "make run    - build and serve the demo layers on http://$(ADDR)"
 	@echo "make test   - lint and run all tests (installs what is missing)"
 	@echo "make bench  - benchmarks (criterion + ingest/HTTP load scripts)"
+	@echo "make bench-peers - the tile workload against Martin + PostGIS (installs them)"
 	@echo "make lint   - rustfmt --check and clippy -D warnings (make lint-js: ESLint)"
 	@echo "make fmt    - format the code"
 
@@ -65,6 +66,10 @@ test: deps lint lint-js tests/node_modules tests/.venv/bin/python web/node_modul
 
 bench: deps build
 	DATAHUB_TEST_DATA="$$($(MAKE) -s testdata)" bash tests/bench/run.sh
+
+# Optional: the viewport-grid tile workload against Martin on PostGIS, with the ratios.
+bench-peers: deps build
+	bash tests/bench/peers.sh
 
 lint: deps
 	cargo fmt --all -- --check

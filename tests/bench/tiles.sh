@@ -18,48 +18,8 @@ head -n 300001 "$work/million-mty.csv" > "$work/tiles/300k-mty.csv"
 $bin --data "$work/tiles/data" ingest "$work/tiles/300k-mty.csv" --layer puntos300k --ministry bench --access public >/dev/null
 $bin --data "$work/tiles/data" ingest "$perf/cb_2016_us_county_500k.shp" --layer condados --ministry bench --access public --crs EPSG:4269 >/dev/null
 
-grid() { # layer lon lat -> URL paths of the viewport grid
-  python3 - "$1" "$2" "$3" <<'PY'
-import math, sys
-layer, lon0, lat0 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-def tile(z, lon, lat):
-    n = 2 ** z
-    r = math.radians(lat)
-    return (lon + 180) / 360 * n, (1 - math.asinh(math.tan(r)) / math.pi) / 2 * n
-seen = []
-for z in (8, 10, 12, 14, 16):
-    # Pan across the city: viewport centres on a 5x4 grid over ~0.24 x 0.16 degrees.
-    for i in range(5):
-        for j in range(4):
-            cx, cy = tile(z, lon0 - 0.12 + 0.06 * i, lat0 - 0.08 + 0.0533 * j)
-            hw, hh = 1280 / 512 / 2, 800 / 512 / 2   # 512-px tiles, as MapLibre draws them
-            for x in range(math.floor(cx - hw), math.floor(cx + hw) + 1):
-                for y in range(math.floor(cy - hh), math.floor(cy + hh) + 1):
-                    p = f"/tiles/{layer}/{z}/{x}/{y}.mvt"
-                    if p not in seen:
-                        seen.append(p)
-print("\n".join(seen))
-PY
-}
-
-once() { # base paths-file -> "N tiles once uncached: ..."
-  # curl's parallel mode (C, 8 transfers at once over reused connections) as the
-  # client: a Python client took a good share of the 2 cores from the server.
-  awk -v b="$1" '{print "url = \"" b $0 "\"\noutput = \"/dev/null\""}' "$2" > "$work/tiles/once.cfg"
-  local t0 t1
-  t0=$(date +%s.%N)
-  curl -s --no-progress-meter -Z --parallel-max 8 -H 'Accept-Encoding: gzip' -K "$work/tiles/once.cfg" \
-    -w '%{http_code} %{time_total}\n' > "$work/tiles/once.out"
-  t1=$(date +%s.%N)
-  if grep -qvE '^(200|204) ' "$work/tiles/once.out"; then
-    echo "unexpected status: $(grep -vE '^(200|204) ' "$work/tiles/once.out" | head -3)" >&2
-    return 1
-  fi
-  sort -k2 -g "$work/tiles/once.out" | awk -v t0="$t0" -v t1="$t1" '{a[NR]=$2} END {
-    dt = t1 - t0
-    printf "%d tiles once, uncached: %.2f s, %.0f req/s, p50 %.1f ms, p99 %.1f ms\n",
-      NR, dt, NR / dt, a[int(NR / 2)] * 1000, a[int(NR * 0.99)] * 1000 }'
-}
+# grid (the viewport-grid paths) and once (each path once, uncached figures).
+source tests/bench/grid.sh
 
 serve() { # -> base URL; the startup time (layers loaded, indexes built) in $work/tiles/startup
   local t0 t1
@@ -76,7 +36,7 @@ stop() { kill %% 2>/dev/null || true; wait 2>/dev/null || true; }
 
 for spec in "puntos -100.30 25.70" "puntos300k -100.30 25.70" "condados -96.80 32.78"; do
   set -- $spec
-  grid "$1" "$2" "$3" > "$work/tiles/$1.txt"
+  grid "tiles/$1" "$2" "$3" > "$work/tiles/$1.txt"
   # Uncached: a fresh server per run (nothing rendered yet), the median of three.
   rm -f "$work/tiles/$1.runs"
   for run in 1 2 3; do
