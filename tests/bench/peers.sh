@@ -2,7 +2,8 @@
 # `make bench-peers`: the viewport-grid tile workload of tiles.sh against Martin on
 # PostGIS — the server planners would otherwise pick — on the same 1 M points, in the
 # same run, and the ratios. Installs what it needs when missing: PostgreSQL 15 + PostGIS 3
-# (Debian), Martin 1.14 (cargo install into target/peers: ~20 minutes the first time;
+# (Debian), Martin 1.14 with its PostGIS source only (cargo install into target/peers,
+# ~15 minutes the first time; its default features clone maplibre-native from GitHub;
 # 1.14 is the newest that builds with this toolchain).
 # PostGIS holds the points in EPSG:4326 with a GiST index (as a ministry would load them
 # with ogr2ogr); Martin publishes the table as is. Both servers answer gzip.
@@ -25,7 +26,7 @@ dpkg -s postgresql-15-postgis-3 >/dev/null 2>&1 || {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql-15-postgis-3 >/dev/null
 }
 martin=target/peers/bin/martin
-[ -x "$martin" ] || { echo "building Martin 1.14 (cargo install, once)"; cargo install -q martin --version 1.14.0 --locked --root target/peers; }
+[ -x "$martin" ] || { echo "building Martin 1.14 (cargo install, once)"; cargo install -q martin --version 1.14.0 --locked --no-default-features --features postgres --root target/peers; }
 
 # A throwaway cluster owned by the postgres user (PostgreSQL refuses to run as root).
 mkdir -p "$work/pg" "$work/tiles"
