@@ -29,9 +29,10 @@ martin=target/peers/bin/martin
 [ -x "$martin" ] || { echo "building Martin 1.14 (cargo install, once)"; cargo install -q martin --version 1.14.0 --locked --no-default-features --features postgres --root target/peers; }
 
 # A throwaway cluster owned by the postgres user (PostgreSQL refuses to run as root).
+chmod 755 "$work"
 mkdir -p "$work/pg" "$work/tiles"
 chown postgres "$work/pg"
-su postgres -c "$pgbin/initdb -q -D $work/pg -A trust -U postgres" >/dev/null
+su postgres -c "$pgbin/initdb -D $work/pg -A trust -U postgres" >/dev/null
 su postgres -c "$pgbin/pg_ctl -D $work/pg -l $work/pg/log -w -o '-p $port -k $work/pg -c listen_addresses=127.0.0.1 -c shared_buffers=256MB' start" >/dev/null
 pg="postgresql://postgres@127.0.0.1:$port/bench"
 su postgres -c "$pgbin/createdb -h 127.0.0.1 -p $port bench"
@@ -63,7 +64,7 @@ start_datahub() {
   sed -n 's/listening on //p' "$work/serve.out"
 }
 start_martin() {
-  "$martin" --listen-addresses 127.0.0.1:3111 --workers 2 "$pg" > "$work/martin.out" 2>&1 &
+  "$martin" --listen-addresses 127.0.0.1:3111 --workers 2 --cache-size 512 "$pg" > "$work/martin.out" 2>&1 &
   for _ in $(seq 600); do curl -sf http://127.0.0.1:3111/health >/dev/null 2>&1 && break; sleep 0.05; done
   echo http://127.0.0.1:3111
 }
