@@ -891,13 +891,8 @@ fn run_job(
 fn reload(state: &AppState) {
     match state.registry.refresh() {
         Ok(changed) => {
-            state.tiles.invalidate(&changed);
+            state.tiles.reloaded(&changed, &state.registry);
             state.analysis.invalidate(&changed);
-            let loaded: Vec<_> = changed
-                .iter()
-                .filter_map(|id| state.registry.get(id))
-                .collect();
-            state.tiles.prepare(&loaded);
         }
         Err(e) => tracing::error!(error = %e, "refresh after a write failed"),
     }

@@ -382,10 +382,7 @@ pub async fn serve(
             let t = tile_service.clone();
             let loaded = tokio::task::spawn_blocking(move || {
                 let changed = r.refresh()?;
-                t.invalidate(&changed);
-                // Point indexes built here, not by the first tile someone asks for.
-                let layers: Vec<_> = changed.iter().filter_map(|id| r.get(id)).collect();
-                t.prepare(&layers);
+                t.reloaded(&changed, &r);
                 Ok::<_, layers::Error>(changed)
             });
             match loaded.await {

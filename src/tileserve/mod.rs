@@ -222,6 +222,17 @@ impl TileService {
         }
     }
 
+    /// New versions of `changed` are loaded in `registry`: evicts their tiles and builds
+    /// their point indexes now (blocking), not on the first tile someone asks for.
+    pub fn reloaded(&self, changed: &[String], registry: &layers::index::Registry) {
+        if changed.is_empty() {
+            return;
+        }
+        self.invalidate(changed);
+        let loaded: Vec<_> = changed.iter().filter_map(|id| registry.get(id)).collect();
+        self.prepare(&loaded);
+    }
+
     /// Evicts cached tiles of these layers (and composites that include them).
     pub fn invalidate(&self, ids: &[String]) {
         {

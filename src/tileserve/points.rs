@@ -179,8 +179,9 @@ fn code_columns(layer: &LoadedLayer, features: &[(i64, u64)]) -> Vec<Option<Colu
         .collect()
 }
 
-/// Encodes the points of `sel` as MVT layer `name` into `buf` (the size cap may thin
-/// `sel`); returns how many points the cap dropped.
+/// Encodes the points of `sel` as the MVT layer of `layer` into `buf` (the size cap
+/// may thin `sel`); returns how many points the cap dropped.
+// Eight arguments: the tile's inputs plus the caller's per-thread buffers.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn encode(
     pt: &PointTiles,
@@ -306,7 +307,7 @@ pub(super) fn encode(
             continue;
         }
         scratch.features = lb.finish(buf);
-        return Ok(sel.distinct - sel.points.len());
+        return Ok(sel.distinct.saturating_sub(sel.points.len()));
     }
 }
 

@@ -14,7 +14,7 @@ work=$(mktemp -d)
 pgbin=/usr/lib/postgresql/15/bin
 port=54329
 cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
+  stop 2>/dev/null || true
   [ -f "$work/pg/postmaster.pid" ] && su postgres -c "$pgbin/pg_ctl -D $work/pg -m fast stop" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -60,15 +60,23 @@ grid "puntos" -100.30 25.70 "" > "$work/tiles/martin.txt"
 
 start_datahub() {
   $bin --data "$work/data" serve --addr 127.0.0.1:0 > "$work/serve.out" 2>/dev/null &
+  echo $! > "$work/server.pid" # called as $(start_…): not a job of this shell
   for _ in $(seq 600); do grep -q listening "$work/serve.out" 2>/dev/null && break; sleep 0.05; done
   sed -n 's/listening on //p' "$work/serve.out"
 }
 start_martin() {
   "$martin" --listen-addresses 127.0.0.1:3111 --workers 2 --cache-size 512 "$pg" > "$work/martin.out" 2>&1 &
+  echo $! > "$work/server.pid"
   for _ in $(seq 600); do curl -sf http://127.0.0.1:3111/health >/dev/null 2>&1 && break; sleep 0.05; done
   echo http://127.0.0.1:3111
 }
-stop() { kill %% 2>/dev/null || true; wait 2>/dev/null || true; }
+stop() {
+  local p
+  p=$(cat "$work/server.pid" 2>/dev/null) || return 0
+  kill "$p" 2>/dev/null || true
+  while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+  rm -f "$work/server.pid"
+}
 
 median() { sort -g -k5 "$1" | sed -n 2p; }
 for who in datahub martin; do
@@ -84,7 +92,7 @@ for who in datahub martin; do
   res=$(URL_LIST="$work/tiles/$who.txt" wrk -t2 -c8 -d8s --latency -s tests/bench/list.lua "$base" 2>&1)
   echo "$res" | awk '/Requests\/sec/ {print $2}' > "$work/$who.cached"
   echo "-- $who cached (wrk -t2 -c8 -d8s): $(cat "$work/$who.cached") req/s, p50 $(echo "$res" | awk '$1=="50%" {print $2}'), p99 $(echo "$res" | awk '$1=="99%" {print $2}')"
-  stop
+  stop 2>/dev/null || true
 done
 dh=$(median "$work/datahub.runs" | awk '{print $5}')
 mt=$(median "$work/martin.runs" | awk '{print $5}')

@@ -25,13 +25,21 @@ serve() { # -> base URL; the startup time (layers loaded, indexes built) in $wor
   local t0 t1
   t0=$(date +%s.%N)
   $bin --data "$work/tiles/data" serve --addr 127.0.0.1:0 > "$work/tiles/serve.out" 2>/dev/null &
+  # Called as $(serve): the server is not a job of the calling shell, so its pid is kept.
+  echo $! > "$work/tiles/server.pid"
   for _ in $(seq 600); do grep -q listening "$work/tiles/serve.out" 2>/dev/null && break; sleep 0.05; done
   t1=$(date +%s.%N)
   echo "$t1 - $t0" | bc -l > "$work/tiles/startup"
   sed -n 's/listening on //p' "$work/tiles/serve.out"
 }
 
-stop() { kill %% 2>/dev/null || true; wait 2>/dev/null || true; }
+stop() { # the server serve() started, and wait until it is gone
+  local p
+  p=$(cat "$work/tiles/server.pid" 2>/dev/null) || return 0
+  kill "$p" 2>/dev/null || true
+  while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+}
+trap stop EXIT
 
 
 for spec in "puntos -100.30 25.70" "puntos300k -100.30 25.70" "condados -96.80 32.78"; do
