@@ -314,7 +314,7 @@ impl TileService {
         if let Some(hit) = self.cache.get(&key) {
             return Ok(hit);
         }
-        let body = self.render(layers, tile)?;
+        let body = self.render_keyed(&key, layers, tile)?;
         self.cache.insert(key, body.clone());
         Ok(body)
     }
@@ -325,7 +325,15 @@ impl TileService {
         layers: &[Arc<LoadedLayer>],
         tile: TileId,
     ) -> layers::Result<Arc<TileBody>> {
-        let key = Self::key(layers, tile);
+        self.render_keyed(&Self::key(layers, tile), layers, tile)
+    }
+
+    fn render_keyed(
+        &self,
+        key: &TileKey,
+        layers: &[Arc<LoadedLayer>],
+        tile: TileId,
+    ) -> layers::Result<Arc<TileBody>> {
         let mut raw = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut().tile));
         raw.clear();
         let mut dropped = 0;
@@ -339,7 +347,7 @@ impl TileService {
                 }
             }
         }
-        let body = rendered.and_then(|()| body(&key, &raw, dropped));
+        let body = rendered.and_then(|()| body(key, &raw, dropped));
         SCRATCH.with(|s| s.borrow_mut().tile = raw);
         body
     }

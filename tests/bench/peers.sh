@@ -38,14 +38,7 @@ pg="postgresql://postgres@127.0.0.1:$port/bench"
 su postgres -c "$pgbin/createdb -h 127.0.0.1 -p $port bench"
 psql -q "$pg" -c "CREATE EXTENSION postgis" >/dev/null
 
-python3 - "$work/million-mty.csv" <<'PY'
-import random, sys
-random.seed(11)
-with open(sys.argv[1], "w") as f:
-    f.write("lon,lat,categoria,valor\n")
-    for i in range(1_000_000):
-        f.write(f"{random.uniform(-100.42, -100.18):.6f},{random.uniform(25.62, 25.78):.6f},c{i % 7},{i % 1000}\n")
-PY
+python3 tests/bench/mty_points.py "$work/million-mty.csv"
 ogr2ogr -f PostgreSQL PG:"host=127.0.0.1 port=$port user=postgres dbname=bench" "$work/million-mty.csv" \
   -oo X_POSSIBLE_NAMES=lon -oo Y_POSSIBLE_NAMES=lat -oo KEEP_GEOM_COLUMNS=NO -oo AUTODETECT_TYPE=YES \
   -a_srs EPSG:4326 -nln puntos -lco GEOMETRY_NAME=geom -lco SPATIAL_INDEX=GIST -gt 100000

@@ -48,14 +48,7 @@ PY
 bench_ingest "1 M jittered GeoNames points" "$work/million.csv" 1000000 "" \
   "-s_srs EPSG:4326 -oo X_POSSIBLE_NAMES=lon -oo Y_POSSIBLE_NAMES=lat -oo KEEP_GEOM_COLUMNS=NO"
 
-python3 - "$work/million-mty.csv" <<'PY'
-import random, sys
-random.seed(11)
-with open(sys.argv[1], "w") as f:
-    f.write("lon,lat,categoria,valor\n")
-    for i in range(1_000_000):
-        f.write(f"{random.uniform(-100.42, -100.18):.6f},{random.uniform(25.62, 25.78):.6f},c{i % 7},{i % 1000}\n")
-PY
+python3 tests/bench/mty_points.py "$work/million-mty.csv"
 
 echo "== resident memory of the server with the 1 M-point layer loaded"
 mkdir -p "$work/empty"

@@ -55,19 +55,6 @@ impl TileId {
         [minx, maxy - s, minx + s, maxy]
     }
 
-    /// [min x, min y, max x, max y] in world units (see [`lonlat_to_world`]), grown
-    /// by `buffer` tile units of `extent`.
-    pub fn bounds_world(&self, buffer: u32, extent: u32) -> [f64; 4] {
-        let n = f64::from(1u32 << self.z);
-        let pad = f64::from(buffer) / f64::from(extent);
-        [
-            ((f64::from(self.x) - pad) / n).max(0.0),
-            ((f64::from(self.y) - pad) / n).max(0.0),
-            ((f64::from(self.x) + 1.0 + pad) / n).min(1.0),
-            ((f64::from(self.y) + 1.0 + pad) / n).min(1.0),
-        ]
-    }
-
     /// [west, south, east, north] in degrees, grown by `buffer` tile units of `extent`.
     pub fn bounds_lonlat(&self, buffer: u32, extent: u32) -> [f64; 4] {
         let b = self.bounds_m();

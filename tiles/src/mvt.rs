@@ -217,12 +217,7 @@ pub struct LayerBuilder {
 
 impl LayerBuilder {
     pub fn new(name: &str, extent: u32) -> Self {
-        Self::with_capacity(name, extent, 0)
-    }
-
-    /// A builder whose feature buffer is sized for `bytes` (no regrowth when known).
-    pub fn with_capacity(name: &str, extent: u32, bytes: usize) -> Self {
-        Self::with_buffer(name, extent, Vec::with_capacity(bytes))
+        Self::with_buffer(name, extent, Vec::new())
     }
 
     /// A builder writing its features into `buffer` (cleared): a buffer kept from an
