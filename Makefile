@@ -61,8 +61,19 @@ testdata:
 	@if [ -d "$(TESTDATA)/vector" ]; then echo "$(abspath $(TESTDATA))"; \
 	else bash tests/fetch-testdata.sh "$(FETCHED)" >&2 && echo "$(abspath $(FETCHED))"; fi
 
-test: deps lint lint-js tests/node_modules tests/.venv/bin/python web/node_modules
-	DATAHUB_TEST_DATA="$$($(MAKE) -s testdata)" cargo test --workspace -- --test-threads=2
+# Spreadsheets written by office software (Excel .xlsx/.xls with title rows, notes,
+# several sheets, dates), from Debian's r-cran-readxl package: always fetched, since
+# ../shared/data has none.
+SHEETS := tests/.sheets
+$(SHEETS)/deaths.xlsx:
+	@rm -rf $(SHEETS).tmp && mkdir -p $(SHEETS).tmp
+	cd $(SHEETS).tmp && apt-get download r-cran-readxl >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && cd $(CURDIR)/$(SHEETS).tmp && apt-get download r-cran-readxl; }
+	dpkg-deb -x $(SHEETS).tmp/r-cran-readxl_*.deb $(SHEETS).tmp/x
+	mkdir -p $(SHEETS) && cp $(SHEETS).tmp/x/usr/lib/R/site-library/readxl/extdata/*.xls* $(SHEETS)/
+	rm -rf $(SHEETS).tmp
+
+test: deps lint lint-js tests/node_modules tests/.venv/bin/python web/node_modules $(SHEETS)/deaths.xlsx
+	DATAHUB_TEST_DATA="$$($(MAKE) -s testdata)" DATAHUB_TEST_SHEETS="$(abspath $(SHEETS))" cargo test --workspace -- --test-threads=2
 
 bench: deps build
 	DATAHUB_TEST_DATA="$$($(MAKE) -s testdata)" bash tests/bench/run.sh

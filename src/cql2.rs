@@ -760,26 +760,8 @@ fn const_string(s: &Scalar) -> Option<String> {
 fn fold(s: &str, f: Folding) -> String {
     match f {
         Folding::Case => s.to_lowercase(),
-        Folding::Accent => s
-            .chars()
-            .map(|c| match c {
-                'á' | 'à' | 'ä' | 'â' | 'ã' => 'a',
-                'Á' | 'À' | 'Ä' | 'Â' | 'Ã' => 'A',
-                'é' | 'è' | 'ë' | 'ê' => 'e',
-                'É' | 'È' | 'Ë' | 'Ê' => 'E',
-                'í' | 'ì' | 'ï' | 'î' => 'i',
-                'Í' | 'Ì' | 'Ï' | 'Î' => 'I',
-                'ó' | 'ò' | 'ö' | 'ô' | 'õ' => 'o',
-                'Ó' | 'Ò' | 'Ö' | 'Ô' | 'Õ' => 'O',
-                'ú' | 'ù' | 'ü' | 'û' => 'u',
-                'Ú' | 'Ù' | 'Ü' | 'Û' => 'U',
-                'ñ' => 'n',
-                'Ñ' => 'N',
-                'ç' => 'c',
-                'Ç' => 'C',
-                c => c,
-            })
-            .collect(),
+        // The DataHub's one accent table (layers::text), shared with search and joins.
+        Folding::Accent => layers::text::strip_accents(s),
     }
 }
 

@@ -39,6 +39,84 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// How a table (CSV, .xlsx, .xls, .ods) is read and placed, for `ingest`.
+#[derive(Args, Default)]
+struct TableArgs {
+    /// Row of the header (1-based) when title rows above it confuse the detection
+    #[arg(long)]
+    header_row: Option<usize>,
+    /// Longitude column (degrees), e.g. centroid_lon
+    #[arg(long)]
+    lon: Option<String>,
+    /// Latitude column (degrees), e.g. centroid_lat
+    #[arg(long)]
+    lat: Option<String>,
+    /// Easting column (projected metres; give --crs), e.g. x_utm
+    #[arg(long)]
+    x: Option<String>,
+    /// Northing column (projected metres; give --crs), e.g. y_utm
+    #[arg(long)]
+    y: Option<String>,
+    /// One column holding both coordinates, e.g. coordenadas ("25.6866, -100.3161")
+    #[arg(long)]
+    coords: Option<String>,
+    /// Order in that column when the values do not tell: latlon or lonlat
+    #[arg(long)]
+    coord_order: Option<String>,
+    /// Place rows by key: ZONE_LAYER:ZONE_FIELD, e.g. municipios:CVEGEO
+    #[arg(long)]
+    join: Option<String>,
+    /// The table's key column(s) for --join; CVE_ENT+CVE_MUN builds an INEGI key
+    #[arg(long)]
+    key: Option<String>,
+    /// With --join: `points` puts each row on a point inside its zone
+    #[arg(long = "as", value_parser = ["polygons", "points"])]
+    as_: Option<String>,
+    /// With --join: a CSV of table value,zone value for names no rule matches
+    #[arg(long)]
+    crosswalk: Option<PathBuf>,
+    /// A table with no place (a budget, a directory): stored without geometry
+    #[arg(long)]
+    no_geometry: bool,
+}
+
+impl TableArgs {
+    fn options(self) -> anyhow::Result<layers::table::TableOptions> {
+        let join = match self.join {
+            Some(j) => {
+                let mut spec = layers::table::join::JoinSpec::parse(&j)?;
+                if let Some(k) = &self.key {
+                    spec.set_key(k);
+                }
+                spec.as_points = self.as_.as_deref() == Some("points");
+                if let Some(c) = &self.crosswalk {
+                    spec.read_crosswalk(c)?;
+                }
+                Some(spec)
+            }
+            None => {
+                if self.key.is_some() || self.as_.is_some() || self.crosswalk.is_some() {
+                    return Err(
+                        layers::Error::bad("--key, --as and --crosswalk go with --join").into(),
+                    );
+                }
+                None
+            }
+        };
+        Ok(layers::table::TableOptions {
+            header_row: self.header_row,
+            lon: self.lon,
+            lat: self.lat,
+            x: self.x,
+            y: self.y,
+            coords: self.coords,
+            coord_order: self.coord_order,
+            join,
+            no_geometry: self.no_geometry,
+        })
+    }
+}
+
 /// The catalogue record's fields, for `ingest` and `layer set`.
 #[derive(Args, Default)]
 struct RecordArgs {
@@ -166,7 +244,7 @@ enum TokenCmd {
 enum Cmd {
     /// Ingest a source file as a new version of a layer.
     Ingest {
-        /// Zipped Shapefile, .shp, .gpkg, .geojson, .kml/.kmz, .csv, .fgb, .gdb or .gdb.zip
+        /// Zipped Shapefile, .shp, .gpkg, .geojson, .kml/.kmz, .csv, .xlsx/.xls/.ods, .fgb, .gdb or .gdb.zip
         source: PathBuf,
         /// Layer id (lowercase letters, digits, - and _), e.g. parques
         #[arg(long)]
@@ -181,7 +259,7 @@ enum Cmd {
         /// CRS of the source when it declares none (or to override it), e.g. EPSG:6372
         #[arg(long)]
         crs: Option<String>,
-        /// Which layer of a multi-layer source (GPKG, FileGDB, KML folders, zip of several .shp)
+        /// Which layer of a multi-layer source (GPKG, FileGDB, KML folders, zip of several .shp) or sheet of a spreadsheet
         #[arg(long)]
         source_layer: Option<String>,
         /// Integer attribute with unique values to use as the feature id
@@ -190,6 +268,8 @@ enum Cmd {
         /// Store the good rows of a CSV whose other rows have bad coordinates
         #[arg(long)]
         skip_invalid: bool,
+        #[command(flatten)]
+        table: Box<TableArgs>,
         #[command(flatten)]
         record: RecordArgs,
         /// A note on this version ("límites corregidos")
@@ -314,6 +394,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             source_layer,
             id_field,
             skip_invalid,
+            table,
             record,
             note,
             json,
@@ -340,6 +421,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 record: record.edit(None, None)?,
                 uploaded_by: Some(cli_actor()),
                 note,
+                table: (*table).options()?,
             };
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
@@ -394,6 +476,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 writeln!(out, "  time         {:.2} s", m.duration_ms as f64 / 1000.0)?;
                 for (k, p) in &r.problems {
                     writeln!(out, "  problem      {k}: {} ({})", p.count, p.description)?;
+                }
+                if let Some(j) = &r.join {
+                    for l in j.lines() {
+                        writeln!(out, "  join         {l}")?;
+                    }
                 }
                 for n in &r.notes {
                     writeln!(out, "  note         {n}")?;

@@ -208,7 +208,6 @@ fn weight(code: &str) -> u32 {
         "attributes.mojibake" => 20,
         "attributes.non_unique_id" => 20,
         "duplicates.same_record" => 20,
-        "location.outside_area" => 15,
         "attributes.incomplete" => 15,
         "geometry.invalid_repaired" => 10,
         "geometry.mixed_types" => 10,
@@ -217,6 +216,7 @@ fn weight(code: &str) -> u32 {
         "attributes.out_of_range" => 10,
         "geometry.spikes" => 5,
         "attributes.numbers_as_text" | "attributes.dates_as_text" => 5,
+        "attributes.code_as_number" => 10,
         "attributes.empty_field" => 5,
         "metadata.title" | "metadata.description" | "metadata.license" | "metadata.contact" => 4,
         "metadata.update_frequency" => 3,
@@ -299,6 +299,8 @@ struct FieldAcc {
     capped: bool,
     numbers: Vec<(f64, i64)>,
     numeric_text: u64,
+    /// Shortest and longest numeric-looking text: equal for fixed-width codes.
+    numeric_len: (usize, usize),
     /// Numeric-looking values with a leading zero ("037"): codes, rightly text.
     leading_zero: u64,
     date_text: u64,
@@ -336,6 +338,16 @@ impl FieldAcc {
         }
         self.capped |= o.capped;
         self.numbers.extend(o.numbers);
+        if o.numeric_text > 0 {
+            self.numeric_len = if self.numeric_text == 0 {
+                o.numeric_len
+            } else {
+                (
+                    self.numeric_len.0.min(o.numeric_len.0),
+                    self.numeric_len.1.max(o.numeric_len.1),
+                )
+            };
+        }
         self.numeric_text += o.numeric_text;
         self.leading_zero += o.leading_zero;
         self.date_text += o.date_text;
@@ -415,20 +427,9 @@ pub fn is_mojibake(s: &str) -> bool {
 }
 
 /// Case-, accent- and punctuation-insensitive key of a category value.
+/// Letters and digits only, lowercase, no accents: the DataHub's one normalization.
 fn fold(s: &str) -> String {
-    s.chars()
-        .flat_map(char::to_lowercase)
-        .filter_map(|c| match c {
-            'á' | 'à' | 'ä' | 'â' => Some('a'),
-            'é' | 'è' | 'ë' | 'ê' => Some('e'),
-            'í' | 'ì' | 'ï' | 'î' => Some('i'),
-            'ó' | 'ò' | 'ö' | 'ô' => Some('o'),
-            'ú' | 'ù' | 'ü' | 'û' => Some('u'),
-            'ñ' => Some('n'),
-            c if c.is_alphanumeric() => Some(c),
-            _ => None,
-        })
-        .collect()
+    crate::text::compact(s)
 }
 
 /// Whether `short` abbreviates `long` ("Mty." → "Monterrey", "Apod." → "Apodaca"):
@@ -507,6 +508,68 @@ fn vertex_problems(g: &geo::Geometry<f64>) -> (bool, bool) {
     (spike, dup)
 }
 
+/// Codes stored as numbers (INEGI keys such as CVE_MUN 39 for "039"): the leading
+/// zeros are lost, so the key no longer joins to other tables.
+fn code_as_number(b: &mut Builder, name: &str, numbers: &[(f64, i64)]) {
+    let t = crate::table::coords::tokens(name);
+    let has = |w: &str| {
+        t.iter()
+            .any(|x| x == w || x.ends_with(w) && x.starts_with("cve"))
+    };
+    let width = if has("cvegeo") {
+        None
+    } else if has("ent") {
+        Some(2)
+    } else if has("mun") || has("mza") {
+        Some(3)
+    } else if has("loc") || has("ageb") {
+        Some(4)
+    } else {
+        None
+    };
+    let code_name = width.is_some()
+        || has("cvegeo")
+        || t.iter()
+            .any(|w| w.starts_with("cve") || w == "clave" || w == "cp" || w == "codigo");
+    if !code_name {
+        return;
+    }
+    let digits = |x: f64| {
+        if x.abs() < 1.0 {
+            1
+        } else {
+            (x.abs().log10().floor() as usize) + 1
+        }
+    };
+    let max = numbers.iter().map(|(x, _)| digits(*x)).max().unwrap_or(0);
+    let want = width.unwrap_or(max).max(max);
+    let short: Vec<&(f64, i64)> = numbers
+        .iter()
+        .filter(|(x, _)| x.fract() == 0.0 && *x >= 0.0 && digits(*x) < want)
+        .collect();
+    if short.is_empty() {
+        return;
+    }
+    let ex = short[0].0 as i64;
+    let padded = format!("{ex:0want$}");
+    b.add(
+        "attributes.code_as_number",
+        Severity::Warning,
+        short.len() as u64,
+        short.iter().map(|x| x.1).collect(),
+        Some(name),
+        format!(
+            "«{name}» guarda claves como números: {} valores perdieron sus ceros a la izquierda (p. ej. {ex} en lugar de «{padded}») y ya no enlazan con otras tablas",
+            short.len()
+        ),
+        format!(
+            "'{name}' stores codes as numbers: {} values lost their leading zeros (e.g. {ex} for '{padded}') and no longer join to other tables",
+            short.len()
+        ),
+        Some(format!("guarde «{name}» como texto de {want} caracteres con ceros a la izquierda")),
+    );
+}
+
 /// Candidate CRSs a misplaced layer may really be in, tried in this order.
 pub const CANDIDATE_CRS: &[(u32, &str)] = &[
     (6372, "México ITRF2008 / LCC (INEGI)"),
@@ -519,19 +582,30 @@ pub const CANDIDATE_CRS: &[(u32, &str)] = &[
 /// The CRSs in which the point (x, y) lands inside `region` (the likely true CRS of
 /// coordinates that make no sense as lon/lat).
 pub fn crs_candidates(x: f64, y: f64, region: &Area) -> Vec<(u32, &'static str)> {
-    let mut out = Vec::new();
-    for &(code, name) in CANDIDATE_CRS {
-        let Ok(p) = proj::Proj::new_known_crs(&format!("EPSG:{code}"), "EPSG:4326", None) else {
-            continue;
-        };
-        // The proj crate normalises axis order for visualisation: (lon, lat).
-        if let Ok((lon, lat)) = p.convert((x, y)) {
-            if region.contains(lon, lat) {
-                out.push((code, name));
+    thread_local! {
+        // Creating a PROJ transformation opens PROJ's database: ~50 ms each. Called
+        // for every misplaced row (a CSV with swapped columns), so each thread makes
+        // them once and keeps them (PROJ objects are not Send).
+        static CANDIDATES: Vec<(u32, &'static str, Option<proj::Proj>)> = CANDIDATE_CRS
+            .iter()
+            .map(|&(code, name)| {
+                (code, name, proj::Proj::new_known_crs(&format!("EPSG:{code}"), "EPSG:4326", None).ok())
+            })
+            .collect();
+    }
+    CANDIDATES.with(|c| {
+        let mut out = Vec::new();
+        for (code, name, p) in c {
+            let Some(p) = p else { continue };
+            // The proj crate normalises axis order for visualisation: (lon, lat).
+            if let Ok((lon, lat)) = p.convert((x, y)) {
+                if region.contains(lon, lat) {
+                    out.push((*code, *name));
+                }
             }
         }
-    }
-    out
+        out
+    })
 }
 
 /// Counted features with their first examples.
@@ -723,6 +797,11 @@ impl Ctx<'_> {
                 let b = t.as_bytes();
                 if b[0].is_ascii_digit() || b[0] == b'-' || b[0] == b'+' || b[0] == b'.' {
                     if t.replace(',', ".").parse::<f64>().is_ok() {
+                        a.numeric_len = if a.numeric_text == 0 {
+                            (t.len(), t.len())
+                        } else {
+                            (a.numeric_len.0.min(t.len()), a.numeric_len.1.max(t.len()))
+                        };
                         a.numeric_text += 1;
                         if t.len() > 1 && t.starts_with('0') && !t.starts_with("0.") {
                             a.leading_zero += 1;
@@ -1175,9 +1254,11 @@ pub fn diagnose_with(
         ),
         crs_fix.map(|c| format!("vuelva a cargar con {c}")),
     );
+    // Inside the region but beyond the city: the state's municipalities, a regional
+    // road. Worth knowing, not a defect.
     b.add(
         "location.outside_area",
-        Severity::Warning,
+        Severity::Info,
         outside_area.0,
         outside_area.1,
         None,
@@ -1293,9 +1374,16 @@ pub fn diagnose_with(
                 Some("exporte la fuente en UTF-8, o declare su codificación (.cpg del Shapefile)".into()),
             );
         }
+        if matches!(f.ftype, FieldType::Int | FieldType::Long) && a.numbers.len() >= 2 {
+            code_as_number(&mut b, name, &a.numbers);
+        }
         if f.ftype == FieldType::String && a.text_values >= 5 {
             let tv = a.text_values as f64;
-            if a.numeric_text as f64 >= 0.9 * tv && a.leading_zero == 0 {
+            // Codes (CVEGEO "19039", folios, postal codes) are text on purpose: by their
+            // name, their fixed width or their leading zeros.
+            let code = crate::table::looks_like_code(name)
+                || (a.numeric_text == a.text_values && a.numeric_len.0 == a.numeric_len.1);
+            if a.numeric_text as f64 >= 0.9 * tv && a.leading_zero == 0 && !code {
                 b.add(
                     "attributes.numbers_as_text",
                     Severity::Warning,

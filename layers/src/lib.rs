@@ -14,6 +14,10 @@
 //!   retention; behind the [`store::LayerStore`] trait.
 //! - [`index`]: one bulk-loaded R-tree per published version, bbox queries, and
 //!   decoding of stored features to GeoJSON.
+//! - [`table`]: CSV and spreadsheets as ministries send them (title rows, merged
+//!   cells, codes, dates), their coordinates under any name, and key joins to zones.
+//! - [`text`]: the one text normalization (case, accents, punctuation,
+//!   abbreviations) used by search, filters, the diagnosis and name joins.
 //!
 //! Nothing here knows about HTTP: the service crate maps [`Error`] to status codes.
 
@@ -25,5 +29,7 @@ pub mod index;
 pub mod ingest;
 pub mod quality;
 pub mod store;
+pub mod table;
+pub mod text;
 
 pub use error::{Error, Result};

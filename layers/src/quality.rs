@@ -40,6 +40,9 @@ pub struct IngestReport {
     pub problems: BTreeMap<String, Problem>,
     /// Notes about the whole source (encoding fallback, CRS identification).
     pub notes: Vec<String>,
+    /// What a key join matched (tables placed by key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<crate::table::join::JoinReport>,
 }
 
 /// The kinds of problem a feature can have.
@@ -58,6 +61,8 @@ pub enum Kind {
     SwappedLatLon,
     /// A rejected feature whose "degrees" fit a projected CRS.
     ProjectedAsDegrees,
+    /// A table row whose key matches no zone of the join; not stored.
+    NotJoined,
 }
 
 impl Kind {
@@ -74,6 +79,7 @@ impl Kind {
             Kind::BadAttribute => "bad_attribute",
             Kind::SwappedLatLon => "swapped_lat_lon",
             Kind::ProjectedAsDegrees => "projected_as_degrees",
+            Kind::NotJoined => "not_joined",
         }
     }
 
@@ -98,6 +104,9 @@ impl Kind {
             Kind::ProjectedAsDegrees => {
                 "rejected feature whose coordinates are metres of a projected CRS, not degrees"
             }
+            Kind::NotJoined => {
+                "table row whose key matches no zone of the join; not stored (see the join report)"
+            }
         }
     }
 
@@ -105,7 +114,7 @@ impl Kind {
     pub fn rejects(self) -> bool {
         matches!(
             self,
-            Kind::EmptyGeometry | Kind::TransformFailed | Kind::BadCoordinates
+            Kind::EmptyGeometry | Kind::TransformFailed | Kind::BadCoordinates | Kind::NotJoined
         )
     }
 }

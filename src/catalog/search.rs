@@ -6,27 +6,10 @@
 
 use layers::store::{Access, LayerMeta};
 
-/// Lowercase ASCII words: accents dropped (á→a, ñ→n, ü→u, ç→c), everything that is
-/// not a letter or digit a separator.
+/// Lowercase words without accents (the DataHub's one normalization,
+/// [`layers::text::words`]): "Niños-Héroes" → "ninos heroes".
 pub fn normalize(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars().flat_map(char::to_lowercase) {
-        let base = match c {
-            'á' | 'à' | 'â' | 'ä' | 'ã' | 'å' => 'a',
-            'é' | 'è' | 'ê' | 'ë' => 'e',
-            'í' | 'ì' | 'î' | 'ï' => 'i',
-            'ó' | 'ò' | 'ô' | 'ö' | 'õ' => 'o',
-            'ú' | 'ù' | 'û' | 'ü' => 'u',
-            'ñ' => 'n',
-            'ç' => 'c',
-            'ý' | 'ÿ' => 'y',
-            c if c.is_ascii_alphanumeric() => c,
-            c if c.is_alphanumeric() => c,
-            _ => ' ',
-        };
-        out.push(base);
-    }
-    out
+    layers::text::words(s)
 }
 
 fn words(s: &str) -> Vec<String> {

@@ -457,6 +457,40 @@ struct MetaInput {
     #[serde(default)]
     skip_invalid: bool,
     note: Option<String>,
+    /// Upload only, tables: the header row and where the coordinates are.
+    header_row: Option<usize>,
+    lon: Option<String>,
+    lat: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+    coords: Option<String>,
+    coord_order: Option<String>,
+    /// Upload only, tables placed by key: "municipios:CVEGEO" or
+    /// {"layer": …, "field": …, "key": […], "as_points": …, "crosswalk": {…}}.
+    join: Option<JoinInput>,
+    /// The key column(s) of a join: "CVE_ENT+CVE_MUN" or ["CVE_ENT", "CVE_MUN"].
+    key: Option<KeyInput>,
+    /// "points" or "polygons" (default) for a join.
+    #[serde(rename = "as")]
+    as_: Option<String>,
+    /// Table value → zone value for names no rule matches.
+    crosswalk: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    no_geometry: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum JoinInput {
+    Text(String),
+    Spec(layers::table::join::JoinSpec),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum KeyInput {
+    Text(String),
+    List(Vec<String>),
 }
 
 /// Keywords as a JSON array or one comma-separated string.
@@ -475,6 +509,55 @@ fn keywords<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>
 }
 
 impl MetaInput {
+    /// How a table upload is read and placed.
+    fn table(&self) -> ApiResult<layers::table::TableOptions> {
+        let join = match &self.join {
+            None => {
+                if self.key.is_some() || self.as_.is_some() || self.crosswalk.is_some() {
+                    return Err(ApiError::bad_request(
+                        "'key', 'as' and 'crosswalk' go with 'join' (e.g. \"join\": \"municipios:CVEGEO\")",
+                    ));
+                }
+                None
+            }
+            Some(j) => {
+                let mut spec = match j {
+                    JoinInput::Text(t) => layers::table::join::JoinSpec::parse(t)?,
+                    JoinInput::Spec(s) => s.clone(),
+                };
+                match &self.key {
+                    Some(KeyInput::Text(k)) => spec.set_key(k),
+                    Some(KeyInput::List(l)) => spec.key = l.clone(),
+                    None => {}
+                }
+                match self.as_.as_deref() {
+                    Some("points") => spec.as_points = true,
+                    Some("polygons") | None => {}
+                    Some(o) => {
+                        return Err(ApiError::bad_request(format!(
+                            "'as' is \"points\" or \"polygons\", not \"{o}\""
+                        )))
+                    }
+                }
+                if let Some(c) = &self.crosswalk {
+                    spec.crosswalk.extend(c.clone());
+                }
+                Some(spec)
+            }
+        };
+        Ok(layers::table::TableOptions {
+            header_row: self.header_row,
+            lon: self.lon.clone(),
+            lat: self.lat.clone(),
+            x: self.x.clone(),
+            y: self.y.clone(),
+            coords: self.coords.clone(),
+            coord_order: self.coord_order.clone(),
+            join,
+            no_geometry: self.no_geometry,
+        })
+    }
+
     fn edit(&self) -> ApiResult<RecordEdit> {
         let e = RecordEdit {
             title: self.title.clone(),
@@ -497,7 +580,7 @@ impl MetaInput {
 fn parse_meta(text: &str) -> ApiResult<MetaInput> {
     serde_json::from_str(text).map_err(|e| {
         ApiError::bad_request(format!(
-            "metadata is not valid: {e}. Accepted keys: id, title, description, ministry, access, keywords, theme, license, contact_name, contact_email, update_frequency, language, temporal, crs, source_layer, id_field, skip_invalid, note"
+            "metadata is not valid: {e}. Accepted keys: id, title, description, ministry, access, keywords, theme, license, contact_name, contact_email, update_frequency, language, temporal, crs, source_layer, id_field, skip_invalid, note, header_row, lon, lat, x, y, coords, coord_order, join, key, as, crosswalk, no_geometry"
         ))
     })
 }
@@ -766,6 +849,20 @@ fn start_job(
     new_layer: bool,
 ) -> ApiResult<Response> {
     let edit = meta.edit()?;
+    let table = meta.table()?;
+    if let Some(j) = &table.join {
+        // The rows take the zone layer's geometry: it must be one the uploader may see.
+        let zone = state.registry.store().current(&j.layer).ok().flatten();
+        let visible = zone.is_some_and(|z| {
+            caller.can_see(&z.meta) && !state.registry.store().is_hidden(&j.layer)
+        });
+        if !visible {
+            return Err(ApiError::bad_request(format!(
+                "join: zone layer '{}' does not exist (or you may not see it); publish it first",
+                j.layer
+            )));
+        }
+    }
     let source_name = upload
         .file
         .file_name()
@@ -785,6 +882,7 @@ fn start_job(
         record: edit,
         uploaded_by: Some(actor.clone()),
         note: meta.note.clone(),
+        table,
         ..layers::ingest::IngestRequest::new(upload.file.clone(), &id, &ministry)
     };
     let st = state.clone();
@@ -851,6 +949,7 @@ fn run_job(
                 "features_rejected": m.report.features_rejected,
                 "problems": m.report.problems,
                 "notes": m.report.notes,
+                "join": m.report.join,
                 "source_crs": m.source_crs.label(),
                 "bbox": m.bbox,
                 "geometry_types": m.geometry_types,
@@ -946,6 +1045,11 @@ async fn edit_layer(
         ("source_layer", input.source_layer.is_some()),
         ("id_field", input.id_field.is_some()),
         ("note", input.note.is_some()),
+        ("join", input.join.is_some()),
+        ("lon", input.lon.is_some() || input.lat.is_some()),
+        ("x", input.x.is_some() || input.y.is_some()),
+        ("coords", input.coords.is_some()),
+        ("header_row", input.header_row.is_some()),
     ] {
         if set {
             return Err(ApiError::bad_request(format!(

@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod source;
+mod tabular;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -61,6 +62,8 @@ pub struct IngestRequest {
     pub uploaded_by: Option<String>,
     /// The publisher's note on this version.
     pub note: Option<String>,
+    /// How to read a table (CSV, spreadsheet): header row, coordinate columns, join.
+    pub table: crate::table::TableOptions,
 }
 
 impl IngestRequest {
@@ -83,6 +86,7 @@ impl IngestRequest {
             record: Default::default(),
             uploaded_by: None,
             note: None,
+            table: Default::default(),
         }
     }
 }
@@ -102,11 +106,19 @@ pub struct IngestSummary {
 
 const BATCH: usize = 1024;
 
+/// The reader of a pipeline: sends batches of raw features, counts them, stops when
+/// told.
+type ReadFn<'a> = dyn FnMut(&Sender<(u64, Vec<Raw>)>, &AtomicBool, &AtomicU64) -> Result<()> + 'a;
+
 struct Raw {
     fid_hint: i64,
     /// CSV line / source row, for messages.
     row: i64,
     wkb: Option<Vec<u8>>,
+    /// A geometry built here (table rows), used instead of `wkb`.
+    geom: Option<geo::Geometry<f64>>,
+    /// A table row whose key matched no zone of a join.
+    unplaced: bool,
     notes: Vec<(Kind, String)>,
     values: Vec<Value2>,
 }
@@ -152,137 +164,99 @@ pub fn ingest(
 
     let sha = sha256_file(&req.source)?;
     let cands = source::locate(&req.source, &work, req.limits)?;
-    let unpack_root = work.join("unpacked");
-    let opened = source::choose(cands, req.source_layer.as_deref(), &unpack_root)?;
     let mut report = IngestReport::default();
-    report.notes.extend(opened.candidate.notes.iter().cloned());
-    let crs = source::source_crs(
-        &opened,
-        req.crs.as_deref(),
-        &mut report.notes,
-        &req.diagnose.region,
-    )?;
-    if crs.how == "identified" {
-        report.notes.push(format!(
-            "the source's CRS has no EPSG code; identified as {}",
-            crs.label()
-        ));
-    }
-    let driver = opened.dataset.driver().short_name();
-
-    let mut layer = opened.dataset.layer(opened.layer_index)?;
-    let is_csv = opened.candidate.ext == "csv";
-    let all_names: Vec<String> = layer.defn().fields().map(|f| f.name()).collect();
-    let (csv_x, csv_y, csv_geoms) = if is_csv {
-        source::csv_coordinate_fields(&all_names)
-    } else {
-        (None, None, Vec::new())
-    };
-    let mut coordinate_fields: Vec<usize> = csv_geoms;
-    coordinate_fields.extend(csv_x.iter().chain(csv_y.iter()));
-    let csv_xy = csv_x.zip(csv_y);
-    if is_csv && csv_xy.is_none() && coordinate_fields.is_empty() {
-        return Err(Error::bad(format!(
-            "the CSV has no coordinate columns: it needs longitude/latitude columns named \
-             lon, lng, longitude, longitud or x / lat, latitude, latitud or y, or a WKT column \
-             (wkt, geom, geometry); its columns are: {}",
-            all_names.join(", ")
-        )));
-    }
-    let (schema, source_index, skipped) = read_schema(&layer, &coordinate_fields)?;
-    for name in skipped {
-        report.notes.push(format!(
-            "binary field '{name}' is not kept (binary data is not served)"
-        ));
-    }
-    let id_index = match &req.id_field {
-        Some(name) => Some(schema.iter().position(|f| &f.name == name).ok_or_else(|| {
-            Error::bad(format!(
-                "--id-field '{name}' is not a field of the source; fields: {}",
-                schema
-                    .iter()
-                    .map(|f| f.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?),
-        None => None,
-    };
-    if let Some(i) = id_index {
-        if !matches!(schema[i].ftype, FieldType::Int | FieldType::Long) {
-            return Err(Error::bad(format!(
-                "--id-field '{}' must be an integer field (it is {:?})",
-                schema[i].name, schema[i].ftype
-            )));
-        }
-    }
-    let total = layer.try_feature_count();
-
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .max(1);
-    let (raw_tx, raw_rx) = bounded::<(u64, Vec<Raw>)>(workers * 2);
-    let (done_tx, done_rx) = bounded::<(u64, Vec<Done>)>(workers * 2);
-    let stop = Arc::new(AtomicBool::new(false));
-    let read_count = AtomicU64::new(0);
-
     let fgb_path = staging.fgb_path();
-    let layer_name = req.layer_id.clone();
-    let outcome = std::thread::scope(|scope| -> Result<WriterResult> {
-        let mut handles = Vec::new();
-        for _ in 0..workers {
-            let rx = raw_rx.clone();
-            let tx = done_tx.clone();
-            let crs = crs.clone();
-            let stop = stop.clone();
-            let region = &req.diagnose.region;
-            handles.push(scope.spawn(move || worker(rx, tx, &crs, id_index, &stop, region)));
-        }
-        drop(done_tx);
-        let schema_w = schema.clone();
-        let stop_w = stop.clone();
-        let (layer_name, fgb_path) = (&layer_name, &fgb_path);
-        let writer = scope.spawn(move || {
-            let r = write_all(
-                done_rx,
+    let run = |schema: &[Field],
+               crs: &SourceCrs,
+               id_index: Option<usize>,
+               rows: Option<&'static str>,
+               read: &mut ReadFn<'_>| {
+        pipeline(req, schema, crs, id_index, rows, &fgb_path, read)
+    };
+    let (written, source_format, source_layer, crs, schema, hint, join) =
+        if let Some(cand) = source::table_candidate(&cands, req.source_layer.as_deref())? {
+            // CSV and spreadsheets: read by the table reader, placed by coordinates or
+            // by a key join.
+            let sheet = req
+                .source_layer
+                .as_deref()
+                .filter(|_| cand.ext != "csv" && cand.ext != "tsv");
+            let p = tabular::prepare(
+                store,
+                &cand.path,
+                &cand.ext,
+                &req.table,
+                sheet,
+                req.crs.as_deref(),
+                &req.diagnose.region,
+                req.limits,
+            )?;
+            report.notes.extend(p.notes.iter().cloned());
+            let id_index = id_field_index(&p.schema, req.id_field.as_deref())?;
+            let mut join = None;
+            let written = run(
+                &p.schema,
+                &p.crs,
+                id_index,
+                Some(tabular::row_word(&p.table)),
+                &mut |tx, stop, count| {
+                    join = tabular::read_rows(&p, &req.table, tx, stop, count, progress)?;
+                    Ok(())
+                },
+            )?;
+            let layer_name = p.table.name.clone();
+            (
+                written,
+                p.table.format.to_string(),
                 layer_name,
-                &schema_w,
-                fgb_path,
-                id_index.is_some(),
-                is_csv,
-            );
-            if r.is_err() {
-                stop_w.store(true, Ordering::Relaxed);
+                p.crs.clone(),
+                p.schema.clone(),
+                None,
+                join,
+            )
+        } else {
+            let unpack_root = work.join("unpacked");
+            let opened = source::choose(cands, req.source_layer.as_deref(), &unpack_root)?;
+            report.notes.extend(opened.candidate.notes.iter().cloned());
+            let crs = source::source_crs(
+                &opened,
+                req.crs.as_deref(),
+                &mut report.notes,
+                &req.diagnose.region,
+            )?;
+            if crs.how == "identified" {
+                report.notes.push(format!(
+                    "the source's CRS has no EPSG code; identified as {}",
+                    crs.label()
+                ));
             }
-            r
-        });
-
-        let read_result = read_features(
-            &mut layer,
-            &schema,
-            &source_index,
-            is_csv.then_some(csv_xy).flatten(),
-            is_csv,
-            &raw_tx,
-            &stop,
-            &read_count,
-            total,
-            progress,
-        );
-        drop(raw_tx);
-        for h in handles {
-            h.join()
-                .map_err(|_| Error::Internal("ingest worker panicked".into()))??;
-        }
-        let written = writer
-            .join()
-            .map_err(|_| Error::Internal("ingest writer panicked".into()))?;
-        // The writer's error is the cause when the reader stopped because of it.
-        let written = written?;
-        read_result?;
-        Ok(written)
-    })?;
-
+            let driver = opened.dataset.driver().short_name();
+            let mut layer = opened.dataset.layer(opened.layer_index)?;
+            let (schema, source_index, skipped) = read_schema(&layer, &[])?;
+            for name in skipped {
+                report.notes.push(format!(
+                    "binary field '{name}' is not kept (binary data is not served)"
+                ));
+            }
+            let id_index = id_field_index(&schema, req.id_field.as_deref())?;
+            let total = layer.try_feature_count();
+            let written = run(&schema, &crs, id_index, None, &mut |tx, stop, count| {
+                read_features(
+                    &mut layer,
+                    &schema,
+                    &source_index,
+                    tx,
+                    stop,
+                    count,
+                    total,
+                    progress,
+                )
+            })?;
+            let hint = source::crs_hint(&opened, &req.diagnose.region);
+            drop(opened.dataset);
+            (written, driver, opened.layer_name, crs, schema, hint, None)
+        };
+    let (outcome, read) = written;
     let WriterResult {
         report: wr,
         stored,
@@ -290,11 +264,21 @@ pub fn ingest(
         types,
         bad_rows,
     } = outcome;
-    report.features_read = read_count.load(Ordering::Relaxed);
+    report.features_read = read;
     report.features_stored = stored;
     report.features_repaired = wr.features_repaired;
     report.features_rejected = wr.features_rejected;
     report.problems = wr.problems;
+    if let Some(j) = &join {
+        if j.matched == 0 {
+            return Err(Error::bad(format!(
+                "the join matched no row: {}. Check --key and the zone field, or give a \
+                 --crosswalk for names that differ",
+                j.lines().join("; ")
+            )));
+        }
+    }
+    report.join = join;
     if !bad_rows.is_empty() && !req.skip_invalid {
         let shown: Vec<String> = bad_rows.iter().take(10).map(|r| r.to_string()).collect();
         return Err(Error::bad(format!(
@@ -317,11 +301,7 @@ pub fn ingest(
             })
             .collect::<Vec<_>>()
             .join("; ");
-        let hint = match source::crs_hint(&opened, &req.diagnose.region) {
-            Some(h) => format!(". Hint: {h}"),
-            None if is_csv => ". A CSV needs lon/lat columns (lon, lng, longitude, longitud, x / lat, latitude, latitud, y) or a WKT column (wkt, geom, geometry)".into(),
-            None => String::new(),
-        };
+        let hint = hint.map(|h| format!(". Hint: {h}")).unwrap_or_default();
         return Err(Error::bad(format!(
             "no feature could be stored ({why}){hint}"
         )));
@@ -371,8 +351,8 @@ pub fn ingest(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         source_sha256: sha,
-        source_format: driver,
-        source_layer: opened.layer_name.clone(),
+        source_format,
+        source_layer,
         source_crs: crs,
         feature_count: stored,
         bbox,
@@ -384,7 +364,6 @@ pub fn ingest(
         report,
         diagnosis: None,
     };
-    drop(opened.dataset);
     let _ = std::fs::remove_dir_all(&work);
     // The diagnosis reads the written file, as a served version would be read, and
     // goes into the version's record before it is published.
@@ -405,6 +384,94 @@ pub fn ingest(
     Ok(IngestSummary {
         meta: LayerMeta { version, ..meta },
     })
+}
+
+/// The schema index of `--id-field`, checked to be an integer field.
+fn id_field_index(schema: &[Field], id_field: Option<&str>) -> Result<Option<usize>> {
+    let Some(name) = id_field else {
+        return Ok(None);
+    };
+    let i = schema.iter().position(|f| f.name == name).ok_or_else(|| {
+        Error::bad(format!(
+            "--id-field '{name}' is not a field of the source; fields: {}",
+            schema
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    if !matches!(schema[i].ftype, FieldType::Int | FieldType::Long) {
+        return Err(Error::bad(format!(
+            "--id-field '{}' must be an integer field (it is {:?})",
+            schema[i].name, schema[i].ftype
+        )));
+    }
+    Ok(Some(i))
+}
+
+/// Runs the reader on this thread, workers (parse, transform, validate, encode) on
+/// every core and the writer on its own thread; returns what the writer wrote and
+/// how many features were read.
+fn pipeline(
+    req: &IngestRequest,
+    schema: &[Field],
+    crs: &SourceCrs,
+    id_index: Option<usize>,
+    rows: Option<&'static str>,
+    fgb_path: &Path,
+    read: &mut ReadFn<'_>,
+) -> Result<(WriterResult, u64)> {
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(1);
+    let (raw_tx, raw_rx) = bounded::<(u64, Vec<Raw>)>(workers * 2);
+    let (done_tx, done_rx) = bounded::<(u64, Vec<Done>)>(workers * 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let read_count = AtomicU64::new(0);
+    let layer_name = req.layer_id.clone();
+    let written = std::thread::scope(|scope| -> Result<WriterResult> {
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            let rx = raw_rx.clone();
+            let tx = done_tx.clone();
+            let crs = crs.clone();
+            let stop = stop.clone();
+            let region = &req.diagnose.region;
+            handles.push(scope.spawn(move || worker(rx, tx, &crs, id_index, &stop, region)));
+        }
+        drop(done_tx);
+        let stop_w = stop.clone();
+        let layer_name = &layer_name;
+        let writer = scope.spawn(move || {
+            let r = write_all(
+                done_rx,
+                layer_name,
+                schema,
+                fgb_path,
+                id_index.is_some(),
+                rows,
+            );
+            if r.is_err() {
+                stop_w.store(true, Ordering::Relaxed);
+            }
+            r
+        });
+        let read_result = read(&raw_tx, &stop, &read_count);
+        drop(raw_tx);
+        for h in handles {
+            h.join()
+                .map_err(|_| Error::Internal("ingest worker panicked".into()))??;
+        }
+        let written = writer
+            .join()
+            .map_err(|_| Error::Internal("ingest writer panicked".into()))?;
+        // The writer's error is the cause when the reader stopped because of it.
+        let written = written?;
+        read_result?;
+        Ok(written)
+    })?;
+    Ok((written, read_count.load(Ordering::Relaxed)))
 }
 
 fn sha256_file(p: &Path) -> Result<String> {
@@ -496,8 +563,6 @@ fn read_features(
     layer: &mut gdal::vector::Layer,
     schema: &[Field],
     source_index: &[usize],
-    csv_xy: Option<(usize, usize)>,
-    is_csv: bool,
     tx: &Sender<(u64, Vec<Raw>)>,
     stop: &AtomicBool,
     count: &AtomicU64,
@@ -506,37 +571,16 @@ fn read_features(
 ) -> Result<()> {
     let mut batch = Vec::with_capacity(BATCH);
     let mut batch_no = 0u64;
-    let mut n = 0i64;
-    for feature in layer.features() {
+    for (i, feature) in layer.features().enumerate() {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        n += 1;
-        // The file line of a CSV row (the header is line 1).
-        let row = if is_csv { n + 1 } else { n };
+        let n = i as i64 + 1;
         let mut notes = Vec::new();
-        let mut wkb = match feature.geometry() {
+        let wkb = match feature.geometry() {
             Some(g) if !g.is_empty() => Some(geometry_wkb(g, &mut notes)?),
             _ => None,
         };
-        if let Some((xi, yi)) = csv_xy {
-            // Typed reads: formatting numbers back to text would cost more than parsing.
-            let (x, y) = (
-                feature.field(xi).ok().flatten(),
-                feature.field(yi).ok().flatten(),
-            );
-            if !is_number(&x) || !is_number(&y) {
-                wkb = None;
-                notes.push((
-                    Kind::BadCoordinates,
-                    format!(
-                        "file line {row}: longitude '{}', latitude '{}'",
-                        show(&x),
-                        show(&y)
-                    ),
-                ));
-            }
-        }
         let mut values = Vec::with_capacity(schema.len());
         for (i, f) in schema.iter().enumerate() {
             let v = match feature.field(source_index[i]) {
@@ -550,8 +594,10 @@ fn read_features(
         }
         batch.push(Raw {
             fid_hint: n,
-            row,
+            row: n,
             wkb,
+            geom: None,
+            unplaced: false,
             notes,
             values,
         });
@@ -577,25 +623,6 @@ fn read_features(
         total,
     });
     Ok(())
-}
-
-fn is_number(v: &Option<FieldValue>) -> bool {
-    match v {
-        Some(FieldValue::RealValue(x)) => x.is_finite(),
-        Some(FieldValue::IntegerValue(_) | FieldValue::Integer64Value(_)) => true,
-        Some(FieldValue::StringValue(s)) => s.trim().parse::<f64>().is_ok_and(f64::is_finite),
-        _ => false,
-    }
-}
-
-fn show(v: &Option<FieldValue>) -> String {
-    match v {
-        Some(FieldValue::RealValue(x)) => x.to_string(),
-        Some(FieldValue::IntegerValue(n)) => n.to_string(),
-        Some(FieldValue::Integer64Value(n)) => n.to_string(),
-        Some(FieldValue::StringValue(s)) => s.clone(),
-        _ => String::new(),
-    }
 }
 
 /// 2D linear WKB of a GDAL geometry, noting what had to change.
@@ -726,13 +753,19 @@ fn process(
         notes: raw.notes,
         repaired: false,
     };
-    let Some(wkb) = raw.wkb else {
-        if !done.notes.iter().any(|(k, _)| *k == Kind::BadCoordinates) {
-            done.notes.push((Kind::EmptyGeometry, String::new()));
+    let parsed = match (raw.geom, raw.wkb) {
+        (Some(g), _) => Ok(g),
+        (None, Some(wkb)) => geozero::wkb::Wkb(wkb).to_geo(),
+        (None, None) => {
+            if raw.unplaced {
+                done.notes.push((Kind::NotJoined, String::new()));
+            } else if !done.notes.iter().any(|(k, _)| *k == Kind::BadCoordinates) {
+                done.notes.push((Kind::EmptyGeometry, String::new()));
+            }
+            return Ok(done);
         }
-        return Ok(done);
     };
-    let mut geom = match geozero::wkb::Wkb(wkb).to_geo() {
+    let mut geom = match parsed {
         Ok(g) if g.coords_count() > 0 => g,
         Ok(_) => {
             done.notes.push((Kind::EmptyGeometry, String::new()));
@@ -824,7 +857,7 @@ fn write_all(
     schema: &[Field],
     path: &Path,
     id_field: bool,
-    is_csv: bool,
+    rows: Option<&'static str>,
 ) -> Result<WriterResult> {
     let mut writer = LayerWriter::new(name, schema, &path.with_extension("features.tmp"))?;
     let mut res = WriterResult {
@@ -842,7 +875,7 @@ fn write_all(
         while let Some(batch) = pending.remove(&next) {
             next += 1;
             for d in batch {
-                write_one(&mut writer, &mut res, d, id_field, is_csv, &mut ids)?;
+                write_one(&mut writer, &mut res, d, id_field, rows, &mut ids)?;
             }
         }
     }
@@ -864,25 +897,24 @@ fn write_one(
     res: &mut WriterResult,
     d: Done,
     id_field: bool,
-    is_csv: bool,
+    rows: Option<&'static str>,
     ids: &mut HashMap<i64, i64>,
 ) -> Result<()> {
     let mut rejected = false;
     for (kind, detail) in &d.notes {
-        let kind = if is_csv && *kind == Kind::EmptyGeometry {
+        let kind = if rows.is_some() && *kind == Kind::EmptyGeometry {
             Kind::BadCoordinates
         } else {
             *kind
         };
-        let detail = if is_csv && detail.is_empty() {
-            format!("file line {}", d.row)
-        } else {
-            detail.clone()
+        let detail = match rows {
+            Some(word) if detail.is_empty() => format!("{word} {}", d.row),
+            _ => detail.clone(),
         };
         res.report.add(kind, d.fid_hint, detail);
         if kind.rejects() {
             rejected = true;
-            if is_csv && kind == Kind::BadCoordinates {
+            if rows.is_some() && kind == Kind::BadCoordinates {
                 res.bad_rows.push(d.row);
             }
         }

@@ -13,7 +13,10 @@ use crate::crs::SourceCrs;
 use crate::{Error, Result};
 
 /// Extensions we open, in the order we prefer them when an archive has several kinds.
-const DATA_EXTS: &[&str] = &["gdb", "gpkg", "shp", "fgb", "geojson", "json", "kml", "csv"];
+const DATA_EXTS: &[&str] = &[
+    "gdb", "gpkg", "shp", "fgb", "geojson", "json", "kml", "csv", "tsv", "xlsx", "xlsm", "xls",
+    "ods",
+];
 
 /// One openable dataset file (or .gdb dir) and how to open it.
 #[derive(Debug, Clone)]
@@ -40,31 +43,31 @@ pub fn locate(path: &Path, work: &Path, limits: Limits) -> Result<Vec<Candidate>
     let ext = ext_of(path);
     if meta.is_dir() {
         if ext == "gdb" {
-            return Ok(vec![candidate(path, "gdb", work)?]);
+            return Ok(vec![candidate(path, "gdb")?]);
         }
-        return scan(path, work);
+        return scan(path);
     }
     match ext.as_str() {
         "zip" | "kmz" => {
             let dest = work.join("unpacked");
             fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
             archive::extract_zip(path, &dest, limits)?;
-            let found = scan(&dest, work)?;
+            let found = scan(&dest)?;
             if found.is_empty() {
                 return Err(Error::bad(format!(
-                    "{} contains no geodata file (looked for .shp, .gpkg, .geojson, .kml, .csv, .fgb, .gdb)",
+                    "{} contains no geodata file (looked for .shp, .gpkg, .geojson, .kml, .csv, .xlsx, .ods, .fgb, .gdb)",
                     path.display()
                 )));
             }
             Ok(found)
         }
-        e if DATA_EXTS.contains(&e) => Ok(vec![candidate(path, e, work)?]),
+        e if DATA_EXTS.contains(&e) => Ok(vec![candidate(path, e)?]),
         _ => {
             sniff_other(path)?;
             Err(Error::bad(format!(
                 "{} is not a supported geodata file: expected a zipped Shapefile (.zip), .shp, \
-                 GeoPackage (.gpkg), GeoJSON (.geojson/.json), KML/KMZ, CSV, FlatGeobuf (.fgb) \
-                 or File Geodatabase (.gdb, .gdb.zip)",
+                 GeoPackage (.gpkg), GeoJSON (.geojson/.json), KML/KMZ, CSV, a spreadsheet \
+                 (.xlsx, .xls, .ods), FlatGeobuf (.fgb) or File Geodatabase (.gdb, .gdb.zip)",
                 path.display()
             )))
         }
@@ -85,7 +88,7 @@ fn sniff_other(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn scan(dir: &Path, work: &Path) -> Result<Vec<Candidate>> {
+fn scan(dir: &Path) -> Result<Vec<Candidate>> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -103,12 +106,12 @@ fn scan(dir: &Path, work: &Path) -> Result<Vec<Candidate>> {
             let ext = ext_of(&p);
             if p.is_dir() {
                 if ext == "gdb" {
-                    found.push(candidate(&p, "gdb", work)?);
+                    found.push(candidate(&p, "gdb")?);
                 } else {
                     stack.push(p);
                 }
             } else if DATA_EXTS.contains(&ext.as_str()) && ext != "gdb" {
-                found.push(candidate(&p, &ext, work)?);
+                found.push(candidate(&p, &ext)?);
             }
         }
     }
@@ -133,17 +136,15 @@ fn sibling(path: &Path, ext: &str) -> Option<PathBuf> {
         .find(|p| p.file_stem().and_then(|s| s.to_str()) == Some(stem.as_str()) && ext_of(p) == ext)
 }
 
-fn candidate(path: &Path, ext: &str, work: &Path) -> Result<Candidate> {
+fn candidate(path: &Path, ext: &str) -> Result<Candidate> {
     let mut c = Candidate {
         path: path.to_path_buf(),
         ext: ext.to_string(),
         open_options: Vec::new(),
         notes: Vec::new(),
     };
-    match ext {
-        "shp" => shapefile_options(&mut c)?,
-        "csv" => csv_options(&mut c, work)?,
-        _ => {}
+    if ext == "shp" {
+        shapefile_options(&mut c)?;
     }
     Ok(c)
 }
@@ -189,79 +190,52 @@ fn shapefile_options(c: &mut Candidate) -> Result<()> {
     Ok(())
 }
 
-/// GDAL's CSV driver with the column names Spanish- and English-speaking users use.
-fn csv_options(c: &mut Candidate, work: &Path) -> Result<()> {
-    let bytes = fs::read(&c.path).map_err(|e| Error::io(&c.path, e))?;
-    if std::str::from_utf8(&bytes).is_err() {
-        // GDAL's CSV driver has no encoding option: hand it a UTF-8 copy.
-        let (text, _, _) = encoding_rs::WINDOWS_1252.decode(&bytes);
-        let copy = work.join(format!(
-            "utf8-{}",
-            c.path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("source.csv")
-        ));
-        fs::write(&copy, text.as_bytes()).map_err(|e| Error::io(&copy, e))?;
-        c.notes
-            .push("the CSV is not UTF-8: read as CP1252 (Windows Latin 1)".into());
-        c.path = copy;
-    }
-    c.open_options.extend([
-        format!("X_POSSIBLE_NAMES={}", CSV_X_NAMES.join(",")),
-        format!("Y_POSSIBLE_NAMES={}", CSV_Y_NAMES.join(",")),
-        format!("GEOM_POSSIBLE_NAMES={}", CSV_GEOM_NAMES.join(",")),
-        // Kept so we can check the raw text: GDAL reads "abc" as longitude 0.
-        // The columns are left out of the stored schema.
-        "KEEP_GEOM_COLUMNS=YES".into(),
-        "AUTODETECT_TYPE=YES".into(),
-        "EMPTY_STRING_AS_NULL=YES".into(),
-    ]);
-    Ok(())
-}
-
-pub const CSV_X_NAMES: &[&str] = &[
-    "lon",
-    "lng",
-    "long",
-    "longitude",
-    "longitud",
-    "x",
-    "xcoord",
-    "coord_x",
-    "este",
-];
-pub const CSV_Y_NAMES: &[&str] = &[
-    "lat", "latitude", "latitud", "y", "ycoord", "coord_y", "norte",
-];
-pub const CSV_GEOM_NAMES: &[&str] = &[
-    "wkt",
-    "geom",
-    "geometry",
-    "the_geom",
-    "geometria",
-    "geometría",
-];
-
-/// Which source fields of a CSV layer GDAL took as coordinates (the first field whose
-/// name matches, case-insensitively, as GDAL does): (x, y, wkt columns).
-pub fn csv_coordinate_fields(names: &[String]) -> (Option<usize>, Option<usize>, Vec<usize>) {
-    let find = |list: &[&str]| {
-        names
-            .iter()
-            .position(|n| list.iter().any(|c| c.eq_ignore_ascii_case(n)))
-    };
-    let geoms = names
+/// The one table (CSV, spreadsheet) among the candidates, when the source is a
+/// table: read by [`crate::table`], not GDAL. Several tables in one archive are told
+/// apart by `--source-layer` (the file name without extension).
+pub fn table_candidate(cands: &[Candidate], wanted: Option<&str>) -> Result<Option<Candidate>> {
+    let tables: Vec<&Candidate> = cands
         .iter()
-        .enumerate()
-        .filter(|(_, n)| {
-            CSV_GEOM_NAMES
-                .iter()
-                .any(|c| c.to_lowercase() == n.to_lowercase())
-        })
-        .map(|(i, _)| i)
+        .filter(|c| crate::table::TABLE_EXTS.contains(&c.ext.as_str()))
         .collect();
-    (find(CSV_X_NAMES), find(CSV_Y_NAMES), geoms)
+    if tables.is_empty() || tables.len() != cands.len() {
+        return Ok(None);
+    }
+    if tables.len() == 1 {
+        return Ok(Some(tables[0].clone()));
+    }
+    let stem = |c: &Candidate| {
+        c.path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    match wanted {
+        Some(w) => tables
+            .iter()
+            .find(|c| stem(c) == w)
+            .map(|c| Some((*c).clone()))
+            .ok_or_else(|| {
+                Error::bad(format!(
+                    "source layer '{w}' not found; the archive has: {}",
+                    tables
+                        .iter()
+                        .map(|c| stem(c))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }),
+        None => Err(Error::bad(format!(
+            "the archive has {} tables; choose one with --source-layer NAME: {}",
+            tables.len(),
+            tables
+                .iter()
+                .map(|c| stem(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 /// An opened source layer.

@@ -1,0 +1,578 @@
+//! Ministry tables as they really arrive: coordinates under any name, one column with
+//! both values, DMS, `;` Latin-1 files with decimal commas; spreadsheets written by
+//! office software (readxl's Excel files: title rows, notes, several sheets) and by
+//! openpyxl (merged cells, numbers as text, date serials, totals); tables placed by a
+//! key joined to a zone layer (Mexican states by name, INEGI composite keys); and the
+//! errors that name the fix. Values are compared with independent readers (Python's
+//! csv, openpyxl, GDAL).
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::Value;
+
+fn stored(data: &Path, layer: &str) -> Vec<Value> {
+    let v = ogr_geojson(
+        &current_fgb(data, layer).to_string_lossy(),
+        None,
+        false,
+        &[],
+    );
+    let mut f = v["features"].as_array().unwrap().clone();
+    f.sort_by_key(|f| f["properties"]["__datahub_fid"].as_i64().unwrap());
+    f
+}
+
+fn xy(f: &Value) -> (f64, f64) {
+    let c = &f["geometry"]["coordinates"];
+    (c[0].as_f64().unwrap(), c[1].as_f64().unwrap())
+}
+
+/// readxl's spreadsheets (Debian r-cran-readxl), fetched by `make test`.
+fn sheets() -> PathBuf {
+    let p = std::env::var_os("DATAHUB_TEST_SHEETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.sheets"));
+    assert!(
+        p.join("deaths.xlsx").exists(),
+        "readxl spreadsheets not found at {} (run `make test`, which fetches them)",
+        p.display()
+    );
+    p
+}
+
+fn python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python");
+    assert!(p.exists(), "`make test` creates tests/.venv (openpyxl)");
+    p
+}
+
+fn py(script: &str, args: &[&str]) -> String {
+    let o = std::process::Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn coordinates_under_any_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cases: &[(&str, &[u8], &[&str])] = &[
+        (
+            "centroides.csv",
+            b"municipio,centroid_lon,centroid_lat\nMonterrey,-100.3161,25.6866\nApodaca,-100.1886,25.7817\n",
+            &[],
+        ),
+        (
+            "dec.csv",
+            b"NOMBRE,LONGITUD_DEC,LATITUD\nMonterrey,-100.3161,25.6866\nApodaca,-100.1886,25.7817\n",
+            &[],
+        ),
+        (
+            "coordxy.csv",
+            b"nombre,coord_x,coord_y\nMonterrey,-100.3161,25.6866\nApodaca,-100.1886,25.7817\n",
+            &[],
+        ),
+        (
+            "explicit.csv",
+            b"nombre,pos_a,pos_b\nMonterrey,-100.3161,25.6866\nApodaca,-100.1886,25.7817\n",
+            &["--lon", "pos_a", "--lat", "pos_b"],
+        ),
+        (
+            "dms.csv",
+            "nombre,lat,lon\nMonterrey,25°41'11.76\"N,100°18'57.96\"W\nApodaca,25°46'54.12\"N,100°11'18.96\"O\n".as_bytes(),
+            &[],
+        ),
+    ];
+    for (name, text, extra) in cases {
+        let src = tmp.path().join(name);
+        fs::write(&src, text).unwrap();
+        let layer = name.trim_end_matches(".csv");
+        let m = ingest_ok(&data, &src, layer, extra);
+        assert_eq!(m["feature_count"], 2, "{name}");
+        let f = stored(&data, layer);
+        let (x, y) = xy(&f[0]);
+        assert!(
+            (x + 100.3161).abs() < 1e-4 && (y - 25.6866).abs() < 1e-4,
+            "{name}: {x} {y}"
+        );
+        let (x, y) = xy(&f[1]);
+        assert!(
+            (x + 100.1886).abs() < 1e-4 && (y - 25.7817).abs() < 1e-4,
+            "{name}: {x} {y}"
+        );
+        // The coordinate columns are the geometry, not attributes.
+        assert_eq!(
+            m["schema"].as_array().unwrap().len(),
+            1,
+            "{name}: {}",
+            m["schema"]
+        );
+    }
+
+    // `;`-separated Latin-1 with one `coordenadas` column copied from a web map, and
+    // decimal commas in the amounts.
+    let text = "escuela;coordenadas;presupuesto\nNiños Héroes;25.686600, -100.316100;1234,50\nJosé Martí;25.781700, -100.188600;99,9\n";
+    let (bytes, _, _) = encoding_rs::WINDOWS_1252.encode(text);
+    let src = tmp.path().join("escuelas.csv");
+    fs::write(&src, &bytes).unwrap();
+    let m = ingest_ok(&data, &src, "escuelas", &[]);
+    assert_eq!(m["feature_count"], 2);
+    let notes = m["report"]["notes"].to_string();
+    assert!(
+        notes.contains("CP1252") && notes.contains("separator ';'"),
+        "{notes}"
+    );
+    let f = stored(&data, "escuelas");
+    assert_eq!(f[0]["properties"]["escuela"], "Niños Héroes");
+    assert_eq!(f[0]["properties"]["presupuesto"], 1234.5);
+    assert_eq!(xy(&f[0]), (-100.3161, 25.6866));
+    // The same column in lon lat order is told from the values.
+    let src = tmp.path().join("lonlat.csv");
+    fs::write(
+        &src,
+        "n,ubicacion\nA,-100.3161 25.6866\nB,-100.1886 25.7817\n",
+    )
+    .unwrap();
+    ingest_ok(&data, &src, "lonlat", &[]);
+    assert_eq!(xy(&stored(&data, "lonlat")[1]), (-100.1886, 25.7817));
+
+    // Ambiguous: two possible pairs are listed with sample values; never guessed.
+    let src = tmp.path().join("dos.csv");
+    fs::write(
+        &src,
+        "n,lon,lat,x_utm,y_utm\nA,-100.3161,25.6866,368000,2841000\n",
+    )
+    .unwrap();
+    let err = ingest_err(&data, &src, "dos", &[]);
+    assert!(
+        err.contains("more than one")
+            && err.contains("--lon lon --lat lat")
+            && err.contains("x_utm")
+            && err.contains("'368000'"),
+        "{err}"
+    );
+    // With the projected pair named and its CRS the UTM metres land in Monterrey.
+    let m = ingest_ok(
+        &data,
+        &src,
+        "dos",
+        &["--x", "x_utm", "--y", "y_utm", "--crs", "EPSG:32614"],
+    );
+    let b = m["bbox"].as_array().unwrap();
+    assert!((b[0].as_f64().unwrap() + 100.32).abs() < 0.05, "{b:?}");
+    // A pair whose order the values cannot tell (both within ±90, neither in Nuevo León).
+    let src = tmp.path().join("orden.csv");
+    fs::write(&src, "n,coordenadas\nA,\"10.5, 20.5\"\n").unwrap();
+    let err = ingest_err(&data, &src, "orden", &[]);
+    assert!(err.contains("--coord-order"), "{err}");
+    // Mixed formats in one column.
+    let src = tmp.path().join("mezcla.csv");
+    fs::write(
+        &src,
+        "n,lat,lon\nA,25°41'11\"N,-100.3161\nB,25.78,-100.18\n",
+    )
+    .unwrap();
+    let err = ingest_err(&data, &src, "mezcla", &[]);
+    assert!(err.contains("mixes degrees-minutes-seconds"), "{err}");
+    // A named column that does not exist.
+    let err = ingest_err(&data, &src, "mezcla", &["--lon", "lng", "--lat", "lat"]);
+    assert!(
+        err.contains("'lng' is not a column") && err.contains("lon"),
+        "{err}"
+    );
+}
+
+#[test]
+fn swapped_columns_are_diagnosed_not_stored_in_the_pacific() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let src = tmp.path().join("invertido.csv");
+    let mut text = String::from("id,lon,lat\n");
+    for i in 0..2478 {
+        // Swapped: the lon column holds latitudes.
+        text.push_str(&format!(
+            "{i},{:.5},{:.5}\n",
+            25.6 + (i % 50) as f64 * 0.004,
+            -100.4 + (i / 50) as f64 * 0.004
+        ));
+    }
+    fs::write(&src, text).unwrap();
+    let started = std::time::Instant::now();
+    let err = ingest_err(&data, &src, "invertido", &[]);
+    // PROJ objects are made once per thread: seconds, not minutes (it took 132 s).
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+    assert!(err.contains("swapped_lat_lon: 2478"), "{err}");
+}
+
+#[test]
+fn office_spreadsheets_title_rows_notes_and_sheets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = sheets();
+    // Two sheets with data: the error lists them.
+    let err = ingest_err(&data, &s.join("deaths.xlsx"), "muertes", &[]);
+    assert!(
+        err.contains("arts") && err.contains("other") && err.contains("--source-layer"),
+        "{err}"
+    );
+    let err = ingest_err(
+        &data,
+        &s.join("deaths.xlsx"),
+        "muertes",
+        &["--source-layer", "poetas"],
+    );
+    assert!(
+        err.contains("sheet 'poetas' not found") && err.contains("arts, other"),
+        "{err}"
+    );
+    // Four title rows above the header are skipped: the header is found on row 5.
+    for f in ["deaths.xlsx", "deaths.xls"] {
+        let err = ingest_err(&data, &s.join(f), "muertes", &["--source-layer", "arts"]);
+        assert!(
+            err.contains(
+                "its columns are: Name, Profession, Age, Has kids, Date of birth, Date of death"
+            ),
+            "{f}: {err}"
+        );
+    }
+    // A sheet with lat/long: the same features as GDAL's XLSX driver reads (its
+    // longitudes beyond 180° are refused, row by row).
+    for f in ["datasets.xlsx", "datasets.xls"] {
+        let m = ingest_ok(
+            &data,
+            &s.join(f),
+            "sismos",
+            &["--source-layer", "quakes", "--skip-invalid"],
+        );
+        let gdal = ogr_geojson(&s.join(f).to_string_lossy(), Some("quakes"), false, &[]);
+        let rows = gdal["features"].as_array().unwrap();
+        let valid: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r["properties"]["long"].as_f64().unwrap() <= 180.0)
+            .collect();
+        assert_eq!(m["report"]["features_read"], rows.len(), "{f}");
+        assert_eq!(m["feature_count"], valid.len(), "{f}");
+        let ours = stored(&data, "sismos");
+        for (a, b) in ours.iter().zip(&valid) {
+            assert_eq!(xy(a).0, b["properties"]["long"].as_f64().unwrap(), "{f}");
+            assert_eq!(xy(a).1, b["properties"]["lat"].as_f64().unwrap(), "{f}");
+            assert_eq!(a["properties"]["mag"], b["properties"]["mag"], "{f}");
+        }
+    }
+}
+
+/// An INEGI-style workbook written by openpyxl: a merged title row, the header, rows
+/// with CVE_ENT/CVE_MUN as numbers, a code typed as text with its zero, numbers
+/// stored as text, Excel dates, a totals row and a source note, an empty trailing
+/// column; then joined to a municipalities layer by its CVEGEO.
+#[test]
+fn spreadsheet_joined_to_municipalities_by_inegi_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // The zone layer: 51 generated municipalities of Nuevo León (CVEGEO "19001"…).
+    let names = [
+        "Abasolo",
+        "Agualeguas",
+        "Los Aldamas",
+        "Allende",
+        "Anáhuac",
+        "Apodaca",
+    ];
+    let mut feats = Vec::new();
+    for i in 1..=51 {
+        let (x, y) = (-100.9 + (i % 10) as f64 * 0.1, 25.2 + (i / 10) as f64 * 0.1);
+        let nom = match i {
+            21 => "General Escobedo".to_string(),
+            39 => "Monterrey".to_string(),
+            46 => "San Nicolás de los Garza".to_string(),
+            i if i <= 6 => names[i - 1].to_string(),
+            i => format!("Municipio {i}"),
+        };
+        feats.push(format!(
+            r#"{{"type":"Feature","properties":{{"CVEGEO":"19{i:03}","NOMGEO":"{nom}"}},"geometry":{{"type":"Polygon","coordinates":[[[{x},{y}],[{},{y}],[{},{}],[{x},{}],[{x},{y}]]]}}}}"#,
+            x + 0.1,
+            x + 0.1,
+            y + 0.1,
+            y + 0.1
+        ));
+    }
+    let zones = tmp.path().join("municipios.geojson");
+    fs::write(
+        &zones,
+        format!(
+            r#"{{"type":"FeatureCollection","features":[{}]}}"#,
+            feats.join(",")
+        ),
+    )
+    .unwrap();
+    ingest_ok(&data, &zones, "municipios", &[]);
+
+    let xlsx = tmp.path().join("poblacion_2020.xlsx");
+    py(
+        r#"
+import sys, datetime, openpyxl
+wb = openpyxl.Workbook(); ws = wb.active; ws.title = "Poblacion"
+ws["A1"] = "Población por municipio, Nuevo León 2020"; ws.merge_cells("A1:F1")
+ws.append(["CVE_ENT", "CVE_MUN", "NOM_MUN", "POBTOT", "FECHA_CORTE", "VIVIENDAS"])
+rows = [(19, 39, "Monterrey", 1142994), (19, 21, "Gral. Escobedo", 481213),
+        (19, 46, "SAN NICOLAS DE LOS GARZA", "412199"), (19, 6, "Apodaca", 656464),
+        (19, 99, "Inexistente", 5)]
+for e, m, n, p in rows:
+    ws.append([e, m, n, p, datetime.date(2020, 3, 15), "N/D" if m == 6 else 100])
+ws.append(["Total", None, None, 2693075, None, None])
+ws.append(["Fuente: INEGI, Censo de Población y Vivienda 2020."])
+ws.column_dimensions["H"].width = 20; ws["H1"] = None
+wb.save(sys.argv[1])
+"#,
+        &[xlsx.to_str().unwrap()],
+    );
+    let m = ingest_ok(
+        &data,
+        &xlsx,
+        "poblacion",
+        &["--join", "municipios:CVEGEO", "--key", "CVE_ENT+CVE_MUN"],
+    );
+    let j = &m["report"]["join"];
+    assert_eq!(j["rows"], 5, "{j}");
+    assert_eq!(j["matched"], 4, "{j}");
+    assert_eq!(j["unmatched"], 1, "{j}");
+    assert_eq!(j["unmatched_rows"][0]["key"], "19+99", "{j}");
+    assert_eq!(j["zones_without_row"], 47, "{j}");
+    let notes = m["report"]["notes"].to_string();
+    assert!(
+        notes.contains("totals row") && notes.contains("note row") && notes.contains("Fuente"),
+        "{notes}"
+    );
+    assert!(notes.contains("header found on row 2"), "{notes}");
+    assert!(
+        notes.contains("'POBTOT': 1 number(s) stored as text"),
+        "{notes}"
+    );
+    let types: Vec<String> = m["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}:{}",
+                f["name"].as_str().unwrap(),
+                f["type"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        types.contains(&"POBTOT:int".into())
+            && types.contains(&"FECHA_CORTE:date".into())
+            && types.contains(&"VIVIENDAS:int".into()),
+        "{types:?}"
+    );
+    // Each feature is its municipality's polygon with the row's values.
+    let zone_geo = ogr_geojson(&zones.to_string_lossy(), None, false, &[]);
+    let by_code: std::collections::HashMap<String, Value> = zone_geo["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["properties"]["CVEGEO"].as_str().unwrap().to_string(),
+                f["geometry"].clone(),
+            )
+        })
+        .collect();
+    let f = stored(&data, "poblacion");
+    assert_eq!(f.len(), 4);
+    let mty = f
+        .iter()
+        .find(|f| f["properties"]["NOM_MUN"] == "Monterrey")
+        .unwrap();
+    assert_eq!(mty["properties"]["POBTOT"], 1142994);
+    assert_eq!(mty["properties"]["CVEGEO"], "19039");
+    // GDAL reads the stored date back as a datetime at midnight.
+    assert!(mty["properties"]["FECHA_CORTE"]
+        .as_str()
+        .unwrap()
+        .starts_with("2020-03-15"));
+    assert_eq!(envelope(&mty["geometry"]), envelope(&by_code["19039"]));
+    let apo = f
+        .iter()
+        .find(|f| f["properties"]["NOM_MUN"] == "Apodaca")
+        .unwrap();
+    assert_eq!(apo["properties"]["VIVIENDAS"], Value::Null);
+    // The diagnosis flags CVE_MUN stored as a number (39 for "039").
+    let d = m["diagnosis"]["checks"].to_string();
+    assert!(
+        d.contains("attributes.code_as_number") && d.contains("CVE_MUN"),
+        "{d}"
+    );
+
+    // The same table joined by municipality name: abbreviations, case and accents.
+    let m = ingest_ok(
+        &data,
+        &xlsx,
+        "poblacion-nombres",
+        &[
+            "--join",
+            "municipios:NOMGEO",
+            "--key",
+            "NOM_MUN",
+            "--as",
+            "points",
+        ],
+    );
+    let j = &m["report"]["join"];
+    assert_eq!(
+        (j["matched"].as_u64(), j["matched_by"].as_str()),
+        (Some(4), Some("name")),
+        "{j}"
+    );
+    assert_eq!(m["geometry_types"][0], "Point");
+
+    // Errors name the fix; nothing is published.
+    let err = ingest_err(&data, &xlsx, "p2", &["--join", "municipios:CLAVE"]);
+    assert!(
+        err.contains("'CLAVE' is not a field") && err.contains("CVEGEO, NOMGEO"),
+        "{err}"
+    );
+    let err = ingest_err(
+        &data,
+        &xlsx,
+        "p2",
+        &["--join", "municipios:CVEGEO", "--key", "CVE_LOC"],
+    );
+    assert!(
+        err.contains("'CVE_LOC' is not a column") && err.contains("CVE_MUN"),
+        "{err}"
+    );
+    let err = ingest_err(&data, &xlsx, "p2", &["--join", "colonias:NOMBRE"]);
+    assert!(
+        err.contains("zone layer 'colonias' does not exist"),
+        "{err}"
+    );
+    let err = ingest_err(
+        &data,
+        &xlsx,
+        "p2",
+        &["--join", "municipios:CVEGEO", "--key", "VIVIENDAS"],
+    );
+    assert!(err.contains("matched no row"), "{err}");
+    assert!(!data.join("layers/p2").exists());
+}
+
+/// libpysal's Mexican states: the table's names differ from the shapefile's in five
+/// places ("Baja California" vs "Baja California Norte"); the report shows them with
+/// the closest names, and a crosswalk resolves them.
+#[test]
+fn mexican_states_joined_by_name_with_report_and_crosswalk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ingest_ok(
+        &data,
+        &vector("libpysal/mexico/mexicojoin.shp"),
+        "estados",
+        &["--crs", "EPSG:4326"],
+    );
+    let csv = vector("libpysal/mexico/mexico.csv");
+    let m = ingest_ok(&data, &csv, "pib-estatal", &["--join", "estados:NAME"]);
+    let j = &m["report"]["join"];
+    assert_eq!(
+        (j["rows"].as_u64(), j["matched"].as_u64()),
+        (Some(32), Some(27)),
+        "{j}"
+    );
+    let unmatched: Vec<(String, Vec<String>)> = j["unmatched_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["key"].as_str().unwrap().to_string(),
+                u["closest"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect();
+    let keys: Vec<&str> = unmatched.iter().map(|u| u.0.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "Baja California",
+            "Coahuila",
+            "Michoacan",
+            "Quertaro",
+            "Veracruz"
+        ],
+        "{j}"
+    );
+    for (k, closest) in &unmatched {
+        let want = match k.as_str() {
+            "Baja California" => "Baja California Norte",
+            "Coahuila" => "Coahuila De Zaragoza",
+            "Michoacan" => "Michoacan de Ocampo",
+            "Quertaro" => "Queretaro de Arteaga",
+            _ => "Veracruz-Llave",
+        };
+        assert!(closest.iter().any(|c| c == want), "{k}: {closest:?}");
+    }
+    // Values equal the table's for every matched key (read by Python's csv module).
+    let table = py(
+        "import csv,sys,json; print(json.dumps({r['State']: float(r['pcgdp1940']) for r in csv.DictReader(open(sys.argv[1]))}))",
+        &[csv.to_str().unwrap()],
+    );
+    let table: serde_json::Map<String, Value> = serde_json::from_str(&table).unwrap();
+    let f = stored(&data, "pib-estatal");
+    assert_eq!(f.len(), 27);
+    for feat in &f {
+        let st = feat["properties"]["State"].as_str().unwrap();
+        assert_eq!(
+            feat["properties"]["pcgdp1940"].as_f64(),
+            table[st].as_f64(),
+            "{st}"
+        );
+        assert_eq!(
+            feat["properties"]["NAME"]
+                .as_str()
+                .map(layers::text::name_key),
+            Some(layers::text::name_key(st))
+        );
+    }
+    // A crosswalk file for the five.
+    let cw = tmp.path().join("cruce.csv");
+    fs::write(
+        &cw,
+        "tabla,capa\nBaja California,Baja California Norte\nCoahuila,Coahuila De Zaragoza\nMichoacan,Michoacan de Ocampo\nQuertaro,Queretaro de Arteaga\nVeracruz,Veracruz-Llave\n",
+    )
+    .unwrap();
+    let m = ingest_ok(
+        &data,
+        &csv,
+        "pib-estatal",
+        &[
+            "--join",
+            "estados:NAME",
+            "--crosswalk",
+            cw.to_str().unwrap(),
+        ],
+    );
+    let j = &m["report"]["join"];
+    assert_eq!(
+        (j["matched"].as_u64(), j["crosswalk_used"].as_u64()),
+        (Some(32), Some(5)),
+        "{j}"
+    );
+    assert_eq!(m["version"], 2);
+}
