@@ -75,9 +75,6 @@ struct TableArgs {
     /// With --join: a CSV of table value,zone value for names no rule matches
     #[arg(long)]
     crosswalk: Option<PathBuf>,
-    /// A table with no place (a budget, a directory): stored without geometry
-    #[arg(long)]
-    no_geometry: bool,
 }
 
 impl TableArgs {
@@ -112,7 +109,6 @@ impl TableArgs {
             coords: self.coords,
             coord_order: self.coord_order,
             join,
-            no_geometry: self.no_geometry,
         })
     }
 }

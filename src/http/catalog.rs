@@ -475,8 +475,6 @@ struct MetaInput {
     as_: Option<String>,
     /// Table value → zone value for names no rule matches.
     crosswalk: Option<std::collections::BTreeMap<String, String>>,
-    #[serde(default)]
-    no_geometry: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -554,7 +552,6 @@ impl MetaInput {
             coords: self.coords.clone(),
             coord_order: self.coord_order.clone(),
             join,
-            no_geometry: self.no_geometry,
         })
     }
 
@@ -580,7 +577,7 @@ impl MetaInput {
 fn parse_meta(text: &str) -> ApiResult<MetaInput> {
     serde_json::from_str(text).map_err(|e| {
         ApiError::bad_request(format!(
-            "metadata is not valid: {e}. Accepted keys: id, title, description, ministry, access, keywords, theme, license, contact_name, contact_email, update_frequency, language, temporal, crs, source_layer, id_field, skip_invalid, note, header_row, lon, lat, x, y, coords, coord_order, join, key, as, crosswalk, no_geometry"
+            "metadata is not valid: {e}. Accepted keys: id, title, description, ministry, access, keywords, theme, license, contact_name, contact_email, update_frequency, language, temporal, crs, source_layer, id_field, skip_invalid, note, header_row, lon, lat, x, y, coords, coord_order, join, key, as, crosswalk"
         ))
     })
 }

@@ -53,7 +53,7 @@ pub fn prepare(
         }
         None => (table.placement(opts, &region.bbox)?, None),
     };
-    if placement.is_none() && zones.is_none() && !opts.no_geometry {
+    if placement.is_none() && zones.is_none() {
         let cols: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
         return Err(Error::bad(format!(
             "the table has no coordinate columns: name them with --lon COL --lat COL (or --x/--y \
@@ -63,11 +63,6 @@ pub fn prepare(
              suffix, or a WKT column; its columns are: {}",
             cols.join(", ")
         )));
-    }
-    if placement.is_some() && opts.no_geometry {
-        return Err(Error::bad(
-            "--no-geometry was given but the table has coordinates; leave it out to place the rows",
-        ));
     }
     let crs = match (&placement, user_crs) {
         (_, Some(def)) if zones.is_none() => SourceCrs::from_user(def)?,
