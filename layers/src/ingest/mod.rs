@@ -301,6 +301,19 @@ pub fn ingest(
             })
             .collect::<Vec<_>>()
             .join("; ");
+        // Tables: the rows' own diagnosis names the fix.
+        let hint = hint.or_else(|| {
+            if report.problems.contains_key(Kind::SwappedLatLon.code()) {
+                return Some("the coordinates look like latitude/longitude swapped: swap the longitude and latitude columns (or name them with --lon/--lat) / las columnas de longitud y latitud parecen intercambiadas".to_string());
+            }
+            let p = report.problems.get(Kind::ProjectedAsDegrees.code())?;
+            let detail = &p.examples.first()?.detail;
+            let code = detail.split("EPSG:").nth(1)?.split(' ').next()?;
+            Some(format!(
+                "the coordinates are not degrees; read as EPSG:{code} they fall in {}: try --crs EPSG:{code} / las coordenadas no son grados; pruebe --crs EPSG:{code}",
+                req.diagnose.region.name
+            ))
+        });
         let hint = hint.map(|h| format!(". Hint: {h}")).unwrap_or_default();
         return Err(Error::bad(format!(
             "no feature could be stored ({why}){hint}"

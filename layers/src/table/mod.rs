@@ -221,7 +221,8 @@ struct Stats {
     bools: u64,
     dates: u64,
     datetimes: u64,
-    /// Slash dates: the largest first and second parts seen.
+    /// Slash dates: how many, and the largest first and second parts seen.
+    slash: u64,
     slash_max: (u32, u32),
 }
 
@@ -275,6 +276,7 @@ impl Column {
                         s.dates += 1;
                     }
                     if let Some((a, b)) = slash {
+                        s.slash += 1;
                         s.slash_max = (s.slash_max.0.max(a), s.slash_max.1.max(b));
                     }
                 }
@@ -291,7 +293,9 @@ impl Column {
             FieldType::String
         } else if s.bools == n {
             FieldType::Bool
-        } else if s.dates + s.datetimes == n {
+        } else if s.dates + s.datetimes == n && (s.slash == 0 || s.slash == n) {
+            // One written format: a date column. Mixed formats stay text, so the
+            // diagnosis shows them (attributes.mixed_date_formats) instead of a guess.
             if s.datetimes > 0 {
                 FieldType::Datetime
             } else {
