@@ -414,8 +414,12 @@ fn parse_date_text(s: &str, day_first: bool) -> Option<TextDate> {
         let a: u32 = parts[0].parse().ok()?;
         let b: u32 = parts[1].parse().ok()?;
         let y: i32 = parts[2].parse().ok()?;
-        let (d, m) = if day_first || b > 12 { (a, b) } else { (b, a) };
-        let (d, m) = if a > 12 { (a, b) } else { (d, m) };
+        // A part above 12 can only be the day; otherwise the column's convention.
+        let (d, m) = if a > 12 || (day_first && b <= 12) {
+            (a, b)
+        } else {
+            (b, a)
+        };
         let date = NaiveDate::from_ymd_opt(y, m, d)?;
         return Some((date.and_time(chrono::NaiveTime::MIN), false, Some((a, b))));
     }
