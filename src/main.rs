@@ -79,27 +79,17 @@ struct TableArgs {
 
 impl TableArgs {
     fn options(self) -> anyhow::Result<layers::table::TableOptions> {
-        let join = match self.join {
-            Some(j) => {
-                let mut spec = layers::table::join::JoinSpec::parse(&j)?;
-                if let Some(k) = &self.key {
-                    spec.set_key(k);
-                }
-                spec.as_points = self.as_.as_deref() == Some("points");
-                if let Some(c) = &self.crosswalk {
-                    spec.read_crosswalk(c)?;
-                }
-                Some(spec)
-            }
-            None => {
-                if self.key.is_some() || self.as_.is_some() || self.crosswalk.is_some() {
-                    return Err(
-                        layers::Error::bad("--key, --as and --crosswalk go with --join").into(),
-                    );
-                }
-                None
-            }
+        use layers::table::join::{self, JoinSpec};
+        let crosswalk = match &self.crosswalk {
+            Some(path) => join::read_crosswalk(path)?,
+            None => Default::default(),
         };
+        let join = JoinSpec::assemble(
+            self.join.as_deref().map(JoinSpec::parse).transpose()?,
+            self.key.as_deref().map(join::key_list),
+            self.as_.as_deref(),
+            crosswalk,
+        )?;
         Ok(layers::table::TableOptions {
             header_row: self.header_row,
             lon: self.lon,

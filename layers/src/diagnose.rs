@@ -427,15 +427,10 @@ pub fn is_mojibake(s: &str) -> bool {
 }
 
 /// Case-, accent- and punctuation-insensitive key of a category value.
-/// Letters and digits only, lowercase, no accents: the DataHub's one normalization.
-fn fold(s: &str) -> String {
-    crate::text::compact(s)
-}
-
 /// Whether `short` abbreviates `long` ("Mty." → "Monterrey", "Apod." → "Apodaca"):
 /// same first letter, its letters in order within the long form, at most 60% as long.
 fn abbreviates(short: &str, long: &str) -> bool {
-    let (s, l) = (fold(short), fold(long));
+    let (s, l) = (crate::text::compact(short), crate::text::compact(long));
     if s.is_empty() || s.len() * 5 > l.len() * 3 || s.chars().next() != l.chars().next() {
         return false;
     }
@@ -511,25 +506,10 @@ fn vertex_problems(g: &geo::Geometry<f64>) -> (bool, bool) {
 /// Codes stored as numbers (INEGI keys such as CVE_MUN 39 for "039"): the leading
 /// zeros are lost, so the key no longer joins to other tables.
 fn code_as_number(b: &mut Builder, name: &str, numbers: &[(f64, i64)]) {
-    let t = crate::table::coords::tokens(name);
-    let has = |w: &str| {
-        t.iter()
-            .any(|x| x == w || x.ends_with(w) && x.starts_with("cve"))
-    };
-    let width = if has("cvegeo") {
-        None
-    } else if has("ent") {
-        Some(2)
-    } else if has("mun") || has("mza") {
-        Some(3)
-    } else if has("loc") || has("ageb") {
-        Some(4)
-    } else {
-        None
-    };
+    let width = crate::table::join::part_width(name);
     let code_name = width.is_some()
-        || has("cvegeo")
-        || t.iter()
+        || crate::table::coords::tokens(name)
+            .iter()
             .any(|w| w.starts_with("cve") || w == "clave" || w == "cp" || w == "codigo");
     if !code_name {
         return;
@@ -1437,7 +1417,10 @@ pub fn diagnose_with(
             if !a.capped && a.distinct.len() <= 200 && a.distinct.len() < a.text_values as usize {
                 let mut groups: HashMap<String, Vec<(&String, u64, i64)>> = HashMap::new();
                 for (v, (c, ex)) in &a.distinct {
-                    groups.entry(fold(v)).or_default().push((v, *c, *ex));
+                    groups
+                        .entry(crate::text::compact(v))
+                        .or_default()
+                        .push((v, *c, *ex));
                 }
                 let mut variants: Vec<Vec<(&String, u64, i64)>> = groups.into_values().collect();
                 // Abbreviations ("Mty.") join the group of the long form they shorten.
@@ -1774,8 +1757,14 @@ mod tests {
         assert!(is_mojibake("Se\u{FFFD}or"));
         assert!(!is_mojibake("Niño Artillero"));
         assert!(!is_mojibake("Ãlvaro")); // a real capital A-tilde followed by a letter
-        assert_eq!(fold("MONTERREY"), fold("Monterrey"));
-        assert_eq!(fold("San Nicolás"), fold("san nicolas"));
+        assert_eq!(
+            crate::text::compact("MONTERREY"),
+            crate::text::compact("Monterrey")
+        );
+        assert_eq!(
+            crate::text::compact("San Nicolás"),
+            crate::text::compact("san nicolas")
+        );
         assert!(abbreviates("Mty.", "Monterrey"));
         assert!(!abbreviates("Gpe.", "Monterrey"));
         assert!(abbreviates("Apod.", "Apodaca"));

@@ -27,8 +27,7 @@ pub struct Dataset<'a> {
 
 /// Licence names people write, and their URIs.
 pub fn license_uri(license: &str) -> Option<&'static str> {
-    let l = super::search::normalize(license);
-    let l = l.split_whitespace().collect::<Vec<_>>().join(" ");
+    let l = layers::text::words(license);
     match l.as_str() {
         "terminos de libre uso mx" | "libre uso mx" | "libreusomx" => {
             Some("https://www.datos.gob.mx/libreusomx")

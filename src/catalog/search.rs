@@ -6,14 +6,10 @@
 
 use layers::store::{Access, LayerMeta};
 
-/// Lowercase words without accents (the DataHub's one normalization,
-/// [`layers::text::words`]): "Niños-Héroes" → "ninos heroes".
-pub fn normalize(s: &str) -> String {
-    layers::text::words(s)
-}
-
+/// Lowercase words without accents, by the DataHub's one normalization
+/// ([`layers::text::words`]): "Niños-Héroes" → ["ninos", "heroes"].
 fn words(s: &str) -> Vec<String> {
-    normalize(s)
+    layers::text::words(s)
         .split_whitespace()
         .map(str::to_string)
         .collect()
@@ -80,12 +76,8 @@ impl Entry {
             access: m.access,
             bbox: m.bbox,
             fields,
-            keywords_n: m
-                .keywords
-                .iter()
-                .map(|k| normalize(k).trim().to_string())
-                .collect(),
-            theme_n: m.theme.as_deref().map(|t| normalize(t).trim().to_string()),
+            keywords_n: m.keywords.iter().map(|k| layers::text::words(k)).collect(),
+            theme_n: m.theme.as_deref().map(layers::text::words),
         }
     }
 }
@@ -105,11 +97,8 @@ pub struct Query {
 /// decides which entries the caller may see at all.
 pub fn search(entries: &[Entry], q: &Query, visible: impl Fn(&Entry) -> bool) -> Vec<(usize, f64)> {
     let terms: Vec<String> = q.q.as_deref().map(words).unwrap_or_default();
-    let theme = q.theme.as_deref().map(|t| normalize(t).trim().to_string());
-    let keyword = q
-        .keyword
-        .as_deref()
-        .map(|k| normalize(k).trim().to_string());
+    let theme = q.theme.as_deref().map(layers::text::words);
+    let keyword = q.keyword.as_deref().map(layers::text::words);
     let mut hits: Vec<(usize, f64)> = Vec::new();
     'entry: for (i, e) in entries.iter().enumerate() {
         if q.ministry.as_deref().is_some_and(|m| m != e.ministry)
@@ -168,9 +157,9 @@ mod tests {
     #[test]
     fn accents_and_case_do_not_matter() {
         assert_eq!(
-            normalize("Niños ÁRBOLES pingüino"),
-            "ninos arboles pinguino"
+            words("Niños ÁRBOLES pingüino"),
+            ["ninos", "arboles", "pinguino"]
         );
-        assert_eq!(normalize("Av. Constitución, 1"), "av  constitucion  1");
+        assert_eq!(words("Av. Constitución, 1"), ["av", "constitucion", "1"]);
     }
 }

@@ -509,40 +509,22 @@ fn keywords<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>
 impl MetaInput {
     /// How a table upload is read and placed.
     fn table(&self) -> ApiResult<layers::table::TableOptions> {
-        let join = match &self.join {
-            None => {
-                if self.key.is_some() || self.as_.is_some() || self.crosswalk.is_some() {
-                    return Err(ApiError::bad_request(
-                        "'key', 'as' and 'crosswalk' go with 'join' (e.g. \"join\": \"municipios:CVEGEO\")",
-                    ));
-                }
-                None
-            }
-            Some(j) => {
-                let mut spec = match j {
-                    JoinInput::Text(t) => layers::table::join::JoinSpec::parse(t)?,
-                    JoinInput::Spec(s) => s.clone(),
-                };
-                match &self.key {
-                    Some(KeyInput::Text(k)) => spec.set_key(k),
-                    Some(KeyInput::List(l)) => spec.key = l.clone(),
-                    None => {}
-                }
-                match self.as_.as_deref() {
-                    Some("points") => spec.as_points = true,
-                    Some("polygons") | None => {}
-                    Some(o) => {
-                        return Err(ApiError::bad_request(format!(
-                            "'as' is \"points\" or \"polygons\", not \"{o}\""
-                        )))
-                    }
-                }
-                if let Some(c) = &self.crosswalk {
-                    spec.crosswalk.extend(c.clone());
-                }
-                Some(spec)
-            }
+        use layers::table::join::{self, JoinSpec};
+        let spec = match &self.join {
+            Some(JoinInput::Text(t)) => Some(JoinSpec::parse(t)?),
+            Some(JoinInput::Spec(s)) => Some(s.clone()),
+            None => None,
         };
+        let key = self.key.as_ref().map(|k| match k {
+            KeyInput::Text(t) => join::key_list(t),
+            KeyInput::List(l) => l.clone(),
+        });
+        let join = JoinSpec::assemble(
+            spec,
+            key,
+            self.as_.as_deref(),
+            self.crosswalk.clone().unwrap_or_default(),
+        )?;
         Ok(layers::table::TableOptions {
             header_row: self.header_row,
             lon: self.lon.clone(),

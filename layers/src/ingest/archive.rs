@@ -36,16 +36,10 @@ fn mib(n: u64) -> String {
     format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
 }
 
-/// Unpacks `zip_path` into `dest` (which must exist), or fails without leaving
-/// anything the caller has to clean beyond `dest` itself.
-pub fn extract_zip(zip_path: &Path, dest: &Path, limits: Limits) -> Result<()> {
-    let name = zip_path.display();
-    let file = File::open(zip_path).map_err(|e| Error::io(zip_path, e))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| {
-        Error::bad(format!(
-            "{name} is not a readable zip archive (corrupt or truncated): {e}"
-        ))
-    })?;
+/// Checks what a zip declares before anything is inflated (entry count, names that
+/// climb out, entries that expand more than `max_ratio`); returns the declared total.
+/// Also used for zip-based spreadsheets, which their reader inflates in memory.
+pub fn check_entries(zip: &mut zip::ZipArchive<File>, name: &str, limits: Limits) -> Result<u64> {
     if zip.len() > limits.max_entries {
         return Err(Error::bad(format!(
             "{name} has {} entries, more than the limit of {}",
@@ -77,6 +71,20 @@ pub fn extract_zip(zip_path: &Path, dest: &Path, limits: Limits) -> Result<()> {
         }
         declared = declared.saturating_add(size);
     }
+    Ok(declared)
+}
+
+/// Unpacks `zip_path` into `dest` (which must exist), or fails without leaving
+/// anything the caller has to clean beyond `dest` itself.
+pub fn extract_zip(zip_path: &Path, dest: &Path, limits: Limits) -> Result<()> {
+    let name = zip_path.display();
+    let file = File::open(zip_path).map_err(|e| Error::io(zip_path, e))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| {
+        Error::bad(format!(
+            "{name} is not a readable zip archive (corrupt or truncated): {e}"
+        ))
+    })?;
+    let declared = check_entries(&mut zip, &name.to_string(), limits)?;
     if declared > limits.max_uncompressed {
         return Err(Error::bad(format!(
             "{name} would unpack to {}, more than the limit of {}",

@@ -106,9 +106,57 @@ pub struct IngestSummary {
 
 const BATCH: usize = 1024;
 
-/// The reader of a pipeline: sends batches of raw features, counts them, stops when
-/// told.
-type ReadFn<'a> = dyn FnMut(&Sender<(u64, Vec<Raw>)>, &AtomicBool, &AtomicU64) -> Result<()> + 'a;
+/// The reader of a pipeline: pushes raw features, stops when the flag is set.
+type ReadFn<'a> = dyn FnMut(&mut Batches<'_>, &AtomicBool) -> Result<()> + 'a;
+
+/// Raw features on their way to the workers, in numbered batches of [`BATCH`];
+/// counts them and reports progress after each batch.
+struct Batches<'a> {
+    tx: Sender<(u64, Vec<Raw>)>,
+    count: &'a AtomicU64,
+    total: Option<u64>,
+    progress: &'a (dyn Fn(Progress) + Sync),
+    batch: Vec<Raw>,
+    no: u64,
+}
+
+impl Batches<'_> {
+    /// Adds one feature; false when the writer has stopped (its error is reported).
+    fn push(&mut self, raw: Raw) -> bool {
+        self.batch.push(raw);
+        if self.batch.len() < BATCH {
+            return true;
+        }
+        let ok = self.send();
+        self.report();
+        ok
+    }
+
+    fn send(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        self.count
+            .fetch_add(self.batch.len() as u64, Ordering::Relaxed);
+        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let ok = self.tx.send((self.no, full)).is_ok();
+        self.no += 1;
+        ok
+    }
+
+    fn report(&self) {
+        (self.progress)(Progress {
+            read: self.count.load(Ordering::Relaxed),
+            total: self.total,
+        });
+    }
+
+    /// Sends the last batch and reports the final count; closes the channel.
+    fn finish(mut self) {
+        self.send();
+        self.report();
+    }
+}
 
 struct Raw {
     fid_hint: i64,
@@ -166,44 +214,24 @@ pub fn ingest(
     let cands = source::locate(&req.source, &work, req.limits)?;
     let mut report = IngestReport::default();
     let fgb_path = staging.fgb_path();
-    let run = |schema: &[Field],
-               crs: &SourceCrs,
-               id_index: Option<usize>,
-               rows: Option<&'static str>,
-               read: &mut ReadFn<'_>| {
-        pipeline(req, schema, crs, id_index, rows, &fgb_path, read)
-    };
     let (written, source_format, source_layer, crs, schema, hint, join) =
         if let Some(cand) = source::table_candidate(&cands, req.source_layer.as_deref())? {
             // CSV and spreadsheets: read by the table reader, placed by coordinates or
             // by a key join.
-            let sheet = req
-                .source_layer
-                .as_deref()
-                .filter(|_| cand.ext != "csv" && cand.ext != "tsv");
-            let p = tabular::prepare(
-                store,
-                &cand.path,
-                &cand.ext,
-                &req.table,
-                sheet,
-                req.crs.as_deref(),
-                &req.diagnose.region,
-                req.limits,
-            )?;
+            let p = tabular::prepare(store, &cand, req)?;
             report.notes.extend(p.notes.iter().cloned());
             let id_index = id_field_index(&p.schema, req.id_field.as_deref())?;
             let mut join = None;
-            let written = run(
-                &p.schema,
-                &p.crs,
-                id_index,
-                Some(tabular::row_word(&p.table)),
-                &mut |tx, stop, count| {
-                    join = tabular::read_rows(&p, &req.table, tx, stop, count, progress)?;
-                    Ok(())
-                },
-            )?;
+            let sink = Sink {
+                fgb_path: &fgb_path,
+                rows: Some(tabular::row_word(&p.table)),
+                total: Some(p.table.data_rows),
+                progress,
+            };
+            let written = pipeline(req, &p.schema, &p.crs, id_index, sink, &mut |out, stop| {
+                join = tabular::read_rows(&p, &req.table, out, stop)?;
+                Ok(())
+            })?;
             let layer_name = p.table.name.clone();
             (
                 written,
@@ -232,25 +260,21 @@ pub fn ingest(
             }
             let driver = opened.dataset.driver().short_name();
             let mut layer = opened.dataset.layer(opened.layer_index)?;
-            let (schema, source_index, skipped) = read_schema(&layer, &[])?;
+            let (schema, source_index, skipped) = read_schema(&layer)?;
             for name in skipped {
                 report.notes.push(format!(
                     "binary field '{name}' is not kept (binary data is not served)"
                 ));
             }
             let id_index = id_field_index(&schema, req.id_field.as_deref())?;
-            let total = layer.try_feature_count();
-            let written = run(&schema, &crs, id_index, None, &mut |tx, stop, count| {
-                read_features(
-                    &mut layer,
-                    &schema,
-                    &source_index,
-                    tx,
-                    stop,
-                    count,
-                    total,
-                    progress,
-                )
+            let sink = Sink {
+                fgb_path: &fgb_path,
+                rows: None,
+                total: layer.try_feature_count(),
+                progress,
+            };
+            let written = pipeline(req, &schema, &crs, id_index, sink, &mut |out, stop| {
+                read_features(&mut layer, &schema, &source_index, out, stop)
             })?;
             let hint = source::crs_hint(&opened, &req.diagnose.region);
             drop(opened.dataset);
@@ -407,11 +431,7 @@ fn id_field_index(schema: &[Field], id_field: Option<&str>) -> Result<Option<usi
     let i = schema.iter().position(|f| f.name == name).ok_or_else(|| {
         Error::bad(format!(
             "--id-field '{name}' is not a field of the source; fields: {}",
-            schema
-                .iter()
-                .map(|f| f.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::table::name_list(schema.iter().map(|f| f.name.as_str()))
         ))
     })?;
     if !matches!(schema[i].ftype, FieldType::Int | FieldType::Long) {
@@ -423,6 +443,16 @@ fn id_field_index(schema: &[Field], id_field: Option<&str>) -> Result<Option<usi
     Ok(Some(i))
 }
 
+/// Where a pipeline writes and how it reports.
+struct Sink<'a> {
+    fgb_path: &'a Path,
+    /// "file line" / "sheet row" for tables (rows are named in messages), None for
+    /// GDAL sources.
+    rows: Option<&'static str>,
+    total: Option<u64>,
+    progress: &'a (dyn Fn(Progress) + Sync),
+}
+
 /// Runs the reader on this thread, workers (parse, transform, validate, encode) on
 /// every core and the writer on its own thread; returns what the writer wrote and
 /// how many features were read.
@@ -431,10 +461,15 @@ fn pipeline(
     schema: &[Field],
     crs: &SourceCrs,
     id_index: Option<usize>,
-    rows: Option<&'static str>,
-    fgb_path: &Path,
+    sink: Sink<'_>,
     read: &mut ReadFn<'_>,
 ) -> Result<(WriterResult, u64)> {
+    let Sink {
+        fgb_path,
+        rows,
+        total,
+        progress,
+    } = sink;
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .max(1);
@@ -470,8 +505,16 @@ fn pipeline(
             }
             r
         });
-        let read_result = read(&raw_tx, &stop, &read_count);
-        drop(raw_tx);
+        let mut out = Batches {
+            tx: raw_tx,
+            count: &read_count,
+            total,
+            progress,
+            batch: Vec::with_capacity(BATCH),
+            no: 0,
+        };
+        let read_result = read(&mut out, &stop);
+        out.finish();
         for h in handles {
             h.join()
                 .map_err(|_| Error::Internal("ingest worker panicked".into()))??;
@@ -527,18 +570,12 @@ fn hash_into(p: &Path, h: &mut Sha256) -> Result<()> {
 
 /// The attribute schema, and for each kept field its index in the source layer.
 /// Binary fields are not kept (their names are returned for the report).
-fn read_schema(
-    layer: &gdal::vector::Layer,
-    exclude: &[usize],
-) -> Result<(Vec<Field>, Vec<usize>, Vec<String>)> {
+fn read_schema(layer: &gdal::vector::Layer) -> Result<(Vec<Field>, Vec<usize>, Vec<String>)> {
     let mut schema = Vec::new();
     let mut skipped = Vec::new();
     let mut source_index = Vec::new();
     let mut seen = BTreeSet::new();
     for (i, f) in layer.defn().fields().enumerate() {
-        if exclude.contains(&i) {
-            continue;
-        }
         // SAFETY: the defn pointer is valid while the layer lives; index < field count.
         let subtype = unsafe {
             let fd = gdal_sys::OGR_FD_GetFieldDefn(layer.defn().c_defn(), i as i32);
@@ -571,19 +608,13 @@ fn read_schema(
     Ok((schema, source_index, skipped))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn read_features(
     layer: &mut gdal::vector::Layer,
     schema: &[Field],
     source_index: &[usize],
-    tx: &Sender<(u64, Vec<Raw>)>,
+    out: &mut Batches<'_>,
     stop: &AtomicBool,
-    count: &AtomicU64,
-    total: Option<u64>,
-    progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<()> {
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut batch_no = 0u64;
     for (i, feature) in layer.features().enumerate() {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
@@ -605,7 +636,7 @@ fn read_features(
             };
             values.push(v);
         }
-        batch.push(Raw {
+        let raw = Raw {
             fid_hint: n,
             row: n,
             wkb,
@@ -613,28 +644,11 @@ fn read_features(
             unplaced: false,
             notes,
             values,
-        });
-        if batch.len() == BATCH {
-            count.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            if tx.send((batch_no, full)).is_err() {
-                return Ok(()); // the writer failed; its error is reported
-            }
-            batch_no += 1;
-            progress(Progress {
-                read: count.load(Ordering::Relaxed),
-                total,
-            });
+        };
+        if !out.push(raw) {
+            return Ok(()); // the writer failed; its error is reported
         }
     }
-    count.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    if !batch.is_empty() {
-        let _ = tx.send((batch_no, batch));
-    }
-    progress(Progress {
-        read: count.load(Ordering::Relaxed),
-        total,
-    });
     Ok(())
 }
 

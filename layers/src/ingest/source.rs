@@ -249,7 +249,6 @@ pub struct Opened {
 pub fn open_dataset(c: &Candidate) -> Result<Dataset> {
     let opts: Vec<&str> = c.open_options.iter().map(String::as_str).collect();
     let drivers: Option<&[&str]> = match c.ext.as_str() {
-        "csv" => Some(&["CSV"]),
         "shp" => Some(&["ESRI Shapefile"]),
         "kml" => Some(&["LIBKML", "KML"]),
         "gdb" => Some(&["OpenFileGDB"]),
@@ -456,7 +455,7 @@ pub fn source_crs(
                 })?;
             SourceCrs::from_srs(srs, "source")
         }
-        "geojson" | "json" | "kml" | "csv" => {
+        "geojson" | "json" | "kml" => {
             notes.push(format!(
                 "no CRS declared: {} is lon/lat WGS 84 (EPSG:4326) by its specification",
                 c.ext.to_uppercase()

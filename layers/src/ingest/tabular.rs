@@ -2,11 +2,9 @@
 //! and profiled, its rows placed by coordinates or by a key join, and each row sent
 //! down the same pipeline as GDAL's features (transform, validation, encoding).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::Sender;
-
-use super::{Progress, Raw, BATCH};
+use super::{Batches, Raw};
 use crate::crs::SourceCrs;
 use crate::fgb::{Field, FieldType, Value2};
 use crate::quality::Kind;
@@ -29,18 +27,16 @@ pub struct Prepared {
 }
 
 /// Opens the table and decides how its rows are placed.
-#[allow(clippy::too_many_arguments)]
 pub fn prepare(
     store: &dyn crate::store::LayerStore,
-    path: &std::path::Path,
-    ext: &str,
-    opts: &TableOptions,
-    sheet: Option<&str>,
-    user_crs: Option<&str>,
-    region: &crate::diagnose::Area,
-    limits: super::Limits,
+    cand: &super::source::Candidate,
+    req: &super::IngestRequest,
 ) -> Result<Prepared> {
-    let table = Table::open(path, ext, opts, sheet, limits)?;
+    let opts = &req.table;
+    let region = &req.diagnose.region;
+    let user_crs = req.crs.as_deref();
+    let sheet = req.source_layer.as_deref();
+    let table = Table::open(&cand.path, &cand.ext, opts, sheet, req.limits)?;
     let mut notes = table.notes.clone();
     let (placement, zones) = match &opts.join {
         Some(spec) => {
@@ -54,14 +50,13 @@ pub fn prepare(
         None => (table.placement(opts, &region.bbox)?, None),
     };
     if placement.is_none() && zones.is_none() {
-        let cols: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
         return Err(Error::bad(format!(
             "the table has no coordinate columns: name them with --lon COL --lat COL (or --x/--y \
              with --crs for metres, or --coords COL for one column with both), or place the rows \
              by a key with --join ZONE_LAYER:FIELD (e.g. --join municipios:CVEGEO); recognised \
              names are lon/lng/longitude/longitud/x and lat/latitude/latitud/y with any prefix or \
              suffix, or a WKT column; its columns are: {}",
-            cols.join(", ")
+            crate::table::name_list(table.columns.iter().map(|c| c.name.as_str()))
         )));
     }
     let crs = match (&placement, user_crs) {
@@ -121,39 +116,19 @@ pub fn prepare(
 }
 
 /// Streams the rows as batches of [`Raw`] features. Returns the join report.
-#[allow(clippy::too_many_arguments)]
 pub fn read_rows(
     p: &Prepared,
     opts: &TableOptions,
-    tx: &Sender<(u64, Vec<Raw>)>,
+    out: &mut Batches<'_>,
     stop: &AtomicBool,
-    count: &AtomicU64,
-    progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Option<JoinReport>> {
-    let total = Some(p.table.data_rows);
     let mut joiner = match (&p.zones, &opts.join) {
         (Some(z), Some(spec)) => Some(Joiner::new(z, spec, &p.table.columns)?),
         _ => None,
     };
     let cols = &p.table.columns;
     let dc = p.table.decimal_comma;
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut batch_no = 0u64;
     let mut n = 0i64;
-    let mut send = |batch: &mut Vec<Raw>, last: bool| -> bool {
-        if batch.is_empty() {
-            return true;
-        }
-        count.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let full = std::mem::replace(batch, Vec::with_capacity(if last { 0 } else { BATCH }));
-        let ok = tx.send((batch_no, full)).is_ok();
-        batch_no += 1;
-        progress(Progress {
-            read: count.load(Ordering::Relaxed),
-            total,
-        });
-        ok
-    };
     p.table.for_each_row(|line, cells| {
         if stop.load(Ordering::Relaxed) {
             return Ok(false);
@@ -202,7 +177,8 @@ pub fn read_rows(
                 None => zone_value.clone().map_or(Value2::Null, Value2::Text),
             });
         }
-        batch.push(Raw {
+        // false: the writer failed; its error is reported.
+        Ok(out.push(Raw {
             fid_hint: n,
             row: line as i64,
             wkb: None,
@@ -210,13 +186,8 @@ pub fn read_rows(
             unplaced: joiner.is_some(),
             notes,
             values,
-        });
-        if batch.len() == BATCH && !send(&mut batch, false) {
-            return Ok(false);
-        }
-        Ok(true)
+        }))
     })?;
-    send(&mut batch, true);
     Ok(joiner.map(Joiner::finish))
 }
 

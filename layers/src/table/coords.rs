@@ -345,26 +345,6 @@ pub struct Wanted<'a> {
     pub order: Option<&'a str>,
 }
 
-fn find_col(columns: &[Column], name: &str, what: &str) -> Result<usize> {
-    let exact = columns.iter().position(|c| c.name == name);
-    let folded = || {
-        let n = crate::text::compact(name);
-        columns
-            .iter()
-            .position(|c| crate::text::compact(&c.name) == n)
-    };
-    exact.or_else(folded).ok_or_else(|| {
-        Error::bad(format!(
-            "{what} '{name}' is not a column of the table; its columns are: {}",
-            columns
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    })
-}
-
 /// The share of a column's sampled values that `ok` accepts (0 when it has none).
 fn share(col: &Column, ok: impl Fn(&str) -> bool) -> f64 {
     let vals: Vec<&String> = col.sample.iter().filter(|v| !v.trim().is_empty()).collect();
@@ -394,7 +374,7 @@ pub fn locate(
     let num = |c: &Column| share(c, |v| parse_coord(v, decimal_comma).is_some());
     // What the user named wins.
     if let Some(name) = wanted.coords {
-        let col = find_col(columns, name, "--coords")?;
+        let col = super::find_column(columns, name, "--coords")?;
         return combined(col, &columns[col], wanted.order, decimal_comma, region).map(Some);
     }
     let (xn, yn) = match (wanted.lon.or(wanted.x), wanted.lat.or(wanted.y)) {
@@ -412,8 +392,8 @@ pub fn locate(
         } else {
             ("--x", "--y")
         };
-        let x = find_col(columns, xn, xw)?;
-        let y = find_col(columns, yn, yw)?;
+        let x = super::find_column(columns, xn, xw)?;
+        let y = super::find_column(columns, yn, yw)?;
         for (i, w) in [(x, xw), (y, yw)] {
             if num(&columns[i]) < 0.5 {
                 return Err(Error::bad(format!(
@@ -596,7 +576,7 @@ pub fn point<'c>(
     cell: impl Fn(usize) -> Option<&'c Cell<'c>>,
     decimal_comma: bool,
 ) -> std::result::Result<Option<geo::Geometry<f64>>, String> {
-    let text = |i: usize| cell(i).map(Cell::to_text).unwrap_or_default();
+    let text = |i: usize| cell(i).map(Cell::as_text).unwrap_or_default();
     let num = |i: usize| -> std::result::Result<Option<Coord>, String> {
         match cell(i) {
             None | Some(Cell::Empty) => Ok(None),
@@ -606,7 +586,7 @@ pub fn point<'c>(
                 dms: false,
             })),
             Some(c) => {
-                let t = c.to_text();
+                let t = c.as_text();
                 parse_coord(&t, decimal_comma)
                     .map(Some)
                     .ok_or_else(|| format!("'{t}' is not a coordinate"))
@@ -668,8 +648,8 @@ pub fn point<'c>(
     }
 }
 
-/// Whether a coordinate column mixes degrees-minutes-seconds and decimal values:
-/// (first DMS line, first decimal line) when it does.
+/// Whether a coordinate column's sampled values mix degrees-minutes-seconds and
+/// decimal numbers.
 pub fn mixed_formats(col: &Column, decimal_comma: bool) -> bool {
     let mut dms = false;
     let mut dec = false;

@@ -59,38 +59,76 @@ impl JoinSpec {
         })
     }
 
-    /// `--key CVE_ENT+CVE_MUN`.
-    pub fn set_key(&mut self, s: &str) {
-        self.key = s
-            .split('+')
-            .map(|k| k.trim().to_string())
-            .filter(|k| !k.is_empty())
-            .collect();
-    }
-
-    /// Reads a crosswalk CSV: two columns, table value then zone value (a header
-    /// row is allowed).
-    pub fn read_crosswalk(&mut self, path: &std::path::Path) -> Result<()> {
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_path(path)
-            .map_err(|e| Error::bad(format!("--crosswalk {}: {e}", path.display())))?;
-        for rec in rdr.records() {
-            let rec =
-                rec.map_err(|e| Error::bad(format!("--crosswalk {}: {e}", path.display())))?;
-            if let (Some(a), Some(b)) = (rec.get(0), rec.get(1)) {
-                if !a.trim().is_empty() && !b.trim().is_empty() {
-                    self.crosswalk
-                        .insert(a.trim().to_string(), b.trim().to_string());
-                }
+    /// The join a user asked for, from its options as the command line and the
+    /// upload metadata take them: `join` (already parsed), the key columns, `as`
+    /// ("points" or "polygons") and crosswalk pairs, which need a join.
+    pub fn assemble(
+        join: Option<JoinSpec>,
+        key: Option<Vec<String>>,
+        as_: Option<&str>,
+        crosswalk: BTreeMap<String, String>,
+    ) -> Result<Option<JoinSpec>> {
+        let Some(mut spec) = join else {
+            if key.is_some() || as_.is_some() || !crosswalk.is_empty() {
+                return Err(Error::bad(
+                    "key, as and crosswalk go with join (--join municipios:CVEGEO; in the \
+                     upload metadata \"join\": \"municipios:CVEGEO\")",
+                ));
+            }
+            return Ok(None);
+        };
+        if let Some(k) = key {
+            spec.key = k;
+        }
+        match as_ {
+            Some("points") => spec.as_points = true,
+            Some("polygons") | None => {}
+            Some(o) => {
+                return Err(Error::bad(format!(
+                    "as is \"points\" or \"polygons\", not \"{o}\""
+                )))
             }
         }
-        if self.crosswalk.len() > 100_000 {
-            return Err(Error::bad("--crosswalk has more than 100,000 rows"));
-        }
-        Ok(())
+        spec.crosswalk.extend(crosswalk);
+        Ok(Some(spec))
     }
+}
+
+/// `CVE_ENT+CVE_MUN` → the key columns.
+pub fn key_list(s: &str) -> Vec<String> {
+    s.split('+')
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .collect()
+}
+
+/// Most rows a crosswalk may have.
+const MAX_CROSSWALK: usize = 100_000;
+
+/// Reads a crosswalk CSV: two columns, table value then zone value (a header row is
+/// allowed).
+pub fn read_crosswalk(path: &std::path::Path) -> Result<BTreeMap<String, String>> {
+    let bad = |e: csv::Error| Error::bad(format!("--crosswalk {}: {e}", path.display()));
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_path(path)
+        .map_err(bad)?;
+    let mut out = BTreeMap::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(bad)?;
+        if let (Some(a), Some(b)) = (rec.get(0), rec.get(1)) {
+            if !a.trim().is_empty() && !b.trim().is_empty() {
+                out.insert(a.trim().to_string(), b.trim().to_string());
+            }
+        }
+        if out.len() > MAX_CROSSWALK {
+            return Err(Error::bad(format!(
+                "--crosswalk has more than {MAX_CROSSWALK} rows"
+            )));
+        }
+    }
+    Ok(out)
 }
 
 /// What a join did, in the ingest report.
@@ -123,26 +161,53 @@ pub struct Unmatched {
     pub closest: Vec<String>,
 }
 
-/// Width of each INEGI key part, by the column's name.
-fn part_width(name: &str) -> Option<usize> {
-    let t = super::coords::tokens(name);
-    let has = |w: &str| t.iter().any(|x| x == w);
-    if has("ent") || has("entidad") || t.concat() == "cveent" {
-        Some(2)
-    } else if has("mun") || has("municipio") || t.concat() == "cvemun" {
-        Some(3)
-    } else if has("loc")
-        || has("localidad")
-        || t.concat() == "cveloc"
-        || has("ageb")
-        || t.concat() == "cveageb"
-    {
-        Some(4)
-    } else if has("mza") || has("manzana") || t.concat() == "cvemza" {
-        Some(3)
-    } else {
-        None
-    }
+/// INEGI's geostatistical key parts in the order CVEGEO concatenates them, with the
+/// column names they go by and their width: ENT(2) MUN(3) LOC(4) AGEB(4) MZA(3) make
+/// CVEGEO keys of 2, 5, 9, 13 or 16 characters.
+const INEGI_PARTS: [(&[&str], usize); 5] = [
+    (
+        &["cveent", "ent", "entidad", "claveentidad", "cveentidad"],
+        2,
+    ),
+    (
+        &[
+            "cvemun",
+            "mun",
+            "municipio",
+            "clavemunicipio",
+            "cvemunicipio",
+        ],
+        3,
+    ),
+    (
+        &[
+            "cveloc",
+            "loc",
+            "localidad",
+            "clavelocalidad",
+            "cvelocalidad",
+        ],
+        4,
+    ),
+    (&["cveageb", "ageb", "claveageb"], 4),
+    (
+        &["cvemza", "mza", "manzana", "clavemanzana", "cvemanzana"],
+        3,
+    ),
+];
+
+/// Which INEGI key part a column holds, by its name (`CVE_MUN`, `cve_ent`, `AGEB`);
+/// an index into [`INEGI_PARTS`]. Names such as `NOM_MUN` are not keys.
+fn inegi_part(name: &str) -> Option<usize> {
+    let name = super::coords::tokens(name).concat();
+    INEGI_PARTS
+        .iter()
+        .position(|(names, _)| names.contains(&name.as_str()))
+}
+
+/// The width of the INEGI key part a column holds, by its name.
+pub fn part_width(name: &str) -> Option<usize> {
+    inegi_part(name).map(|i| INEGI_PARTS[i].1)
 }
 
 fn pad(v: &str, width: usize) -> String {
@@ -196,27 +261,15 @@ impl Zones {
             ))
         })?;
         let schema = &v.meta.schema;
-        let fi = schema
-            .iter()
-            .position(|f| f.name == spec.field)
-            .or_else(|| {
-                let n = crate::text::compact(&spec.field);
-                schema
-                    .iter()
-                    .position(|f| crate::text::compact(&f.name) == n)
-            })
-            .ok_or_else(|| {
-                Error::bad(format!(
-                    "--join: '{}' is not a field of zone layer '{}'; its fields are: {}",
-                    spec.field,
-                    spec.layer,
-                    schema
-                        .iter()
-                        .map(|f| f.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
+        let names = || schema.iter().map(|f| f.name.as_str());
+        let fi = super::find_name(names(), &spec.field).ok_or_else(|| {
+            Error::bad(format!(
+                "--join: '{}' is not a field of zone layer '{}'; its fields are: {}",
+                spec.field,
+                spec.layer,
+                super::name_list(names())
+            ))
+        })?;
         let (loaded, _) = crate::index::LoadedLayer::load_for_scan(&v)?;
         let mut values = Vec::with_capacity(loaded.len());
         let mut geoms = Vec::with_capacity(loaded.len());
@@ -346,27 +399,7 @@ impl<'z> Joiner<'z> {
     /// field, else INEGI parts that compose it, else the column whose values match
     /// the most zone values.
     pub fn new(zones: &'z Zones, spec: &JoinSpec, columns: &[Column]) -> Result<Joiner<'z>> {
-        let find = |name: &str| -> Result<usize> {
-            columns
-                .iter()
-                .position(|c| c.name == name)
-                .or_else(|| {
-                    let n = crate::text::compact(name);
-                    columns
-                        .iter()
-                        .position(|c| crate::text::compact(&c.name) == n)
-                })
-                .ok_or_else(|| {
-                    Error::bad(format!(
-                        "--key '{name}' is not a column of the table; its columns are: {}",
-                        columns
-                            .iter()
-                            .map(|c| c.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })
-        };
+        let find = |name: &str| super::find_column(columns, name, "--key");
         let width_of = |i: usize, n_parts: usize| {
             if zones.codes && n_parts > 1 {
                 part_width(&columns[i].name)
@@ -422,21 +455,13 @@ impl<'z> Joiner<'z> {
             return Ok(vec![(i, w)]);
         }
         if zones.codes {
-            // INEGI parts: ENT(2) MUN(3) LOC(4) AGEB(4) MZA(3) make CVEGEO of 2, 5, 9,
-            // 13 or 16 characters.
-            let part = |w_name: &[&str]| {
-                columns.iter().position(|c| {
-                    let t = super::coords::tokens(&c.name).concat();
-                    w_name.iter().any(|n| t == *n)
-                })
-            };
-            let chain = [
-                (part(&["cveent", "ent", "entidad", "claveentidad"]), 2usize),
-                (part(&["cvemun", "mun", "municipio", "clavemunicipio"]), 3),
-                (part(&["cveloc", "loc", "localidad", "clavelocalidad"]), 4),
-                (part(&["cveageb", "ageb", "claveageb"]), 4),
-                (part(&["cvemza", "mza", "manzana", "clavemanzana"]), 3),
-            ];
+            // The parts that compose the zones' CVEGEO, in order.
+            let chain = INEGI_PARTS.iter().enumerate().map(|(i, (_, w))| {
+                (
+                    columns.iter().position(|c| inegi_part(&c.name) == Some(i)),
+                    *w,
+                )
+            });
             if let Some(width) = zones.code_width {
                 let mut total = 0;
                 let mut cols = Vec::new();

@@ -25,7 +25,7 @@ use crate::ingest::Limits;
 use crate::{Error, Result};
 
 /// Extensions read as tables.
-pub const TABLE_EXTS: &[&str] = &["csv", "tsv", "txt", "xlsx", "xlsm", "xls", "ods"];
+pub const TABLE_EXTS: &[&str] = &["csv", "tsv", "xlsx", "xlsm", "xls", "ods"];
 
 /// How to read a table and place its rows; given on the command line, in the upload
 /// metadata or the /publicar form, and kept in the version's record so a joined layer
@@ -91,6 +91,14 @@ impl Cell<'_> {
         }
     }
 
+    /// [`Cell::to_text`] without copying text cells (the per-row coordinate path).
+    pub fn as_text(&self) -> Cow<'_, str> {
+        match self {
+            Cell::Text(t) => Cow::Borrowed(t.trim()),
+            c => Cow::Owned(c.to_text()),
+        }
+    }
+
     /// The cell as text: integral numbers without a decimal point (Excel shows 19,
     /// not 19.0), dates in ISO 8601.
     pub fn to_text(&self) -> String {
@@ -123,6 +131,11 @@ fn fmt_datetime(d: &chrono::NaiveDateTime) -> String {
 /// Values that mean "no data" in Mexican statistical tables (INEGI writes `*` and
 /// `N/D`); they do not make a numeric column text, and are stored as null there.
 fn is_null_marker(s: &str) -> bool {
+    // Every word marker has at most 4 letters: longer values (nearly all) are not
+    // folded, which would allocate for every cell.
+    if s.chars().filter(|c| c.is_alphanumeric()).nth(4).is_some() {
+        return false;
+    }
     matches!(
         crate::text::words(s).as_str(),
         "" | "n a" | "na" | "n d" | "nd" | "s d" | "sd" | "null" | "nan" | "none"
@@ -130,41 +143,17 @@ fn is_null_marker(s: &str) -> bool {
         || matches!(s.trim(), "-" | "--" | "*" | "…" | "..." | "—")
 }
 
-/// Column names that hold identifiers or codes: their values are text even when they
-/// are digits, because "019" and "19" are different keys.
+/// Column names that hold identifiers or codes (keys, and record numbers such as
+/// `id`, `folio`, `num`, `telefono`): digits that are not quantities, so the diagnosis
+/// does not ask for them to be numbers.
 pub fn looks_like_code(name: &str) -> bool {
-    let t = coords::tokens(name);
-    let code_tokens = [
-        "id",
-        "clave",
-        "cve",
-        "cvegeo",
-        "codigo",
-        "code",
-        "folio",
-        "cp",
-        "ageb",
-        "inegi",
-        "curp",
-        "rfc",
-        "cat",
-        "catastral",
-        "expediente",
-        "num",
-        "no",
-        "mza",
-        "manzana",
-        "loc",
-        "mun",
-        "ent",
-        "zip",
-        "postal",
-        "telefono",
-        "tel",
+    const IDS: &[&str] = &[
+        "id", "folio", "cat", "num", "no", "manzana", "loc", "mun", "ent", "telefono", "tel",
     ];
-    t.iter().any(|w| code_tokens.contains(&w.as_str()))
-        || t.iter()
-            .any(|w| w.starts_with("cve") || w.starts_with("clave"))
+    looks_like_key(name)
+        || coords::tokens(name)
+            .iter()
+            .any(|w| IDS.contains(&w.as_str()))
 }
 
 /// Names of geostatistical and administrative keys (CVEGEO, CVE_MUN, clave, código
@@ -189,6 +178,39 @@ pub fn looks_like_key(name: &str) -> bool {
     ];
     t.iter()
         .any(|w| keys.contains(&w.as_str()) || w.starts_with("cve") || w.starts_with("clave"))
+}
+
+/// The position of `name` among `names`: exactly, else as [`crate::text::compact`]
+/// folds them ("cve mun" finds "CVE_MUN").
+pub fn find_name<'a, I>(names: I, name: &str) -> Option<usize>
+where
+    I: IntoIterator<Item = &'a str>,
+    I::IntoIter: Clone,
+{
+    let names = names.into_iter();
+    names.clone().position(|n| n == name).or_else(|| {
+        let folded = crate::text::compact(name);
+        names
+            .clone()
+            .position(|n| crate::text::compact(n) == folded)
+    })
+}
+
+/// Names for a message: "a, b, c".
+pub fn name_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    names.into_iter().collect::<Vec<_>>().join(", ")
+}
+
+/// The table column `name` names (the user's `what`: "--lon", "--key"), or an error
+/// listing the columns.
+pub fn find_column(columns: &[Column], name: &str, what: &str) -> Result<usize> {
+    let names = || columns.iter().map(|c| c.name.as_str());
+    find_name(names(), name).ok_or_else(|| {
+        Error::bad(format!(
+            "{what} '{name}' is not a column of the table; its columns are: {}",
+            name_list(names())
+        ))
+    })
 }
 
 /// A column of the table: its header, where it is in the source, and what its
@@ -520,29 +542,9 @@ fn check_zip_container(path: &Path, limits: Limits) -> Result<()> {
             "{name} is not a readable spreadsheet (corrupt or truncated zip container): {e}"
         ))
     })?;
-    if zip.len() > limits.max_entries {
-        return Err(Error::bad(format!(
-            "{name} has {} parts, more than the limit of {}",
-            zip.len(),
-            limits.max_entries
-        )));
-    }
+    let total = crate::ingest::archive::check_entries(&mut zip, &name.to_string(), limits)?;
     // A sheet is parsed in memory: a tighter cap than for unpacking to disk.
     let cap = limits.max_uncompressed.min(2 << 30);
-    let mut total = 0u64;
-    for i in 0..zip.len() {
-        let e = zip
-            .by_index_raw(i)
-            .map_err(|e| Error::bad(format!("{name}: part {i} is corrupt: {e}")))?;
-        total = total.saturating_add(e.size());
-        if e.size() > 10 << 20 && e.size() / e.compressed_size().max(1) > limits.max_ratio {
-            return Err(Error::bad(format!(
-                "{name}: part '{}' expands {} times (a zip bomb?); refused",
-                e.name(),
-                e.size() / e.compressed_size().max(1)
-            )));
-        }
-    }
     if total > cap {
         return Err(Error::bad(format!(
             "{name} expands to {} MiB, more than the {} MiB a spreadsheet may take; \
@@ -882,7 +884,6 @@ impl Table {
                     .delimiter(*delimiter)
                     .from_reader(std::io::BufReader::with_capacity(1 << 20, file));
                 let mut rec = csv::ByteRecord::new();
-                let mut cells: Vec<Cell<'_>> = Vec::new();
                 let mut first = true;
                 loop {
                     let more = rdr.read_byte_record(&mut rec).map_err(|e| {
@@ -892,7 +893,8 @@ impl Table {
                         break;
                     }
                     let line = rec.position().map_or(0, |p| p.line());
-                    cells.clear();
+                    // Borrowed from the record: no allocation per UTF-8 field.
+                    let mut cells: Vec<Cell<'_>> = Vec::with_capacity(rec.len());
                     for (i, field) in rec.iter().enumerate() {
                         let field = if first && i == 0 {
                             field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field)
@@ -900,7 +902,7 @@ impl Table {
                             field
                         };
                         let text: Cow<'_, str> = match std::str::from_utf8(field) {
-                            Ok(s) => Cow::Owned(s.to_string()),
+                            Ok(s) => Cow::Borrowed(s),
                             Err(_) => {
                                 // Per field: a file that is UTF-8 but for a few
                                 // Windows-typed names keeps its UTF-8 values.
@@ -1154,19 +1156,6 @@ impl Table {
             f(line, cells)
         })?;
         Ok(())
-    }
-
-    /// The column named `name` (exact, else folded).
-    pub fn column(&self, name: &str) -> Option<usize> {
-        self.columns
-            .iter()
-            .position(|c| c.name == name)
-            .or_else(|| {
-                let n = crate::text::compact(name);
-                self.columns
-                    .iter()
-                    .position(|c| crate::text::compact(&c.name) == n)
-            })
     }
 
     /// Where the coordinates are (None: none found).
