@@ -1070,9 +1070,7 @@ fn search_and_open_data_feeds() {
     std::fs::write(&f1, &dj).unwrap();
     std::fs::write(&f2, &ld).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join("tests/.venv/bin/python");
-    assert!(python.exists(), "`make test` creates tests/.venv");
-    let o = std::process::Command::new(python)
+    let o = std::process::Command::new(venv_python())
         .arg(root.join("tests/dcat_check.py"))
         .args([&f1, &f2])
         .arg("4")
@@ -1093,7 +1091,7 @@ fn search_and_open_data_feeds() {
         .remove("mediaType");
     broken["dataset"][1]["contactPoint"]["hasEmail"] = json!("nadie");
     std::fs::write(&f1, broken.to_string()).unwrap();
-    let o = std::process::Command::new(root.join("tests/.venv/bin/python"))
+    let o = std::process::Command::new(venv_python())
         .arg(root.join("tests/dcat_check.py"))
         .args([&f1, &f2])
         .output()
@@ -1104,4 +1102,124 @@ fn search_and_open_data_feeds() {
         out.contains("mediaType") && out.contains("hasEmail"),
         "{out}"
     );
+}
+
+/// Tables over the upload API: join options in the metadata, the zone layer must be
+/// one the uploader may see, bad options are 400s and bad columns fail the job with
+/// the reason; nothing is published by a refused or failed upload.
+#[test]
+fn table_uploads_with_join_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    setup_ministries(&data);
+    let ae = token(&data, &["--ministry", A, "--role", "editor"]);
+    let be = token(&data, &["--ministry", B, "--role", "editor"]);
+    // The zones are restricted to ministry A.
+    let o = run(
+        &data,
+        &[
+            "ingest",
+            vector("libpysal/mexico/mexicojoin.shp").to_str().unwrap(),
+            "--layer",
+            "estados",
+            "--ministry",
+            A,
+            "--access",
+            "restricted",
+            "--crs",
+            "EPSG:4326",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let server = Server::start(&data);
+    let base = server.base.clone();
+    let csv = vector("libpysal/mexico/mexico.csv");
+    let post = |token: &str, meta: Value| {
+        upload(
+            &base,
+            Some(token),
+            reqwest::Method::POST,
+            "/api/layers",
+            &csv,
+            Some(meta),
+        )
+    };
+
+    // Another ministry cannot borrow A's restricted polygons.
+    let (s, v, _) = post(
+        &be,
+        json!({"id": "pib-b", "ministry": B, "join": "estados:NAME"}),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v.to_string()
+            .contains("zone layer 'estados' does not exist (or you may not see it)"),
+        "{v}"
+    );
+    // Options that need a join, a bad `as`, a malformed join.
+    for (meta, want) in [
+        (json!({"id": "pib", "key": "State"}), "go with join"),
+        (
+            json!({"id": "pib", "join": "estados:NAME", "as": "circulos"}),
+            "\\\"points\\\" or \\\"polygons\\\"",
+        ),
+        (
+            json!({"id": "pib", "join": "estadosNAME"}),
+            "ZONE_LAYER:ZONE_FIELD",
+        ),
+        (
+            json!({"id": "pib", "join": {"layer": "estados"}}),
+            "metadata is not valid",
+        ),
+    ] {
+        let (s, v, _) = post(&ae, meta.clone());
+        assert_eq!(s, 400, "{meta}: {v}");
+        assert!(v.to_string().contains(want), "{meta}: {v}");
+    }
+    // A zone field or coordinate column that does not exist fails the job with why.
+    for (id, meta, want) in [
+        (
+            "pib-x",
+            json!({"join": "estados:NOMBRE"}),
+            "'NOMBRE' is not a field of zone layer 'estados'",
+        ),
+        (
+            "pib-y",
+            json!({"lon": "longitud", "lat": "latitud"}),
+            "'longitud' is not a column",
+        ),
+    ] {
+        let mut meta = meta;
+        meta["id"] = json!(id);
+        let (s, v, loc) = post(&ae, meta);
+        assert_eq!(s, 202, "{v}");
+        let job = wait_job(&base, &ae, &loc.unwrap());
+        assert_eq!(job["state"], "failed", "{job}");
+        assert!(job["error"].to_string().contains(want), "{job}");
+        assert!(!data.join("layers").join(id).join("CURRENT").exists());
+    }
+    // The join with a crosswalk in the metadata: every state placed.
+    let (s, v, loc) = post(
+        &ae,
+        json!({"id": "pib", "title": "PIB per cápita", "join": {"layer": "estados", "field": "NAME"}, "key": ["State"],
+               "crosswalk": {"Baja California": "Baja California Norte", "Coahuila": "Coahuila De Zaragoza",
+                             "Michoacan": "Michoacan de Ocampo", "Quertaro": "Queretaro de Arteaga", "Veracruz": "Veracruz-Llave"}}),
+    );
+    assert_eq!(s, 202, "{v}");
+    let job = wait_job(&base, &ae, &loc.unwrap());
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let j = &job["result"]["join"];
+    assert_eq!(
+        (j["matched"].as_u64(), j["crosswalk_used"].as_u64()),
+        (Some(32), Some(5)),
+        "{job}"
+    );
+    let (s, _) = send(
+        &base,
+        Some(&ae),
+        reqwest::Method::GET,
+        "/collections/pib/items?limit=1",
+        None,
+    );
+    assert_eq!(s, 200);
 }

@@ -195,18 +195,7 @@ fn csv_variants_spanish_columns_semicolons_cp1252() {
         feats[0]["geometry"]["coordinates"],
         json!([-100.3101, 25.6701])
     );
-    let types: Vec<String> = m["schema"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            format!(
-                "{}:{}",
-                f["name"].as_str().unwrap(),
-                f["type"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let types = schema_types(&m);
     assert!(
         types.contains(&"alumnos:int".to_string()) && types.contains(&"activa:bool".to_string()),
         "{types:?}"

@@ -46,14 +46,8 @@ fn sheets() -> PathBuf {
     p
 }
 
-fn python() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python");
-    assert!(p.exists(), "`make test` creates tests/.venv (openpyxl)");
-    p
-}
-
 fn py(script: &str, args: &[&str]) -> String {
-    let o = std::process::Command::new(python())
+    let o = std::process::Command::new(venv_python())
         .arg("-c")
         .arg(script)
         .args(args)
@@ -359,18 +353,7 @@ wb.save(sys.argv[1])
         notes.contains("'POBTOT': 1 number(s) stored as text"),
         "{notes}"
     );
-    let types: Vec<String> = m["schema"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            format!(
-                "{}:{}",
-                f["name"].as_str().unwrap(),
-                f["type"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let types = schema_types(&m);
     assert!(
         types.contains(&"POBTOT:int".into())
             && types.contains(&"FECHA_CORTE:date".into())
@@ -575,4 +558,67 @@ fn mexican_states_joined_by_name_with_report_and_crosswalk() {
         "{j}"
     );
     assert_eq!(m["version"], 2);
+}
+
+/// Hostile or broken spreadsheets get a clear error and leave nothing behind.
+#[test]
+fn broken_and_hostile_spreadsheets_are_refused() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let junk = tmp.path().join("junk.xlsx");
+    fs::write(&junk, b"not a spreadsheet at all").unwrap();
+    let err = ingest_err(&data, &junk, "junk", &[]);
+    assert!(err.contains("not a readable spreadsheet"), "{err}");
+    // A workbook whose sheet part inflates 200 MiB of zeros from a few hundred KiB.
+    let bomb = tmp.path().join("bomba.xlsx");
+    let mut z = zip::ZipWriter::new(fs::File::create(&bomb).unwrap());
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(true);
+    z.start_file("xl/worksheets/sheet1.xml", opts).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..200 {
+        z.write_all(&zeros).unwrap();
+    }
+    z.finish().unwrap();
+    // Refused by its ratio (deflate's best is about 1030:1, the limit 1000:1) or, with
+    // the limit set to 50 MiB here, by its declared size: never inflated.
+    let cfg = tmp.path().join("c.toml");
+    fs::write(&cfg, "max_unzipped_mb = 50\n").unwrap();
+    let err = ingest_err(&data, &bomb, "bomba", &["--config", cfg.to_str().unwrap()]);
+    assert!(
+        err.contains("zip bomb") || err.contains("more than the 50 MiB a spreadsheet may take"),
+        "{err}"
+    );
+    // An Excel file saved with a .csv name.
+    let disguised = tmp.path().join("datos.csv");
+    fs::copy(sheets().join("deaths.xlsx"), &disguised).unwrap();
+    let err = ingest_err(&data, &disguised, "datos", &[]);
+    assert!(
+        err.contains("is a spreadsheet") && err.contains(".xlsx"),
+        "{err}"
+    );
+    // A crosswalk file that is not there.
+    let err = ingest_err(
+        &data,
+        &vector("libpysal/mexico/mexico.csv"),
+        "x",
+        &[
+            "--join",
+            "estados:NAME",
+            "--crosswalk",
+            "/no/such/cruce.csv",
+        ],
+    );
+    assert!(err.contains("--crosswalk /no/such/cruce.csv"), "{err}");
+    assert!(
+        !data.join("layers").exists() || fs::read_dir(data.join("layers")).unwrap().count() == 0
+    );
+    assert_eq!(
+        fs::read_dir(data.join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
 }

@@ -729,12 +729,7 @@ fn downloads_reopen_in_gdal_and_equal_the_source() {
 /// tests/requirements.txt).
 #[test]
 fn owslib_features_client() {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: `make test` creates it (python3 -m venv + OWSLib)",
-        python.display()
-    );
+    let python = venv_python();
     let tmp = tempfile::tempdir().unwrap();
     let server = demo_server(&tmp.path().join("data"));
     let b = [-100.35, 25.65, -100.25, 25.72];
@@ -1026,8 +1021,7 @@ fn form_urlencoded_encode(s: &str) -> String {
 /// features and tiles (CORS).
 #[test]
 fn openapi_validates_and_cors_allows_browsers() {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python");
-    assert!(python.exists(), "`make test` creates tests/.venv");
+    let python = venv_python();
     let tmp = tempfile::tempdir().unwrap();
     let server = demo_server(&tmp.path().join("data"));
     let api = get_raw(&server, "/api", None).bytes().unwrap();

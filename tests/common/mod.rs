@@ -26,6 +26,29 @@ pub fn vector(rel: &str) -> PathBuf {
     testdata().join("vector").join(rel)
 }
 
+/// The test venv's Python (OWSLib, jsonschema, rdflib, openpyxl), made by `make test`.
+pub fn venv_python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python");
+    assert!(p.exists(), "`make test` creates tests/.venv");
+    p
+}
+
+/// A stored schema as "name:type" strings, from an ingest's `--json` summary.
+pub fn schema_types(meta: &Value) -> Vec<String> {
+    meta["schema"]
+        .as_array()
+        .expect("schema")
+        .iter()
+        .map(|f| {
+            format!(
+                "{}:{}",
+                f["name"].as_str().expect("name"),
+                f["type"].as_str().expect("type")
+            )
+        })
+        .collect()
+}
+
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_datahub"))
 }
