@@ -428,6 +428,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let summary = result?;
             let m = &summary.meta;
             catalog::record_publish(&catalog, previous.as_ref(), m, &cli_actor(), Some("cli"))?;
+            // Tables joined to this layer follow it.
+            let rejoined = catalog::rejoin_after_publish(
+                &catalog,
+                &store,
+                &m.id,
+                &req,
+                &cli_actor(),
+                Some("cli"),
+            );
             let mut out = std::io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, m)?;
@@ -470,6 +479,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 for n in &r.notes {
                     writeln!(out, "  note         {n}")?;
+                }
+                for (layer, r) in &rejoined {
+                    match r {
+                        Ok(d) => writeln!(
+                            out,
+                            "  rejoined     layer {layer} version {} ({})",
+                            d.version,
+                            d.note.as_deref().unwrap_or("")
+                        )?,
+                        Err(e) => writeln!(
+                            out,
+                            "  rejoined     layer {layer} NOT rebuilt, its current version stays: {e}"
+                        )?,
+                    }
                 }
                 if let Some(d) = &m.diagnosis {
                     let mut lines = d.summary_lines().into_iter();

@@ -1222,4 +1222,43 @@ fn table_uploads_with_join_metadata() {
         None,
     );
     assert_eq!(s, 200);
+    // A new version of the zones uploaded over the API: the joined table follows it.
+    let gj = tmp.path().join("estados.geojson");
+    ogr2ogr(&[
+        "-f",
+        "GeoJSON",
+        gj.to_str().unwrap(),
+        vector("libpysal/mexico/mexicojoin.shp").to_str().unwrap(),
+        "-a_srs",
+        "EPSG:4326",
+    ]);
+    let (s, v, loc) = upload(
+        &base,
+        Some(&ae),
+        reqwest::Method::PUT,
+        "/api/layers/estados/data",
+        &gj,
+        None,
+    );
+    assert_eq!(s, 202, "{v}");
+    let job = wait_job(&base, &ae, &loc.unwrap());
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(
+        job["result"]["rejoined"],
+        json!([{"layer": "pib", "version": 2}]),
+        "{job}"
+    );
+    let (s, v) = send(
+        &base,
+        Some(&ae),
+        reqwest::Method::GET,
+        "/api/layers/pib/versions",
+        None,
+    );
+    assert_eq!(s, 200);
+    assert!(
+        v.to_string()
+            .contains("joined again: zone layer estados has version 2 (was 1)"),
+        "{v}"
+    );
 }

@@ -283,33 +283,40 @@ fn spreadsheet_joined_to_municipalities_by_inegi_key() {
         "Anáhuac",
         "Apodaca",
     ];
-    let mut feats = Vec::new();
-    for i in 1..=51 {
-        let (x, y) = (-100.9 + (i % 10) as f64 * 0.1, 25.2 + (i / 10) as f64 * 0.1);
-        let nom = match i {
-            21 => "General Escobedo".to_string(),
-            39 => "Monterrey".to_string(),
-            46 => "San Nicolás de los Garza".to_string(),
-            i if i <= 6 => names[i - 1].to_string(),
-            i => format!("Municipio {i}"),
-        };
-        feats.push(format!(
-            r#"{{"type":"Feature","properties":{{"CVEGEO":"19{i:03}","NOMGEO":"{nom}"}},"geometry":{{"type":"Polygon","coordinates":[[[{x},{y}],[{},{y}],[{},{}],[{x},{}],[{x},{y}]]]}}}}"#,
-            x + 0.1,
-            x + 0.1,
-            y + 0.1,
-            y + 0.1
-        ));
-    }
+    // Monterrey (19039) is moved east by `shift` degrees.
+    let municipios = |path: &Path, shift: f64| {
+        let mut feats = Vec::new();
+        for i in 1..=51 {
+            let (mut x, y) = (-100.9 + (i % 10) as f64 * 0.1, 25.2 + (i / 10) as f64 * 0.1);
+            if i == 39 {
+                x += shift;
+            }
+            let nom = match i {
+                21 => "General Escobedo".to_string(),
+                39 => "Monterrey".to_string(),
+                46 => "San Nicolás de los Garza".to_string(),
+                i if i <= 6 => names[i - 1].to_string(),
+                i => format!("Municipio {i}"),
+            };
+            feats.push(format!(
+                r#"{{"type":"Feature","properties":{{"CVEGEO":"19{i:03}","NOMGEO":"{nom}"}},"geometry":{{"type":"Polygon","coordinates":[[[{x},{y}],[{},{y}],[{},{}],[{x},{}],[{x},{y}]]]}}}}"#,
+                x + 0.1,
+                x + 0.1,
+                y + 0.1,
+                y + 0.1
+            ));
+        }
+        fs::write(
+            path,
+            format!(
+                r#"{{"type":"FeatureCollection","features":[{}]}}"#,
+                feats.join(",")
+            ),
+        )
+        .unwrap();
+    };
     let zones = tmp.path().join("municipios.geojson");
-    fs::write(
-        &zones,
-        format!(
-            r#"{{"type":"FeatureCollection","features":[{}]}}"#,
-            feats.join(",")
-        ),
-    )
-    .unwrap();
+    municipios(&zones, 0.0);
     ingest_ok(&data, &zones, "municipios", &[]);
 
     let xlsx = tmp.path().join("poblacion_2020.xlsx");
@@ -450,6 +457,81 @@ wb.save(sys.argv[1])
     );
     assert!(err.contains("matched no row"), "{err}");
     assert!(!data.join("layers/p2").exists());
+
+    // A new version of the municipalities (Monterrey's polygon moved): both joined
+    // layers follow it as new versions that say why.
+    let zones2 = tmp.path().join("municipios2.geojson");
+    municipios(&zones2, 0.01);
+    let o = run(
+        &data,
+        &[
+            "ingest",
+            zones2.to_str().unwrap(),
+            "--layer",
+            "municipios",
+            "--ministry",
+            "pruebas",
+        ],
+    );
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        out.contains("rejoined     layer poblacion version 2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rejoined     layer poblacion-nombres version 2"),
+        "{out}"
+    );
+    let v: Value =
+        serde_json::from_slice(&run(&data, &["versions", "poblacion", "--json"]).stdout).unwrap();
+    let last = &v.as_array().unwrap()[1];
+    assert_eq!(
+        last["note"],
+        "joined again: zone layer municipios has version 2 (was 1)"
+    );
+    assert_eq!(last["report"]["join"]["zone_version"], 2);
+    assert_eq!(last["report"]["join"]["matched"], 4);
+    let mty2 = stored(&data, "poblacion")
+        .into_iter()
+        .find(|f| f["properties"]["NOM_MUN"] == "Monterrey")
+        .unwrap();
+    let new_zone = ogr_geojson(&zones2.to_string_lossy(), None, false, &[]);
+    let new_mty = new_zone["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["properties"]["CVEGEO"] == "19039")
+        .unwrap();
+    assert_eq!(envelope(&mty2["geometry"]), envelope(&new_mty["geometry"]));
+    assert_ne!(envelope(&mty2["geometry"]), envelope(&by_code["19039"]));
+    // A version of another layer rebuilds nothing; the joined layers stay at v2.
+    let o = run(
+        &data,
+        &[
+            "ingest",
+            xlsx.to_str().unwrap(),
+            "--layer",
+            "otra",
+            "--ministry",
+            "pruebas",
+            "--join",
+            "municipios:CVEGEO",
+            "--key",
+            "CVE_ENT+CVE_MUN",
+        ],
+    );
+    assert!(
+        o.status.success() && !stdout(&o).contains("rejoined"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        fs::read_to_string(data.join("layers/poblacion/CURRENT"))
+            .unwrap()
+            .trim(),
+        "2"
+    );
 }
 
 /// libpysal's Mexican states: the table's names differ from the shapefile's in five

@@ -93,6 +93,10 @@ pub struct LayerMeta {
     /// The data-quality diagnosis (absent in versions stored before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<crate::diagnose::Diagnosis>,
+    /// How a table was read and placed (tables joined by key): with the source kept
+    /// beside the version, the layer is rebuilt when its zone layer changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<crate::table::TableOptions>,
 }
 
 impl LayerMeta {
@@ -380,6 +384,19 @@ pub trait LayerStore: Send + Sync {
     fn set_diagnosis(&self, id: &str, version: u32, d: crate::diagnose::Diagnosis) -> Result<()>;
 }
 
+/// The folder of a version that keeps its source table (joined layers only).
+pub const SOURCE_DIR: &str = "source";
+
+/// The source table kept with a version, if any.
+pub fn kept_source(v: &StoredVersion) -> Option<PathBuf> {
+    let dir = v.fgb_path.parent()?.join(SOURCE_DIR);
+    fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_file())
+}
+
 /// Layer ids appear in URLs and paths: lowercase ASCII letters, digits, `-` and `_`.
 pub fn validate_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
@@ -551,6 +568,18 @@ impl FsStore {
         fs::hard_link(&old.fgb_path, &target)
             .or_else(|_| fs::copy(&old.fgb_path, &target).map(|_| ()))
             .map_err(|e| Error::io(&target, e))?;
+        if let Some(src) = kept_source(&old) {
+            // A joined table keeps its source, so the restored version can follow its
+            // zone layer too.
+            let to = staging.dir.join(SOURCE_DIR);
+            fs::create_dir_all(&to).map_err(|e| Error::io(&to, e))?;
+            if let Some(name) = src.file_name() {
+                let t = to.join(name);
+                fs::hard_link(&src, &t)
+                    .or_else(|_| fs::copy(&src, &t).map(|_| ()))
+                    .map_err(|e| Error::io(&t, e))?;
+            }
+        }
         let mut meta = old.meta;
         current.meta.copy_record_to(&mut meta);
         meta.uploaded_by = Some(by.to_string());

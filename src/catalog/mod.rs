@@ -254,6 +254,51 @@ fn entry(action: &str, m: &LayerMeta, actor: &str, remote: Option<&str>) -> Audi
     e
 }
 
+/// After `zone` got a new version: rebuilds the tables joined to it
+/// ([`layers::ingest::rejoin_dependents`]) and audits each new version like an upload
+/// by `actor`. Returns, per rebuilt layer, its new version or why it failed (its
+/// current version stays served).
+pub fn rejoin_after_publish(
+    c: &dyn CatalogStore,
+    store: &dyn layers::store::LayerStore,
+    zone: &str,
+    base: &layers::ingest::IngestRequest,
+    actor: &str,
+    remote: Option<&str>,
+) -> Vec<(String, Result<LayerMeta, String>)> {
+    let rebuilt = match layers::ingest::rejoin_dependents(store, zone, base, &|_| {}) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(zone, error = %e, "cannot look for layers joined to it");
+            return Vec::new();
+        }
+    };
+    rebuilt
+        .into_iter()
+        .map(|r| {
+            let res = match r.result {
+                Ok(summary) => {
+                    let m = summary.meta;
+                    let previous = store
+                        .versions(&r.layer)
+                        .ok()
+                        .and_then(|v| v.into_iter().rev().nth(1))
+                        .map(|v| v.meta);
+                    if let Err(e) = record_publish(c, previous.as_ref(), &m, actor, remote) {
+                        tracing::error!(error = %e, "cannot write the audit log");
+                    }
+                    Ok(m)
+                }
+                Err(e) => {
+                    tracing::warn!(layer = %r.layer, zone, error = %e, "joined layer not rebuilt");
+                    Err(e.to_string())
+                }
+            };
+            (r.layer, res)
+        })
+        .collect()
+}
+
 /// Audits a published version (`layer.upload`), and the access level it was given
 /// when that is new (`layer.access`).
 pub fn record_publish(

@@ -920,8 +920,28 @@ fn run_job(
                 tracing::error!(error = %e, "cannot write the audit log");
             }
             reload(&state);
+            // Tables joined to this layer follow it.
+            let rejoined = cat::rejoin_after_publish(
+                state.catalog.as_ref(),
+                store,
+                &m.id,
+                &req,
+                &actor,
+                remote.as_deref(),
+            );
+            if !rejoined.is_empty() {
+                reload(&state);
+            }
+            let rejoined: Vec<Value> = rejoined
+                .iter()
+                .map(|(layer, r)| match r {
+                    Ok(d) => json!({"layer": layer, "version": d.version}),
+                    Err(e) => json!({"layer": layer, "error": e}),
+                })
+                .collect();
             job.set(jobs::State::Succeeded(json!({
                 "version": m.version,
+                "rejoined": rejoined,
                 "features_read": m.report.features_read,
                 "features_stored": m.report.features_stored,
                 "features_repaired": m.report.features_repaired,

@@ -50,6 +50,9 @@ bench_ingest "1 M jittered GeoNames points" "$work/million.csv" 1000000 "" \
 
 python3 tests/bench/mty_points.py "$work/million-mty.csv"
 
+echo "== tables: spreadsheets, key joins, swapped coordinates (vs ogr2ogr in the same run)"
+bash tests/bench/tables.sh "$work"
+
 echo "== resident memory of the server with the 1 M-point layer loaded"
 mkdir -p "$work/empty"
 rss() { # data-dir -> VmRSS in MB once serving

@@ -214,11 +214,22 @@ pub fn ingest(
     let cands = source::locate(&req.source, &work, req.limits)?;
     let mut report = IngestReport::default();
     let fgb_path = staging.fgb_path();
+    let mut kept = false;
     let (written, source_format, source_layer, crs, schema, hint, join) =
         if let Some(cand) = source::table_candidate(&cands, req.source_layer.as_deref())? {
             // CSV and spreadsheets: read by the table reader, placed by coordinates or
             // by a key join.
             let p = tabular::prepare(store, &cand, req)?;
+            if req.table.join.is_some() {
+                // Kept with the version: the layer is rebuilt from it when the zone
+                // layer gets a new version (rejoin_dependents).
+                let dir = staging.dir.join(crate::store::SOURCE_DIR);
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                let name = cand.path.file_name().unwrap_or_default();
+                let to = dir.join(name);
+                std::fs::copy(&cand.path, &to).map_err(|e| Error::io(&to, e))?;
+                kept = true;
+            }
             report.notes.extend(p.notes.iter().cloned());
             let id_index = id_field_index(&p.schema, req.id_field.as_deref())?;
             let mut join = None;
@@ -400,6 +411,7 @@ pub fn ingest(
         duration_ms: started.elapsed().as_millis() as u64,
         report,
         diagnosis: None,
+        table: kept.then(|| req.table.clone()),
     };
     let _ = std::fs::remove_dir_all(&work);
     // The diagnosis reads the written file, as a served version would be read, and
@@ -421,6 +433,86 @@ pub fn ingest(
     Ok(IngestSummary {
         meta: LayerMeta { version, ..meta },
     })
+}
+
+/// A layer rebuilt because its zone layer changed.
+#[derive(Debug)]
+pub struct Rejoined {
+    pub layer: String,
+    pub result: Result<IngestSummary>,
+}
+
+/// Rebuilds every table joined to `zone` whose current version was joined to an
+/// older version of it, from the source kept with that version and the same options
+/// (`base` gives the limits and the diagnosis settings). Each becomes a new version
+/// whose note says why. A failure leaves that layer's current version served.
+pub fn rejoin_dependents(
+    store: &dyn LayerStore,
+    zone: &str,
+    base: &IngestRequest,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Vec<Rejoined>> {
+    let Some(zone_v) = store.current(zone)?.map(|v| v.meta.version) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for id in store.layer_ids()? {
+        if id == zone || store.is_hidden(&id) {
+            continue;
+        }
+        let Some(cur) = store.current(&id)? else {
+            continue;
+        };
+        let m = &cur.meta;
+        let Some(table) = m
+            .table
+            .as_ref()
+            .filter(|t| t.join.as_ref().is_some_and(|j| j.layer == zone))
+        else {
+            continue;
+        };
+        if m.report
+            .join
+            .as_ref()
+            .is_some_and(|j| j.zone_version == zone_v)
+        {
+            continue;
+        }
+        let Some(source) = crate::store::kept_source(&cur) else {
+            tracing::warn!(layer = %id, "joined layer without its kept source: not rebuilt");
+            continue;
+        };
+        let req = IngestRequest {
+            source,
+            layer_id: id.clone(),
+            title: None,
+            ministry: m.ministry.clone(),
+            description: String::new(),
+            synthetic: m.synthetic,
+            crs: None,
+            // A CSV's "layer" is its file name; a sheet is named by it.
+            source_layer: (m.source_format != "CSV").then(|| m.source_layer.clone()),
+            id_field: m.id_field.clone(),
+            skip_invalid: false,
+            limits: base.limits,
+            diagnose: base.diagnose.clone(),
+            record: Default::default(),
+            uploaded_by: base.uploaded_by.clone(),
+            note: Some(format!(
+                "joined again: zone layer {zone} has version {zone_v} (was {})",
+                m.report
+                    .join
+                    .as_ref()
+                    .map_or("?".to_string(), |j| j.zone_version.to_string())
+            )),
+            table: table.clone(),
+        };
+        out.push(Rejoined {
+            layer: id.clone(),
+            result: ingest(store, &req, progress),
+        });
+    }
+    Ok(out)
 }
 
 /// The schema index of `--id-field`, checked to be an integer field.
