@@ -360,6 +360,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// One line per table joined again after its zone layer changed.
+fn print_rejoined(
+    out: &mut impl Write,
+    rejoined: &[(String, Result<layers::store::LayerMeta, String>)],
+) -> std::io::Result<()> {
+    for (layer, r) in rejoined {
+        match r {
+            Ok(d) => writeln!(
+                out,
+                "  rejoined     layer {layer} version {} ({})",
+                d.version,
+                d.note.as_deref().unwrap_or("")
+            )?,
+            Err(e) => writeln!(
+                out,
+                "  rejoined     layer {layer} NOT rebuilt, its current version stays: {e}"
+            )?,
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let file = FileSettings::load(cli.config.as_deref())?;
     let addr = match &cli.cmd {
@@ -480,20 +502,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 for n in &r.notes {
                     writeln!(out, "  note         {n}")?;
                 }
-                for (layer, r) in &rejoined {
-                    match r {
-                        Ok(d) => writeln!(
-                            out,
-                            "  rejoined     layer {layer} version {} ({})",
-                            d.version,
-                            d.note.as_deref().unwrap_or("")
-                        )?,
-                        Err(e) => writeln!(
-                            out,
-                            "  rejoined     layer {layer} NOT rebuilt, its current version stays: {e}"
-                        )?,
-                    }
-                }
+                print_rejoined(&mut out, &rejoined)?;
                 if let Some(d) = &m.diagnosis {
                     let mut lines = d.summary_lines().into_iter();
                     if let Some(first) = lines.next() {
@@ -669,6 +678,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "layer {layer}: version {version} restored as version {}",
                 m.version
             );
+            // A restored zone layer is a new version too: the tables joined to it follow.
+            let base = IngestRequest {
+                limits: Limits {
+                    max_uncompressed: settings.max_unzipped_mb << 20,
+                    ..Limits::default()
+                },
+                diagnose: settings.quality.clone(),
+                uploaded_by: Some(cli_actor()),
+                ..IngestRequest::new("", &m.id, &m.ministry)
+            };
+            let rejoined = catalog::rejoin_after_publish(
+                &catalog,
+                &store,
+                &m.id,
+                &base,
+                &cli_actor(),
+                Some("cli"),
+            );
+            print_rejoined(&mut std::io::stdout().lock(), &rejoined)?;
             Ok(())
         }
         Cmd::Layer {

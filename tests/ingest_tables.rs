@@ -532,6 +532,19 @@ wb.save(sys.argv[1])
             .trim(),
         "2"
     );
+    // Restoring the first municipalities is a new zone version: Monterrey is back.
+    let o = run(&data, &["layer", "restore", "municipios", "1"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        out.contains("rejoined     layer poblacion version 3"),
+        "{out}"
+    );
+    let mty3 = stored(&data, "poblacion")
+        .into_iter()
+        .find(|f| f["properties"]["NOM_MUN"] == "Monterrey")
+        .unwrap();
+    assert_eq!(envelope(&mty3["geometry"]), envelope(&by_code["19039"]));
 }
 
 /// libpysal's Mexican states: the table's names differ from the shapefile's in five

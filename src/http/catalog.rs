@@ -932,13 +932,7 @@ fn run_job(
             if !rejoined.is_empty() {
                 reload(&state);
             }
-            let rejoined: Vec<Value> = rejoined
-                .iter()
-                .map(|(layer, r)| match r {
-                    Ok(d) => json!({"layer": layer, "version": d.version}),
-                    Err(e) => json!({"layer": layer, "error": e}),
-                })
-                .collect();
+            let rejoined = rejoined_json(&rejoined);
             job.set(jobs::State::Succeeded(json!({
                 "version": m.version,
                 "rejoined": rejoined,
@@ -986,6 +980,17 @@ fn run_job(
 
 /// Loads changed layers now (not at the next refresh tick) and drops their cached
 /// tiles and aggregates.
+/// The layers rebuilt after a zone layer changed: `[{"layer", "version"} | {"layer", "error"}]`.
+fn rejoined_json(rejoined: &[(String, Result<LayerMeta, String>)]) -> Value {
+    rejoined
+        .iter()
+        .map(|(layer, r)| match r {
+            Ok(d) => json!({"layer": layer, "version": d.version}),
+            Err(e) => json!({"layer": layer, "error": e}),
+        })
+        .collect()
+}
+
 fn reload(state: &AppState) {
     match state.registry.refresh() {
         Ok(changed) => {
@@ -1198,16 +1203,36 @@ async fn restore(
         let m = st.registry.store().restore(&cur.id, n, &actor)?;
         cat::record_restore(st.catalog.as_ref(), &m, n, &actor, remote.as_deref())?;
         reload(&st);
-        Ok::<_, layers::Error>(m)
+        // A restored zone layer is a new version too: the tables joined to it follow.
+        let base = layers::ingest::IngestRequest {
+            limits: st.limits,
+            diagnose: (*st.quality).clone(),
+            uploaded_by: Some(actor.clone()),
+            ..layers::ingest::IngestRequest::new("", &m.id, &m.ministry)
+        };
+        let rejoined = cat::rejoin_after_publish(
+            st.catalog.as_ref(),
+            st.registry.store(),
+            &m.id,
+            &base,
+            &actor,
+            remote.as_deref(),
+        );
+        if !rejoined.is_empty() {
+            reload(&st);
+        }
+        Ok::<_, layers::Error>((m, rejoined))
     })
     .await
     .map_err(ApiError::internal)??;
+    let (m, rejoined) = m;
     Ok(Json(json!({
         "layer": m.id,
         "restored_version": n,
         "version": m.version,
         "feature_count": m.feature_count,
         "note": m.note,
+        "rejoined": rejoined_json(&rejoined),
     })))
 }
 
