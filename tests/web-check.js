@@ -3,6 +3,7 @@
 // as JSON for tests/web_blackbox.rs to assert. Screenshots go to OUT_DIR.
 // Usage: node web-check.js BASE_URL TOKEN SHAPEFILE_ZIP INTERNAL_LAYER OUT_DIR
 const { chromium } = require('playwright-core');
+const fs = require('fs');
 const path = require('path');
 
 (async () => {
@@ -175,6 +176,30 @@ const path = require('path');
   await waitFor(() => document.querySelector('#report') && document.querySelector('#report').textContent.includes('v1 → v3'), null, 20000);
   res.rollback = await page.$eval('#report', (r) => r.textContent);
   res.versions_after = await page.evaluate(async () => (await (await fetch('/api/layers/silvestres-web/versions')).json()).versions.map((v) => [v.version, v.note]));
+
+  // 10. A table with no coordinates joined to the colonias through the form: names
+  // written in capitals without accents, and one colonia that does not exist.
+  const names = await page.evaluate(async () => (await (await fetch('/collections/colonias/items?limit=100')).json()).features.map((f) => f.properties.nombre));
+  const csv = path.join(out, 'hogares.csv');
+  const upper = (n) => n.normalize('NFD').replace(/[\u0300-\u036f]/g, '').toUpperCase();
+  fs.writeFileSync(csv, `colonia,hogares\n${names.map((n, i) => `${upper(n)},${100 + i}`).join('\n')}\nColonia Inexistente,5\n`);
+  await page.goto(`${base}/publicar`, { waitUntil: 'load' });
+  await page.waitForSelector('#upload-form:not([hidden])', { timeout: 10000 });
+  await page.setInputFiles('#file', csv);
+  await page.fill('#id', 'hogares-web');
+  await page.fill('#title', 'Hogares por colonia (web)');
+  await page.selectOption('#access', 'public');
+  await page.selectOption('#join_layer', 'colonias');
+  await waitFor(() => [...document.querySelectorAll('#join_field option')].some((o) => o.value === 'nombre'));
+  await page.selectOption('#join_field', 'nombre');
+  await page.click('#send');
+  await page.waitForSelector('#view-map, #job-error', { timeout: 60000 });
+  res.table_error = await page.$$eval('#job-error', (e) => e.map((x) => x.textContent));
+  res.table_colonias = names.length;
+  res.table_join_summary = await page.$eval('#join-summary', (p) => p.textContent);
+  res.table_unmatched = await page.$eval('#join-unmatched', (u) => u.textContent);
+  res.table_job_state = await page.$eval('#job-state', (s) => s.textContent);
+  await page.screenshot({ path: path.join(out, 'publish-table-join.png'), fullPage: true });
 
   res.errors = errors;
   await browser.close();

@@ -214,6 +214,17 @@ fn planners_map_and_publishing_in_a_browser() {
         report.contains("Publicada: silvestres-web v1") && report.contains("67 / 67"),
         "{report}"
     );
+    // A table joined to the colonias by name through the form.
+    assert_eq!(r["table_error"], serde_json::json!([]), "{r}");
+    let n = r["table_colonias"].as_u64().unwrap();
+    assert!(n > 10, "{r}");
+    assert_eq!(
+        r["table_join_summary"].as_str().unwrap(),
+        format!("{n} / {} filas unidas; 0 / {n} zonas sin fila", n + 1),
+        "{r}"
+    );
+    assert!(r["table_unmatched"].as_str().unwrap().contains("«Colonia Inexistente»"), "{r}");
+    assert_eq!(r["table_job_state"], "terminado", "{r}");
     assert_eq!(r["new_layer_visible"], true);
     assert!(r["new_layer_rendered"].as_u64().unwrap() > 0);
     // A new version through the form, then a rollback from the version list.

@@ -21,6 +21,9 @@ const TEXTS = {
     uploading: 'Subiendo', processing: 'Procesando', done: 'Publicada', failed: 'Falló', viewmap: 'Ver en el mapa',
     restore: 'Restaurar', dropfile: 'Arrastra aquí el archivo o elígelo', mustsignin: 'Entra con el token de tu secretaría para publicar.',
     problemsfirst: 'Problemas encontrados', noproblems: 'Sin problemas.', drag: 'Arrastra para cambiar el orden',
+    state_queued: 'en cola', state_running: 'en proceso', state_succeeded: 'terminado', state_failed: 'con error',
+    joinof: 'Unión con', rowsmatched: 'filas unidas', notmatched: 'Sin zona', closest: 'más parecidas',
+    zonesempty: 'zonas sin fila', rejoined: 'Capas unidas de nuevo', notes: 'Notas de la lectura',
   },
   en: {
     publish: 'Publish', api: 'API', signin: 'Sign in', signout: 'Sign out', layers: 'Layers', neighbourhoods: 'Neighbourhoods',
@@ -41,6 +44,9 @@ const TEXTS = {
     uploading: 'Uploading', processing: 'Processing', done: 'Published', failed: 'Failed', viewmap: 'See on the map',
     restore: 'Restore', dropfile: 'Drop the file here or choose it', mustsignin: "Sign in with your ministry's token to publish.",
     problemsfirst: 'Problems found', noproblems: 'No problems.', drag: 'Drag to change the order',
+    state_queued: 'queued', state_running: 'running', state_succeeded: 'finished', state_failed: 'failed',
+    joinof: 'Join to', rowsmatched: 'rows matched', notmatched: 'No zone', closest: 'closest',
+    zonesempty: 'zones without a row', rejoined: 'Layers joined again', notes: 'Reading notes',
   },
 };
 

@@ -17,6 +17,10 @@ async function start() {
   $('target').innerHTML = `<option value="">${t('newlayer')}</option>${layers
     .filter((l) => !s.ministry || l.ministry.slug === s.ministry)
     .map((l) => `<option value="${esc(l.id)}">${t('newversion')} ${esc(l.title)} (${esc(l.id)})</option>`).join('')}`;
+  // Zone layers a table can be joined to: the polygon layers the user may see.
+  $('join_layer').innerHTML = `<option value="">—</option>${layers
+    .filter((l) => (l.geometry_types || []).some((g) => g.includes('Polygon')))
+    .map((l) => `<option value="${esc(l.id)}">${esc(l.title)} (${esc(l.id)})</option>`).join('')}`;
   const pre = new URLSearchParams(location.search).get('layer');
   if (pre) $('target').value = pre;
   target();
@@ -29,6 +33,15 @@ function target() {
   showVersions(id);
 }
 $('target').addEventListener('change', target);
+
+// The zone layer's fields, to pick the one the table's key matches.
+$('join_layer').addEventListener('change', async () => {
+  const id = $('join_layer').value;
+  $('join_field').innerHTML = '<option value="">—</option>';
+  if (!id) return;
+  const rec = await api(`/api/layers/${encodeURIComponent(id)}`);
+  $('join_field').innerHTML = (rec.fields || []).map((f) => `<option value="${esc(f.name)}">${esc(f.name)}</option>`).join('');
+});
 
 async function showVersions(id) {
   const el = $('versions');
@@ -58,7 +71,7 @@ function fileChosen() {
   const f = $('file').files[0];
   $('file-name').textContent = f ? `${f.name} — ${(f.size / 1048576).toFixed(2)} MB` : '';
   if (f && !$('target').value && !$('id').value) {
-    $('id').value = f.name.toLowerCase().replace(/\.(zip|gpkg|geojson|json|kml|kmz|csv|fgb|shp)$/g, '').normalize('NFD').replace(/[\u0300-\u036f]/g, '').replace(/[^a-z0-9_-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 64);
+    $('id').value = f.name.toLowerCase().replace(/\.(zip|gpkg|geojson|json|kml|kmz|csv|tsv|xlsx|xls|ods|fgb|shp)$/g, '').normalize('NFD').replace(/[\u0300-\u036f]/g, '').replace(/[^a-z0-9_-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 64);
   }
 }
 
@@ -72,6 +85,17 @@ function metadata() {
   }
   const kw = $('keywords').value.trim();
   if (kw) m.keywords = kw.split(',').map((x) => x.trim()).filter(Boolean);
+  // Tables: coordinate columns, header row, or a key join to a zone layer.
+  for (const k of ['lon', 'lat', 'coords']) {
+    const v = $(k).value.trim();
+    if (v) m[k] = v;
+  }
+  if ($('header_row').value) m.header_row = Number($('header_row').value);
+  if ($('join_layer').value) {
+    m.join = { layer: $('join_layer').value, field: $('join_field').value };
+    if ($('key').value.trim()) m.key = $('key').value.trim();
+    if ($('as_points').checked) m.as = 'points';
+  }
   return m;
 }
 
@@ -113,9 +137,29 @@ $('upload-form').addEventListener('submit', (e) => {
   xhr.send(fd);
 });
 
+// What a table upload's reading found: the key join (rows matched, rows with no zone
+// and the closest zone names, zones with no row), layers joined again, reading notes.
+function joinReport(r) {
+  let html = '';
+  const j = r.join;
+  if (j) {
+    const rows = j.unmatched_rows.map((u) => `<li>${esc(u.row)}: «${esc(u.key)}»${u.closest.length ? ` — ${t('closest')}: ${u.closest.map(esc).join(', ')}` : ''}</li>`).join('');
+    html += `<h4>${t('joinof')} ${esc(j.zone_layer)} v${j.zone_version} (${esc(j.key.join('+'))})</h4>
+      <p id="join-summary">${j.matched} / ${j.rows} ${t('rowsmatched')}; ${j.zones_without_row} / ${j.zones} ${t('zonesempty')}</p>
+      ${rows ? `<p>${t('notmatched')}:</p><ul class="problems" id="join-unmatched">${rows}</ul>` : ''}`;
+  }
+  if (r.rejoined && r.rejoined.length) {
+    html += `<h4>${t('rejoined')}</h4><ul>${r.rejoined.map((x) => `<li>${esc(x.layer)} ${x.version ? `v${x.version}` : esc(x.error)}</li>`).join('')}</ul>`;
+  }
+  if (r.notes && r.notes.length) {
+    html += `<details><summary>${t('notes')}</summary><ul>${r.notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul></details>`;
+  }
+  return html;
+}
+
 async function follow(location, layer) {
   const job = await api(location);
-  $('job-state').textContent = job.state;
+  $('job-state').textContent = t(`state_${job.state}`);
   if (job.progress.percent !== null) $('bar-job').value = job.progress.percent;
   if (job.state === 'queued' || job.state === 'running') { setTimeout(() => follow(location, layer), 400); return; }
   $('send').disabled = false;
@@ -131,6 +175,7 @@ async function follow(location, layer) {
   $('report').innerHTML = `<h3>${t('done')}: ${esc(layer)} v${job.result.version}</h3>
     <p>${job.result.features_stored} / ${job.result.features_read} — ${esc(job.result.source_crs)}</p>
     <p id="grade"><strong>${esc(lang() === 'es' ? q.grade_es : q.grade_en)}</strong> ${q.score}/100</p>
+    ${joinReport(job.result)}
     <h4>${t('problemsfirst')}</h4>${problems.length ? `<ul class="problems">${problems.map((c) => `<li>${esc(msg(c))}${c.fix ? ` — <em>${esc(c.fix)}</em>` : ''}</li>`).join('')}</ul>` : `<p>${t('noproblems')}</p>`}
     <p><a id="view-map" href="/#13/25.67/-100.31/${encodeURIComponent(layer)}">${t('viewmap')}</a></p>`;
   if (job.result.bbox) {
