@@ -1,6 +1,7 @@
 //! Downloads of a collection (or of the result of an items query) as files:
 //! GeoJSON streamed feature by feature, and FlatGeobuf, CSV (WKT geometry),
-//! GeoPackage, zipped Shapefile (UTF-8, `.cpg` written) and KML written by GDAL to a
+//! GeoPackage, zipped Shapefile (UTF-8, `.cpg` written), KML and Excel (XLSX: the
+//! attributes, and longitude/latitude of a point on each geometry) written by GDAL to a
 //! scratch directory and then streamed. Memory stays flat whatever the layer size:
 //! features go out in chunks through a bounded channel; files are on disk.
 
@@ -26,16 +27,21 @@ pub enum DownloadFormat {
     Gpkg,
     Shp,
     Kml,
+    Xlsx,
 }
 
-pub const ALL: [DownloadFormat; 6] = [
+pub const ALL: [DownloadFormat; 7] = [
     DownloadFormat::GeoJson,
     DownloadFormat::Fgb,
     DownloadFormat::Csv,
     DownloadFormat::Gpkg,
     DownloadFormat::Shp,
     DownloadFormat::Kml,
+    DownloadFormat::Xlsx,
 ];
+
+/// Rows an Excel sheet holds, the header included.
+const XLSX_MAX_ROWS: usize = 1_048_576;
 
 impl DownloadFormat {
     pub fn parse(f: &str) -> Option<Self> {
@@ -51,6 +57,7 @@ impl DownloadFormat {
             DownloadFormat::Gpkg => "gpkg",
             DownloadFormat::Shp => "shp",
             DownloadFormat::Kml => "kml",
+            DownloadFormat::Xlsx => "xlsx",
         }
     }
 
@@ -69,6 +76,9 @@ impl DownloadFormat {
             DownloadFormat::Gpkg => "application/geopackage+sqlite3",
             DownloadFormat::Shp => "application/zip",
             DownloadFormat::Kml => "application/vnd.google-earth.kml+xml",
+            DownloadFormat::Xlsx => {
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+            }
         }
     }
 
@@ -80,6 +90,7 @@ impl DownloadFormat {
             DownloadFormat::Gpkg => "GeoPackage",
             DownloadFormat::Shp => "Shapefile (zip, UTF-8)",
             DownloadFormat::Kml => "KML",
+            DownloadFormat::Xlsx => "Excel (XLSX; lon/lat de un punto de cada geometría)",
         }
     }
 
@@ -91,6 +102,7 @@ impl DownloadFormat {
             DownloadFormat::Gpkg => "GPKG",
             DownloadFormat::Shp => "ESRI Shapefile",
             DownloadFormat::Kml => "KML",
+            DownloadFormat::Xlsx => "XLSX",
         }
     }
 }
@@ -202,6 +214,14 @@ pub fn write_file(
 ) -> layers::Result<PathBuf> {
     let gdal_err = |e: gdal::errors::GdalError| layers::Error::Internal(format!("GDAL: {e}"));
     let id = &layer.meta.id;
+    if fmt == DownloadFormat::Xlsx && positions.len() >= XLSX_MAX_ROWS {
+        return Err(layers::Error::bad(format!(
+            "an Excel sheet holds at most {} rows and this result has {}: download it as CSV \
+             (f=csv), or narrow it with bbox, filter or limit",
+            XLSX_MAX_ROWS - 1,
+            positions.len()
+        )));
+    }
     let reproject = Reproject::new(crs).map_err(layers::Error::Internal)?;
     let path = match fmt {
         DownloadFormat::Shp => dir.join("shp").join(format!("{id}.shp")),
@@ -219,7 +239,12 @@ pub fn write_file(
     }
     .map_err(gdal_err)?;
     srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
-    let gtype = layer_geometry_type(&layer.meta.geometry_types, fmt)?;
+    let gtype = if fmt == DownloadFormat::Xlsx {
+        // No geometry column in a sheet: the point columns carry the place.
+        OGRwkbGeometryType::wkbNone
+    } else {
+        layer_geometry_type(&layer.meta.geometry_types, fmt)?
+    };
     let options: Vec<&str> = match fmt {
         DownloadFormat::Csv => vec!["GEOMETRY=AS_WKT", "CREATE_CSVT=YES"],
         DownloadFormat::Shp => vec!["ENCODING=UTF-8"],
@@ -231,7 +256,7 @@ pub fn write_file(
         let lyr = ds
             .create_layer(LayerOptions {
                 name: id,
-                srs: if fmt == DownloadFormat::Csv {
+                srs: if matches!(fmt, DownloadFormat::Csv | DownloadFormat::Xlsx) {
                     None
                 } else {
                     Some(&srs)
@@ -240,7 +265,7 @@ pub fn write_file(
                 options: Some(&options),
             })
             .map_err(gdal_err)?;
-        let fields: Vec<(&str, u32)> = layer
+        let mut fields: Vec<(&str, u32)> = layer
             .meta
             .schema
             .iter()
@@ -256,15 +281,20 @@ pub fn write_file(
                 (f.name.as_str(), t)
             })
             .collect();
+        let point_names = point_columns(layer, crs);
+        if fmt == DownloadFormat::Xlsx {
+            fields.push((point_names[0].as_str(), OGRFieldType::OFTReal));
+            fields.push((point_names[1].as_str(), OGRFieldType::OFTReal));
+        }
         lyr.create_defn_fields(&fields).map_err(gdal_err)?;
     }
     // GeoPackage: one transaction for all rows (row-by-row commits are ~100x slower).
     if txn_capable {
         let mut t = ds.start_transaction().map_err(gdal_err)?;
-        write_rows(&mut t, layer, positions, gtype, crs, &reproject)?;
+        write_rows(&mut t, layer, positions, gtype, fmt, crs, &reproject)?;
         t.commit().map_err(gdal_err)?;
     } else {
-        write_rows(&mut ds, layer, positions, gtype, crs, &reproject)?;
+        write_rows(&mut ds, layer, positions, gtype, fmt, crs, &reproject)?;
     }
     ds.close().map_err(gdal_err)?;
     if fmt != DownloadFormat::Shp {
@@ -275,11 +305,39 @@ pub fn write_file(
     Ok(zip_path)
 }
 
+/// Names of the point columns of an Excel download: longitud/latitud in degrees, x/y
+/// in a projected output CRS; suffixed when the layer has fields of those names.
+fn point_columns(layer: &LoadedLayer, crs: &OutputCrs) -> [String; 2] {
+    let base = if crs.epsg.is_some_and(|c| c != 4326) {
+        ["x", "y"]
+    } else {
+        ["longitud", "latitud"]
+    };
+    base.map(|b| {
+        let taken = |n: &str| {
+            layer
+                .meta
+                .schema
+                .iter()
+                .any(|f| f.name.eq_ignore_ascii_case(n))
+        };
+        let mut name = b.to_string();
+        let mut k = 2;
+        while taken(&name) {
+            name = format!("{b}_{k}");
+            k += 1;
+        }
+        name
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn write_rows(
     target: &mut gdal::Dataset,
     layer: &LoadedLayer,
     positions: &[u32],
     gtype: u32,
+    fmt: DownloadFormat,
     crs: &'static OutputCrs,
     reproject: &Reproject,
 ) -> layers::Result<()> {
@@ -290,7 +348,9 @@ fn write_rows(
     // (KML's Name and Description); names may be laundered (Shapefile), so go by
     // position, not name.
     let n_schema = layer.meta.schema.len();
-    let first = defn.fields().count().saturating_sub(n_schema);
+    // An Excel download appends its two point columns after the schema's.
+    let appended = if fmt == DownloadFormat::Xlsx { 2 } else { 0 };
+    let first = defn.fields().count().saturating_sub(n_schema + appended);
     for &pos in positions {
         let Some((_, offset)) = layer.at(pos) else {
             continue;
@@ -302,15 +362,26 @@ fn write_rows(
                 reproject
                     .geometry(&mut g)
                     .map_err(|e| layers::Error::bad(format!("{e} in {}", crs.uri)))?;
-                if crs.north_first {
+            }
+            if fmt == DownloadFormat::Xlsx {
+                // A point on the geometry (inside a polygon), easting/longitude first.
+                use geo::InteriorPoint;
+                if let Some(p) = g.interior_point() {
+                    f.set_field(first + n_schema, &FieldValue::RealValue(p.x()))
+                        .map_err(gdal_err)?;
+                    f.set_field(first + n_schema + 1, &FieldValue::RealValue(p.y()))
+                        .map_err(gdal_err)?;
+                }
+            } else {
+                if !reproject.is_identity() && crs.north_first {
                     layers::crs::for_each_coord_mut(&mut g, &mut |c| {
                         std::mem::swap(&mut c.x, &mut c.y)
                     });
                 }
+                let g = promote(g, gtype);
+                f.set_geometry(g.to_gdal().map_err(gdal_err)?)
+                    .map_err(gdal_err)?;
             }
-            let g = promote(g, gtype);
-            f.set_geometry(g.to_gdal().map_err(gdal_err)?)
-                .map_err(gdal_err)?;
         }
         for (i, v) in values {
             if i >= n_schema {

@@ -605,7 +605,7 @@ fn downloads_reopen_in_gdal_and_equal_the_source() {
         .iter()
         .filter(|l| l["rel"] == "enclosure")
         .count();
-    assert_eq!(enclosures, 6);
+    assert_eq!(enclosures, 7);
 
     for (f, file, ctype) in [
         ("geojson", "nc.geojson", "application/geo+json"),
@@ -669,6 +669,52 @@ fn downloads_reopen_in_gdal_and_equal_the_source() {
             }
         }
     }
+    // Excel: the attributes and a point inside each county, read back by GDAL's XLSX
+    // driver.
+    let r = get_raw(&server, "/collections/nc/items?f=xlsx", None);
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    let path = tmp.path().join("nc.xlsx");
+    std::fs::write(&path, r.bytes().unwrap()).unwrap();
+    let rows = ogr_geojson(&path.display().to_string(), None, false, &[]);
+    let rows = rows["features"].as_array().unwrap();
+    assert_eq!(rows.len(), 100);
+    for row in rows {
+        let p = &row["properties"];
+        let w = &want[p["FIPS"].as_str().unwrap()];
+        for field in ["NAME", "BIR74", "SID79"] {
+            let (a, b) = (&p[field], &w["properties"][field]);
+            match (a.as_f64(), b.as_f64()) {
+                // GDAL's XLSX reader types whole numbers as integers.
+                (Some(x), Some(y)) => assert_eq!(x, y, "xlsx {field}"),
+                _ => assert_eq!(a, b, "xlsx {field}"),
+            }
+        }
+        let (x, y) = (
+            p["longitud"].as_f64().unwrap(),
+            p["latitud"].as_f64().unwrap(),
+        );
+        let b = envelope(&w["geometry"]).unwrap();
+        assert!(
+            x > b[0] && x < b[2] && y > b[1] && y < b[3],
+            "xlsx point {x} {y} outside {b:?}"
+        );
+    }
+    // A projected output CRS names the point columns x/y, in metres.
+    let r = get_raw(
+        &server,
+        "/collections/nc/items?f=xlsx&crs=http://www.opengis.net/def/crs/EPSG/0/3857",
+        None,
+    );
+    assert_eq!(r.status(), 200);
+    std::fs::write(&path, r.bytes().unwrap()).unwrap();
+    let rows = ogr_geojson(&path.display().to_string(), None, false, &[]);
+    let x = rows["features"][0]["properties"]["x"].as_f64().unwrap();
+    assert!(x < -8_000_000.0, "{x}");
+
     // The shapefile says its encoding; accents survive (demo colonias).
     let r = get_raw(&server, "/collections/colonias/items?f=shp", None);
     let z = tmp.path().join("colonias.zip");

@@ -147,7 +147,7 @@ fn planners_map_and_publishing_in_a_browser() {
     );
     // Details: title, six download formats, history.
     assert_eq!(r["details"]["title"], "Reportes ciudadanos (sintético)");
-    assert_eq!(r["details"]["downloads"], 6);
+    assert_eq!(r["details"]["downloads"], 7);
     assert!(r["details"]["text"].as_str().unwrap().contains("v1"));
     // Access: hidden anonymously, shown after signing in; the token only in an HttpOnly cookie.
     assert_eq!(r["internal_anonymous"], 0);
@@ -223,7 +223,13 @@ fn planners_map_and_publishing_in_a_browser() {
         format!("{n} / {} filas unidas; 0 / {n} zonas sin fila", n + 1),
         "{r}"
     );
-    assert!(r["table_unmatched"].as_str().unwrap().contains("«Colonia Inexistente»"), "{r}");
+    assert!(
+        r["table_unmatched"]
+            .as_str()
+            .unwrap()
+            .contains("«Colonia Inexistente»"),
+        "{r}"
+    );
     assert_eq!(r["table_job_state"], "terminado", "{r}");
     assert_eq!(r["new_layer_visible"], true);
     assert!(r["new_layer_rendered"].as_u64().unwrap() > 0);

@@ -78,6 +78,7 @@ fn eu_file_type(d: DownloadFormat) -> Option<&'static str> {
         DownloadFormat::Gpkg => "GPKG",
         DownloadFormat::Shp => "SHP",
         DownloadFormat::Kml => "KML",
+        DownloadFormat::Xlsx => "XLSX",
         DownloadFormat::Fgb => return None,
     })
 }
