@@ -325,12 +325,13 @@ fn spreadsheet_joined_to_municipalities_by_inegi_key() {
 import sys, datetime, openpyxl
 wb = openpyxl.Workbook(); ws = wb.active; ws.title = "Poblacion"
 ws["A1"] = "Población por municipio, Nuevo León 2020"; ws.merge_cells("A1:F1")
-ws.append(["CVE_ENT", "CVE_MUN", "NOM_MUN", "POBTOT", "FECHA_CORTE", "VIVIENDAS"])
+ws.append(["CVE_ENT", "CVE_MUN", "NOM_MUN", "POBTOT", "FECHA_CORTE", "VIVIENDAS", "ZONA"])
 rows = [(19, 39, "Monterrey", 1142994), (19, 21, "Gral. Escobedo", 481213),
         (19, 46, "SAN NICOLAS DE LOS GARZA", "412199"), (19, 6, "Apodaca", 656464),
         (19, 99, "Inexistente", 5)]
 for e, m, n, p in rows:
-    ws.append([e, m, n, p, datetime.date(2020, 3, 15), "N/D" if m == 6 else 100])
+    ws.append([e, m, n, p, datetime.date(2020, 3, 15), "N/D" if m == 6 else 100, None])
+ws["G3"] = "Metropolitana"; ws.merge_cells("G3:G6"); ws["G7"] = "Rural"
 ws.append(["Total", None, None, 2693075, None, None])
 ws.append(["Fuente: INEGI, Censo de Población y Vivienda 2020."])
 ws.column_dimensions["H"].width = 20; ws["H1"] = None
@@ -399,6 +400,13 @@ wb.save(sys.argv[1])
         .find(|f| f["properties"]["NOM_MUN"] == "Apodaca")
         .unwrap();
     assert_eq!(apo["properties"]["VIVIENDAS"], Value::Null);
+    // A value merged over four rows is on each of them.
+    assert_eq!(apo["properties"]["ZONA"], "Metropolitana");
+    assert_eq!(mty["properties"]["ZONA"], "Metropolitana");
+    assert!(
+        notes.contains("3 cells of merged regions filled"),
+        "{notes}"
+    );
     // The diagnosis flags CVE_MUN stored as a number (39 for "039").
     let d = m["diagnosis"]["checks"].to_string();
     assert!(

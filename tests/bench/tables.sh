@@ -15,7 +15,7 @@ took() { python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["d
 
 # 100k rows of GeoNames places written as XLSX by GDAL (an independent writer).
 rm -f "$work/places.xlsx"
-ogr2ogr -f XLSX "$work/places.xlsx" "$perf/rg_cities1000.csv" -nln lugares -limit 100000
+ogr2ogr -f XLSX "$work/places.xlsx" "$perf/rg_cities1000.csv" -oo AUTODETECT_TYPE=YES -nln lugares -limit 100000
 fresh
 t_dh=$(secs ingest "$work/places.xlsx" --layer lugares)
 [ -f "$work/tdata/layers/lugares/CURRENT" ] || { echo "datahub ingest of places.xlsx failed"; exit 1; }

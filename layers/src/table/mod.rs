@@ -454,12 +454,8 @@ enum Source {
         path: PathBuf,
         delimiter: u8,
     },
-    /// A spreadsheet's sheet, merged cells already filled in; row 0 is sheet row
-    /// `first_row` (0-based).
-    Sheet {
-        rows: Vec<Vec<Data>>,
-        first_row: u32,
-    },
+    /// A spreadsheet's sheet, merged cells already filled in.
+    Sheet(calamine::Range<Data>),
 }
 
 /// An opened table: its header, columns and which rows are data.
@@ -561,7 +557,7 @@ fn sheet_rows(
     ext: &str,
     wanted: Option<&str>,
     limits: Limits,
-) -> Result<(String, Vec<Vec<Data>>, u32, usize)> {
+) -> Result<(String, calamine::Range<Data>, usize)> {
     if matches!(ext, "xlsx" | "xlsm" | "ods") {
         check_zip_container(path, limits)?;
     }
@@ -576,6 +572,8 @@ fn sheet_rows(
     if sheets.is_empty() {
         return Err(Error::bad(format!("{name} has no sheets")));
     }
+    // The sheet parsed while looking for the filled ones: parsed once, not twice.
+    let mut parsed = None;
     let pick = match wanted {
         Some(w) => sheets
             .iter()
@@ -597,7 +595,10 @@ fn sheet_rows(
             for s in &sheets {
                 match wb.worksheet_range(s) {
                     Ok(r) if r.used_cells().next().is_some() => {
-                        filled.push((s.clone(), r.height()))
+                        filled.push((s.clone(), r.height()));
+                        if filled.len() == 1 {
+                            parsed = Some(r);
+                        }
                     }
                     Ok(_) => {}
                     // Unreadable by calamine: listed all the same (GDAL may read it).
@@ -626,7 +627,7 @@ fn sheet_rows(
             }
         }
     };
-    let range = match wb.worksheet_range(&pick) {
+    let range = match parsed.map(Ok).unwrap_or_else(|| wb.worksheet_range(&pick)) {
         Ok(r) => r,
         Err(e) => {
             // calamine is strict where Excel is not (a number cell written " 41"):
@@ -635,11 +636,10 @@ fn sheet_rows(
             let rows = gdal_sheet(path, ext, &pick).map_err(|g| {
                 Error::bad(format!("{name}: sheet '{pick}' cannot be read: {e}; {g}"))
             })?;
-            return Ok((pick, rows, 0, 0));
+            return Ok((pick, rows, 0));
         }
     };
-    let (r0, c0) = range.start().unwrap_or((0, 0));
-    let mut rows: Vec<Vec<Data>> = range.rows().map(|r| r.to_vec()).collect();
+    let mut range = range;
     // Merged cells hold their value in the top-left cell only: fill the region, so a
     // municipality merged over several rows is on each of them.
     let merges = match &mut wb {
@@ -652,38 +652,24 @@ fn sheet_rows(
     for m in merges.iter().filter(|m| m.end.0 > m.start.0) {
         // Only regions over several rows are filled: a title or group header merged
         // across columns is one value, not one per column.
-        let (sr, sc) = (
-            m.start.0.saturating_sub(r0) as usize,
-            m.start.1.saturating_sub(c0) as usize,
-        );
-        let v = rows
-            .get(sr)
-            .and_then(|r| r.get(sc))
-            .cloned()
-            .unwrap_or(Data::Empty);
+        let v = range.get_value(m.start).cloned().unwrap_or(Data::Empty);
         if matches!(v, Data::Empty) {
             continue;
         }
         for r in m.start.0..=m.end.0 {
             for c in m.start.1..=m.end.1 {
-                let (ri, ci) = (
-                    (r.saturating_sub(r0)) as usize,
-                    (c.saturating_sub(c0)) as usize,
-                );
-                if let Some(cell) = rows.get_mut(ri).and_then(|row| row.get_mut(ci)) {
-                    if matches!(cell, Data::Empty) {
-                        *cell = v.clone();
-                        filled += 1;
-                    }
+                if matches!(range.get_value((r, c)), Some(Data::Empty)) {
+                    range.set_value((r, c), v.clone());
+                    filled += 1;
                 }
             }
         }
     }
-    Ok((pick, rows, r0, filled))
+    Ok((pick, range, filled))
 }
 
 /// A sheet read by GDAL's XLSX/XLS/ODS driver, every cell as text, no header.
-fn gdal_sheet(path: &Path, ext: &str, sheet: &str) -> Result<Vec<Vec<Data>>> {
+fn gdal_sheet(path: &Path, ext: &str, sheet: &str) -> Result<calamine::Range<Data>> {
     use gdal::vector::LayerAccess;
     let driver = match ext {
         "ods" => "ODS",
@@ -720,18 +706,21 @@ fn gdal_sheet(path: &Path, ext: &str, sheet: &str) -> Result<Vec<Vec<Data>>> {
         .layer_by_name(sheet)
         .map_err(|e| Error::bad(format!("GDAL cannot read sheet '{sheet}': {e}")))?;
     let n = layer.defn().fields().count();
-    let mut rows = Vec::new();
-    for f in layer.features() {
-        let mut row = Vec::with_capacity(n);
+    let mut cells = Vec::new();
+    for (r, f) in layer.features().enumerate() {
         for i in 0..n {
-            row.push(match f.field_as_string(i) {
-                Ok(Some(s)) if !s.is_empty() => Data::String(s),
-                _ => Data::Empty,
-            });
+            if let Ok(Some(s)) = f.field_as_string(i) {
+                if !s.is_empty() {
+                    let pos = (
+                        u32::try_from(r).map_err(|_| Error::bad("too many rows"))?,
+                        i as u32,
+                    );
+                    cells.push(calamine::Cell::new(pos, Data::String(s)));
+                }
+            }
         }
-        rows.push(row);
     }
-    Ok(rows)
+    Ok(calamine::Range::from_sparse(cells))
 }
 
 fn data_cell(d: &Data) -> Cell<'_> {
@@ -781,7 +770,7 @@ impl Table {
         let mut notes = Vec::new();
         let (source, format, name, decimal_comma) = match ext {
             "xlsx" | "xlsm" | "xls" | "ods" => {
-                let (sheet, rows, r0, merged) = sheet_rows(path, ext, sheet, limits)?;
+                let (sheet, range, merged) = sheet_rows(path, ext, sheet, limits)?;
                 if merged > 0 {
                     notes.push(format!(
                         "{merged} cells of merged regions filled with the merged value"
@@ -792,15 +781,7 @@ impl Table {
                     "ods" => "ODS",
                     _ => "XLSX",
                 };
-                (
-                    Source::Sheet {
-                        rows,
-                        first_row: r0,
-                    },
-                    format,
-                    sheet,
-                    false,
-                )
+                (Source::Sheet(range), format, sheet, false)
             }
             _ => {
                 if let Some(s) = sheet {
@@ -927,14 +908,14 @@ impl Table {
                     }
                 }
             }
-            Source::Sheet {
-                rows, first_row, ..
-            } => {
+            Source::Sheet(range) => {
+                // Sheet rows are numbered as the user sees them (1-based).
+                let first_row = range.start().map_or(0, |s| s.0);
                 let mut cells: Vec<Cell<'_>> = Vec::new();
-                for (i, r) in rows.iter().enumerate() {
+                for (i, r) in range.rows().enumerate() {
                     cells.clear();
                     cells.extend(r.iter().map(data_cell));
-                    if !f(u64::from(*first_row) + i as u64 + 1, &cells)? {
+                    if !f(u64::from(first_row) + i as u64 + 1, &cells)? {
                         break;
                     }
                 }
