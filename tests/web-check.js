@@ -151,7 +151,16 @@ const path = require('path');
   await page.click('#send');
   await page.waitForSelector('#view-map, #job-error', { timeout: 60000 });
   res.publish_error = await page.$$eval('#job-error', (e) => e.map((x) => x.textContent));
+  await page.waitForSelector('#grade', { timeout: 30000 });
   res.publish_report = await page.$eval('#report', (r) => r.textContent);
+  // Missing metadata is fixed in place: the description, through the report's form.
+  res.fix_form = (await page.$$('form.fix[data-code="metadata.description"]')).length;
+  res.score_before = await page.$eval('#grade', (g) => g.textContent);
+  await page.fill('#fix-description', 'Áreas silvestres de prueba, cargadas desde el navegador.');
+  await page.click('form.fix[data-code="metadata.description"] button');
+  await waitFor(() => !document.querySelector('[data-check="metadata.description"]') && document.querySelector('#grade'));
+  res.score_after = await page.$eval('#grade', (g) => g.textContent);
+  res.description_saved = await page.evaluate(async () => (await (await fetch('/api/layers/silvestres-web')).json()).description);
   await page.screenshot({ path: path.join(out, 'publish-report.png'), fullPage: true });
   await page.click('#view-map');
   await waitFor(() => window.datahub && window.datahub.ready);

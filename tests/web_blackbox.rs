@@ -214,6 +214,24 @@ fn planners_map_and_publishing_in_a_browser() {
         report.contains("Publicada: silvestres-web v1") && report.contains("67 / 67"),
         "{report}"
     );
+    // The missing description is written in the report's own form; the check goes away.
+    assert_eq!(r["fix_form"], 1, "{r}");
+    assert_eq!(
+        r["description_saved"],
+        "Áreas silvestres de prueba, cargadas desde el navegador."
+    );
+    let score = |k: &str| -> u64 {
+        r[k].as_str()
+            .unwrap()
+            .split_whitespace()
+            .rev()
+            .next()
+            .unwrap()
+            .trim_end_matches("/100")
+            .parse()
+            .unwrap()
+    };
+    assert!(score("score_after") > score("score_before"), "{r}");
     // A table joined to the colonias by name through the form.
     assert_eq!(r["table_error"], serde_json::json!([]), "{r}");
     let n = r["table_colonias"].as_u64().unwrap();

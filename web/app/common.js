@@ -23,7 +23,7 @@ const TEXTS = {
     problemsfirst: 'Problemas encontrados', noproblems: 'Sin problemas.', drag: 'Arrastra para cambiar el orden',
     state_queued: 'en cola', state_running: 'en proceso', state_succeeded: 'terminado', state_failed: 'con error',
     joinof: 'Unión con', rowsmatched: 'filas unidas', notmatched: 'Sin zona', closest: 'más parecidas',
-    zonesempty: 'zonas sin fila', rejoined: 'Capas unidas de nuevo', notes: 'Notas de la lectura',
+    zonesempty: 'zonas sin fila', rejoined: 'Capas unidas de nuevo', notes: 'Notas de la lectura', save: 'Guardar',
   },
   en: {
     publish: 'Publish', api: 'API', signin: 'Sign in', signout: 'Sign out', layers: 'Layers', neighbourhoods: 'Neighbourhoods',
@@ -46,7 +46,7 @@ const TEXTS = {
     problemsfirst: 'Problems found', noproblems: 'No problems.', drag: 'Drag to change the order',
     state_queued: 'queued', state_running: 'running', state_succeeded: 'finished', state_failed: 'failed',
     joinof: 'Join to', rowsmatched: 'rows matched', notmatched: 'No zone', closest: 'closest',
-    zonesempty: 'zones without a row', rejoined: 'Layers joined again', notes: 'Reading notes',
+    zonesempty: 'zones without a row', rejoined: 'Layers joined again', notes: 'Reading notes', save: 'Save',
   },
 };
 

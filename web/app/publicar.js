@@ -137,6 +137,43 @@ $('upload-form').addEventListener('submit', (e) => {
   xhr.send(fd);
 });
 
+// Record fields a metadata check asks for, edited here instead of with the CLI.
+const FIXABLE = {
+  'metadata.title': [['title', 'text']],
+  'metadata.description': [['description', 'text']],
+  'metadata.license': [['license', 'text']],
+  'metadata.contact': [['contact_name', 'text'], ['contact_email', 'email']],
+  'metadata.update_frequency': [['update_frequency', 'frequency']],
+};
+
+function fixForm(c) {
+  const inputs = FIXABLE[c.code].map(([k, type]) => (type === 'frequency'
+    ? `<select id="fix-${k}" name="${k}" aria-label="${esc(k)}">${[...$('update_frequency').options].filter((o) => o.value).map((o) => `<option value="${esc(o.value)}">${esc(o.textContent)}</option>`).join('')}</select>`
+    : `<input id="fix-${k}" name="${k}" type="${type}" required aria-label="${esc(k)}">`)).join(' ');
+  return `<form class="fix" data-code="${esc(c.code)}">${inputs} <button type="submit">${t('save')}</button><span class="error" role="alert"></span></form>`;
+}
+
+// The diagnosis, problems first (costliest at the top); missing metadata is fixed in place.
+async function showDiagnosis(layer) {
+  const q = await api(`/api/layers/${layer}/quality`);
+  const problems = q.diagnosis.checks.filter((c) => c.count > 0).sort((a, b) => b.penalty - a.penalty);
+  const msg = (c) => (lang() === 'es' ? c.message_es : c.message_en);
+  const item = (c) => `<li data-check="${esc(c.code)}">${esc(msg(c))}${FIXABLE[c.code] ? fixForm(c) : c.fix ? ` — <em>${esc(c.fix)}</em>` : ''}</li>`;
+  $('diagnosis').innerHTML = `<p id="grade"><strong>${esc(lang() === 'es' ? q.grade_es : q.grade_en)}</strong> ${q.score}/100</p>
+    <h4>${t('problemsfirst')}</h4>${problems.length ? `<ul class="problems">${problems.map(item).join('')}</ul>` : `<p>${t('noproblems')}</p>`}`;
+  for (const form of $('diagnosis').querySelectorAll('form.fix')) {
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const body = {};
+      for (const el of form.elements) if (el.name && el.value.trim()) body[el.name] = el.value.trim();
+      try {
+        await api(`/api/layers/${encodeURIComponent(layer)}`, { method: 'PATCH', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+        await showDiagnosis(layer);
+      } catch (err) { form.querySelector('.error').textContent = err.message; }
+    });
+  }
+}
+
 // What a table upload's reading found: the key join (rows matched, rows with no zone
 // and the closest zone names, zones with no row), layers joined again, reading notes.
 function joinReport(r) {
@@ -168,16 +205,12 @@ async function follow(location, layer) {
     return;
   }
   $('bar-job').value = 100;
-  const q = await api(`/api/layers/${layer}/quality`);
-  // The problems first, the costliest at the top.
-  const problems = q.diagnosis.checks.filter((c) => c.count > 0).sort((a, b) => b.penalty - a.penalty);
-  const msg = (c) => (lang() === 'es' ? c.message_es : c.message_en);
   $('report').innerHTML = `<h3>${t('done')}: ${esc(layer)} v${job.result.version}</h3>
     <p>${job.result.features_stored} / ${job.result.features_read} — ${esc(job.result.source_crs)}</p>
-    <p id="grade"><strong>${esc(lang() === 'es' ? q.grade_es : q.grade_en)}</strong> ${q.score}/100</p>
+    <div id="diagnosis"></div>
     ${joinReport(job.result)}
-    <h4>${t('problemsfirst')}</h4>${problems.length ? `<ul class="problems">${problems.map((c) => `<li>${esc(msg(c))}${c.fix ? ` — <em>${esc(c.fix)}</em>` : ''}</li>`).join('')}</ul>` : `<p>${t('noproblems')}</p>`}
     <p><a id="view-map" href="/#13/25.67/-100.31/${encodeURIComponent(layer)}">${t('viewmap')}</a></p>`;
+  await showDiagnosis(layer);
   if (job.result.bbox) {
     const b = job.result.bbox;
     const z = 12;
