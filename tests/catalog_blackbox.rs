@@ -1176,6 +1176,25 @@ fn table_uploads_with_join_metadata() {
         assert_eq!(s, 400, "{meta}: {v}");
         assert!(v.to_string().contains(want), "{meta}: {v}");
     }
+    // The metadata part is bounded (a huge crosswalk): refused, nothing read further.
+    let huge: serde_json::Map<String, Value> = (0..30_000)
+        .map(|i| {
+            (
+                format!("nombre de colonia escrito a mano {i}"),
+                json!(format!("Colonia oficial {i}")),
+            )
+        })
+        .collect();
+    let (s, v, _) = post(
+        &ae,
+        json!({"id": "pib-z", "join": "estados:NAME", "crosswalk": huge}),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v.to_string()
+            .contains("metadata part is larger than 1024 KiB"),
+        "{v}"
+    );
     // A zone field or coordinate column that does not exist fails the job with why.
     for (id, meta, want) in [
         (

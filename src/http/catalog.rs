@@ -622,7 +622,22 @@ async fn receive(
         };
         match field.name().unwrap_or("") {
             "metadata" => {
-                let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
+                // Read in chunks and bounded: the JSON record (with a join's crosswalk)
+                // is small, whatever the upload limit for the file is.
+                let mut bytes = Vec::new();
+                let mut field = field;
+                while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
+                    if bytes.len() + chunk.len() > MAX_METADATA {
+                        return Err(ApiError::bad_request(format!(
+                            "the metadata part is larger than {} KiB; a crosswalk that large \
+                             belongs in the data (or use the CLI's --crosswalk FILE)",
+                            MAX_METADATA >> 10
+                        )));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| ApiError::bad_request("the metadata part must be UTF-8 JSON"))?;
                 meta = Some(parse_meta(&text)?);
             }
             "file" => {
@@ -705,6 +720,9 @@ fn too_large(limit: u64) -> ApiError {
         limit >> 20
     ))
 }
+
+/// Largest upload metadata part (the record, and a join's crosswalk).
+const MAX_METADATA: usize = 1 << 20;
 
 fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
