@@ -179,6 +179,23 @@ fn coordinates_under_any_name() {
     .unwrap();
     let err = ingest_err(&data, &src, "mezcla", &[]);
     assert!(err.contains("mixes degrees-minutes-seconds"), "{err}");
+    // A long preamble: the header on row 41, named with --header-row; a row that
+    // does not exist is refused with the table's rows.
+    let src = tmp.path().join("preambulo.csv");
+    let mut text: String = (1..=40)
+        .map(|i| format!("Nota {i} del sistema de origen\n"))
+        .collect();
+    text.push_str("nombre,lon,lat\nMonterrey,-100.3161,25.6866\n");
+    fs::write(&src, text).unwrap();
+    let m = ingest_ok(&data, &src, "preambulo", &["--header-row", "41"]);
+    assert_eq!(m["feature_count"], 1);
+    let err = ingest_err(&data, &src, "preambulo", &["--header-row", "50"]);
+    assert!(
+        err.contains("--header-row 50") && err.contains("1..42"),
+        "{err}"
+    );
+    let err = ingest_err(&data, &src, "preambulo", &["--header-row", "20000"]);
+    assert!(err.contains("within the first 10000 rows"), "{err}");
     // A named column that does not exist.
     let err = ingest_err(&data, &src, "mezcla", &["--lon", "lng", "--lat", "lat"]);
     assert!(

@@ -448,6 +448,9 @@ fn parse_date_text(s: &str, day_first: bool) -> Option<TextDate> {
     None
 }
 
+/// The furthest row `--header-row` may name (rows above it are read as a preamble).
+const MAX_HEADER_ROW: usize = 10_000;
+
 /// Where the rows come from.
 enum Source {
     Csv {
@@ -940,16 +943,22 @@ impl Table {
                 })
                 .count();
             probe.push((line, cells.iter().map(Cell::to_text).collect(), ne, nt));
-            Ok(probe.len() < 30)
+            // The header is looked for in the first 30 rows, or up to the one named.
+            Ok(probe.len() < opts.header_row.map_or(30, |n| n.clamp(30, MAX_HEADER_ROW)))
         })?;
         if probe.is_empty() {
             return Err(Error::bad("the table is empty"));
         }
         let width = probe.iter().map(|p| p.2).max().unwrap_or(0);
         let header_idx = match opts.header_row {
+            Some(n) if n > MAX_HEADER_ROW => {
+                return Err(Error::bad(format!(
+                    "--header-row {n}: the header must be within the first {MAX_HEADER_ROW} rows"
+                )))
+            }
             Some(n) => probe.iter().position(|p| p.0 == n as u64).ok_or_else(|| {
                 Error::bad(format!(
-                    "--header-row {n}: the table's first rows are {}..{}",
+                    "--header-row {n}: the table's rows (with values) are {}..{}",
                     probe[0].0,
                     probe[probe.len() - 1].0
                 ))
