@@ -43,18 +43,6 @@ fn monterrey_geojson(dir: &Path) -> (PathBuf, Vec<(f64, f64)>) {
     (p, pts)
 }
 
-fn stored_features(data: &Path, layer: &str) -> Vec<Value> {
-    let v = ogr_geojson(
-        &current_fgb(data, layer).to_string_lossy(),
-        None,
-        false,
-        &[],
-    );
-    let mut f = v["features"].as_array().unwrap().clone();
-    f.sort_by_key(|f| f["properties"]["__datahub_fid"].as_i64().unwrap());
-    f
-}
-
 #[test]
 fn mexican_crss_round_trip_at_monterrey() {
     let tmp = tempfile::tempdir().unwrap();

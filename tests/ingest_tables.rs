@@ -16,18 +16,6 @@ use std::path::{Path, PathBuf};
 use common::*;
 use serde_json::Value;
 
-fn stored(data: &Path, layer: &str) -> Vec<Value> {
-    let v = ogr_geojson(
-        &current_fgb(data, layer).to_string_lossy(),
-        None,
-        false,
-        &[],
-    );
-    let mut f = v["features"].as_array().unwrap().clone();
-    f.sort_by_key(|f| f["properties"]["__datahub_fid"].as_i64().unwrap());
-    f
-}
-
 fn xy(f: &Value) -> (f64, f64) {
     let c = &f["geometry"]["coordinates"];
     (c[0].as_f64().unwrap(), c[1].as_f64().unwrap())
@@ -94,7 +82,7 @@ fn coordinates_under_any_name() {
         let layer = name.trim_end_matches(".csv");
         let m = ingest_ok(&data, &src, layer, extra);
         assert_eq!(m["feature_count"], 2, "{name}");
-        let f = stored(&data, layer);
+        let f = stored_features(&data, layer);
         let (x, y) = xy(&f[0]);
         assert!(
             (x + 100.3161).abs() < 1e-4 && (y - 25.6866).abs() < 1e-4,
@@ -127,7 +115,7 @@ fn coordinates_under_any_name() {
         notes.contains("CP1252") && notes.contains("separator ';'"),
         "{notes}"
     );
-    let f = stored(&data, "escuelas");
+    let f = stored_features(&data, "escuelas");
     assert_eq!(f[0]["properties"]["escuela"], "Niños Héroes");
     assert_eq!(f[0]["properties"]["presupuesto"], 1234.5);
     assert_eq!(xy(&f[0]), (-100.3161, 25.6866));
@@ -139,7 +127,10 @@ fn coordinates_under_any_name() {
     )
     .unwrap();
     ingest_ok(&data, &src, "lonlat", &[]);
-    assert_eq!(xy(&stored(&data, "lonlat")[1]), (-100.1886, 25.7817));
+    assert_eq!(
+        xy(&stored_features(&data, "lonlat")[1]),
+        (-100.1886, 25.7817)
+    );
 
     // Ambiguous: two possible pairs are listed with sample values; never guessed.
     let src = tmp.path().join("dos.csv");
@@ -274,7 +265,7 @@ fn office_spreadsheets_title_rows_notes_and_sheets() {
             .collect();
         assert_eq!(m["report"]["features_read"], rows.len(), "{f}");
         assert_eq!(m["feature_count"], valid.len(), "{f}");
-        let ours = stored(&data, "sismos");
+        let ours = stored_features(&data, "sismos");
         for (a, b) in ours.iter().zip(&valid) {
             assert_eq!(xy(a).0, b["properties"]["long"].as_f64().unwrap(), "{f}");
             assert_eq!(xy(a).1, b["properties"]["lat"].as_f64().unwrap(), "{f}");
@@ -398,7 +389,7 @@ wb.save(sys.argv[1])
             )
         })
         .collect();
-    let f = stored(&data, "poblacion");
+    let f = stored_features(&data, "poblacion");
     assert_eq!(f.len(), 4);
     let mty = f
         .iter()
@@ -517,7 +508,7 @@ wb.save(sys.argv[1])
     );
     assert_eq!(last["report"]["join"]["zone_version"], 2);
     assert_eq!(last["report"]["join"]["matched"], 4);
-    let mty2 = stored(&data, "poblacion")
+    let mty2 = stored_features(&data, "poblacion")
         .into_iter()
         .find(|f| f["properties"]["NOM_MUN"] == "Monterrey")
         .unwrap();
@@ -565,7 +556,7 @@ wb.save(sys.argv[1])
         out.contains("rejoined     layer poblacion version 3"),
         "{out}"
     );
-    let mty3 = stored(&data, "poblacion")
+    let mty3 = stored_features(&data, "poblacion")
         .into_iter()
         .find(|f| f["properties"]["NOM_MUN"] == "Monterrey")
         .unwrap();
@@ -637,7 +628,7 @@ fn mexican_states_joined_by_name_with_report_and_crosswalk() {
         &[csv.to_str().unwrap()],
     );
     let table: serde_json::Map<String, Value> = serde_json::from_str(&table).unwrap();
-    let f = stored(&data, "pib-estatal");
+    let f = stored_features(&data, "pib-estatal");
     assert_eq!(f.len(), 27);
     for feat in &f {
         let st = feat["properties"]["State"].as_str().unwrap();

@@ -33,6 +33,19 @@ pub fn venv_python() -> PathBuf {
     p
 }
 
+/// The features of a layer's current version as GDAL reads our FlatGeobuf, in id order.
+pub fn stored_features(data: &Path, layer: &str) -> Vec<Value> {
+    let v = ogr_geojson(
+        &current_fgb(data, layer).to_string_lossy(),
+        None,
+        false,
+        &[],
+    );
+    let mut f = v["features"].as_array().expect("features").clone();
+    f.sort_by_key(|f| f["properties"]["__datahub_fid"].as_i64().expect("fid"));
+    f
+}
+
 /// A stored schema as "name:type" strings, from an ingest's `--json` summary.
 pub fn schema_types(meta: &Value) -> Vec<String> {
     meta["schema"]
