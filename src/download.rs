@@ -40,6 +40,15 @@ pub const ALL: [DownloadFormat; 7] = [
     DownloadFormat::Xlsx,
 ];
 
+/// The formats a layer can be downloaded in: all of them, but a dataset without
+/// geometry has no Shapefile or FlatGeobuf (both need a geometry; GDAL writes neither
+/// for a table).
+pub fn formats_for(meta: &layers::store::LayerMeta) -> impl Iterator<Item = DownloadFormat> {
+    let table = meta.geometry_types.is_empty() && meta.feature_count > 0;
+    ALL.into_iter()
+        .filter(move |f| !(table && matches!(f, DownloadFormat::Shp | DownloadFormat::Fgb)))
+}
+
 /// Rows an Excel sheet holds, the header included.
 const XLSX_MAX_ROWS: usize = 1_048_576;
 
@@ -167,6 +176,13 @@ fn layer_geometry_type(types: &[String], fmt: DownloadFormat) -> layers::Result<
         "Polygon" | "MultiPolygon" => 2,
         _ => 3,
     };
+    if types.is_empty() && matches!(fmt, DownloadFormat::Shp | DownloadFormat::Fgb) {
+        return Err(layers::Error::bad(format!(
+            "this dataset has no geometry and {} needs one: download it as CSV (f=csv), \
+             Excel (f=xlsx), GeoPackage (f=gpkg) or GeoJSON",
+            fmt.title()
+        )));
+    }
     let kinds: std::collections::BTreeSet<u8> = types.iter().map(|t| kind(t)).collect();
     let multi = types.iter().any(|t| t.starts_with("Multi"));
     Ok(match (kinds.len(), kinds.first()) {
@@ -245,7 +261,15 @@ pub fn write_file(
     } else {
         layer_geometry_type(&layer.meta.geometry_types, fmt)?
     };
+    // A dataset without geometry: no geometry column at all (not an empty WKT one).
+    let no_geometry = layer.meta.geometry_types.is_empty();
+    let gtype = if no_geometry {
+        OGRwkbGeometryType::wkbNone
+    } else {
+        gtype
+    };
     let options: Vec<&str> = match fmt {
+        DownloadFormat::Csv if no_geometry => vec!["CREATE_CSVT=YES"],
         DownloadFormat::Csv => vec!["GEOMETRY=AS_WKT", "CREATE_CSVT=YES"],
         DownloadFormat::Shp => vec!["ENCODING=UTF-8"],
         DownloadFormat::Fgb => vec!["SPATIAL_INDEX=YES"],

@@ -75,6 +75,9 @@ struct TableArgs {
     /// With --join: a CSV of table value,zone value for names no rule matches
     #[arg(long)]
     crosswalk: Option<PathBuf>,
+    /// A table with no place (a budget, a directory): stored and served without geometry
+    #[arg(long)]
+    no_geometry: bool,
 }
 
 impl TableArgs {
@@ -99,6 +102,7 @@ impl TableArgs {
             coords: self.coords,
             coord_order: self.coord_order,
             join,
+            no_geometry: self.no_geometry,
         })
     }
 }
@@ -489,7 +493,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         b[0], b[1], b[2], b[3]
                     )?;
                 }
-                writeln!(out, "  geometry     {}", m.geometry_types.join(", "))?;
+                if m.geometry_types.is_empty() && m.feature_count > 0 {
+                    writeln!(out, "  geometry     none: a table without a place")?;
+                } else {
+                    writeln!(out, "  geometry     {}", m.geometry_types.join(", "))?;
+                }
                 writeln!(out, "  time         {:.2} s", m.duration_ms as f64 / 1000.0)?;
                 for (k, p) in &r.problems {
                     writeln!(out, "  problem      {k}: {} ({})", p.count, p.description)?;

@@ -733,3 +733,112 @@ fn broken_and_hostile_spreadsheets_are_refused() {
         0
     );
 }
+
+/// A dataset with no place (a budget): stored with `--no-geometry`, diagnosed on its
+/// attributes only, served as OGC API items with `"geometry": null`, downloadable as
+/// CSV, Excel, GeoPackage, FlatGeobuf and GeoJSON (a Shapefile is refused), absent from
+/// bbox queries and tiles, and in the open-data feeds without a spatial extent.
+#[test]
+fn budget_without_geometry_is_catalogued_and_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let src = tmp.path().join("presupuesto.csv");
+    fs::write(
+        &src,
+        "partida;concepto;monto_2025;fecha_corte\n1000;Servicios personales;1200000,50;31/01/2025\n2000;Materiales y suministros;350000;31/01/2025\n3000;Servicios generales;890000,25;28/02/2025\n",
+    )
+    .unwrap();
+    let err = ingest_err(&data, &src, "presupuesto", &[]);
+    assert!(err.contains("--no-geometry"), "{err}");
+    let m = ingest_ok(
+        &data,
+        &src,
+        "presupuesto",
+        &[
+            "--no-geometry",
+            "--access",
+            "public",
+            "--title",
+            "Presupuesto de egresos 2025",
+        ],
+    );
+    assert_eq!(m["feature_count"], 3);
+    assert_eq!(m["geometry_types"], serde_json::json!([]));
+    assert!(m["bbox"].is_null(), "{}", m["bbox"]);
+    assert!(
+        schema_types(&m).contains(&"monto_2025:float".to_string()),
+        "{:?}",
+        schema_types(&m)
+    );
+    let checks = m["diagnosis"]["checks"].to_string();
+    assert!(
+        !checks.contains("location.") && !checks.contains("geometry."),
+        "{checks}"
+    );
+    // --no-geometry with coordinates is refused.
+    let pts = tmp.path().join("pts.csv");
+    fs::write(&pts, "n,lon,lat\nA,-100.3,25.6\n").unwrap();
+    let err = ingest_err(&data, &pts, "pts", &["--no-geometry"]);
+    assert!(
+        err.contains("--no-geometry stores a table without a place"),
+        "{err}"
+    );
+
+    let server = Server::start(&data);
+    let (s, v) = server.get("/collections/presupuesto/items");
+    assert_eq!(s, 200);
+    assert_eq!(v["numberMatched"], 3);
+    let feats = v["features"].as_array().unwrap();
+    assert!(feats.iter().all(|f| f["geometry"].is_null()), "{v}");
+    assert_eq!(feats[0]["properties"]["monto_2025"], 1200000.5);
+    assert_eq!(feats[2]["properties"]["fecha_corte"], "2025-02-28");
+    let (_, v) = server.get("/collections/presupuesto/items?bbox=-1,-1,1,1");
+    assert_eq!(v["numberMatched"], 0, "{v}");
+    let (_, c) = server.get("/collections/presupuesto");
+    assert!(c["extent"].get("spatial").is_none(), "{c}");
+    let http = reqwest::blocking::Client::new();
+    let get = |path: &str| http.get(format!("{}{path}", server.base)).send().unwrap();
+    assert_eq!(get("/tiles/presupuesto/0/0/0.mvt").status(), 204);
+    for (f, file) in [
+        ("csv", "p.csv"),
+        ("xlsx", "p.xlsx"),
+        ("gpkg", "p.gpkg"),
+        ("geojson", "p.geojson"),
+    ] {
+        let r = get(&format!("/collections/presupuesto/items?f={f}"));
+        assert_eq!(r.status(), 200, "{f}");
+        let path = tmp.path().join(file);
+        fs::write(&path, r.bytes().unwrap()).unwrap();
+        let back = ogr_geojson(&path.to_string_lossy(), None, false, &[]);
+        let rows = back["features"].as_array().unwrap();
+        assert_eq!(rows.len(), 3, "{f}: {back}");
+        assert!(rows.iter().all(|r| r["geometry"].is_null()), "{f}");
+        assert_eq!(
+            rows[1]["properties"]["concepto"], "Materiales y suministros",
+            "{f}"
+        );
+    }
+    let csv = fs::read_to_string(tmp.path().join("p.csv")).unwrap();
+    assert!(csv.starts_with("partida,concepto"), "{csv}");
+    for f in ["shp", "fgb"] {
+        let r = get(&format!("/collections/presupuesto/items?f={f}"));
+        assert_eq!(r.status(), 400, "{f}");
+        assert!(r.text().unwrap().contains("has no geometry"), "{f}");
+    }
+    // Nor are they offered.
+    let offered = c["links"].to_string();
+    assert!(
+        offered.contains("f=xlsx") && !offered.contains("f=shp") && !offered.contains("f=fgb"),
+        "{offered}"
+    );
+    let (_, feed) = server.get("/catalog/data.json");
+    let ds = feed["dataset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["title"] == "Presupuesto de egresos 2025")
+        .unwrap();
+    assert!(ds.get("spatial").is_none(), "{ds}");
+    let (_, hits) = server.get("/api/catalog?q=presupuesto");
+    assert!(hits.to_string().contains("presupuesto"), "{hits}");
+}

@@ -897,7 +897,9 @@ pub fn diagnose_with(
     let id_like: Vec<bool> = schema.iter().map(|f| looks_like_id(&f.name)).collect();
     // Point positions straight from the R-tree leaves: a point layer's geometries are
     // never decoded.
-    let points_only = meta.geometry_types.iter().all(|t| t == "Point");
+    // (A table without geometry has no types: its rows are not points at the origin.)
+    let points_only =
+        !meta.geometry_types.is_empty() && meta.geometry_types.iter().all(|t| t == "Point");
     let points: Vec<(f64, f64)> = match (points_only, boxes) {
         (false, _) => Vec::new(),
         (true, Some(b)) => b.iter().map(|b| (b[0], b[1])).collect(),

@@ -98,21 +98,30 @@ impl Default for FeatureEncoder {
 /// An encoded feature and its bbox.
 pub struct Encoded {
     pub bytes: Vec<u8>,
+    /// The geometry's bbox; [0, 0, 0, 0] for a row of a table without geometry.
     pub bbox: [f64; 4],
+    pub has_geometry: bool,
 }
 
 impl FeatureEncoder {
-    /// `values` follow the schema; column 0 is always the DataHub id.
+    /// `values` follow the schema; column 0 is always the DataHub id. `geom` is None
+    /// for the rows of a dataset without geometry (a table with no place).
     pub fn encode(
         &mut self,
         fid: i64,
-        geom: &geo::Geometry<f64>,
+        geom: Option<&geo::Geometry<f64>>,
         values: &[Value2],
     ) -> Result<Encoded> {
         use geo::BoundingRect;
-        let r = geom
-            .bounding_rect()
-            .ok_or_else(|| Error::Internal(format!("feature {fid} has an empty geometry")))?;
+        let bbox = match geom {
+            Some(g) => {
+                let r = g.bounding_rect().ok_or_else(|| {
+                    Error::Internal(format!("feature {fid} has an empty geometry"))
+                })?;
+                Some([r.min().x, r.min().y, r.max().x, r.max().y])
+            }
+            None => None,
+        };
         self.props.clear();
         self.props.extend_from_slice(&0u16.to_le_bytes());
         self.props.extend_from_slice(&fid.to_le_bytes());
@@ -149,12 +158,12 @@ impl FeatureEncoder {
             }
         }
         self.fbb.reset();
-        let g = build_geometry(&mut self.fbb, geom, true);
+        let g = geom.map(|g| build_geometry(&mut self.fbb, g, true));
         let props = self.fbb.create_vector(&self.props);
         let f = flatgeobuf::Feature::create(
             &mut self.fbb,
             &flatgeobuf::FeatureArgs {
-                geometry: Some(g),
+                geometry: g,
                 properties: Some(props),
                 columns: None,
             },
@@ -162,7 +171,10 @@ impl FeatureEncoder {
         self.fbb.finish_size_prefixed(f, None);
         Ok(Encoded {
             bytes: self.fbb.finished_data().to_vec(),
-            bbox: [r.min().x, r.min().y, r.max().x, r.max().y],
+            // The index needs a box: rows without geometry sit at the origin, and a
+            // layer without geometry is never searched by bbox (no R-tree at load).
+            bbox: bbox.unwrap_or([0.0; 4]),
+            has_geometry: bbox.is_some(),
         })
     }
 }
@@ -938,8 +950,11 @@ mod tests {
             } else {
                 Value2::Text(format!("Colonia Niños Héroes {i}"))
             };
-            w.add(&enc.encode(i + 1, &g, &[name, Value2::Long(i * 7)]).unwrap())
-                .unwrap();
+            w.add(
+                &enc.encode(i + 1, Some(&g), &[name, Value2::Long(i * 7)])
+                    .unwrap(),
+            )
+            .unwrap();
         }
         let mut buf = Vec::new();
         w.finish(&mut buf).unwrap();

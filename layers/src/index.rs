@@ -88,7 +88,12 @@ impl LoadedLayer {
             .iter()
             .map(|&i| (fids[i as usize], leaves[i as usize].offset))
             .collect();
-        let (tree, boxes) = if with_tree {
+        // A dataset without geometry (a table with no place) is never found by bbox:
+        // its rows' index boxes are placeholders at the origin.
+        let spatial = !v.meta.geometry_types.is_empty();
+        let (tree, boxes) = if with_tree && !spatial {
+            (RTree::new(), Vec::new())
+        } else if with_tree {
             let entries: Vec<Entry> = leaves
                 .iter()
                 .zip(&pos)

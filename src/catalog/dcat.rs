@@ -11,7 +11,7 @@ use layers::store::{Access, LayerMeta};
 use serde_json::{json, Value};
 
 use super::Ministry;
-use crate::download::{DownloadFormat, ALL as DOWNLOADS};
+use crate::download::DownloadFormat;
 
 /// The catalogue's publisher.
 pub const CITY: &str = "Municipio de Monterrey";
@@ -158,14 +158,13 @@ pub fn data_json(datasets: &[Dataset<'_>], base: &str) -> Value {
 fn us_dataset(d: &Dataset<'_>, base: &str) -> Value {
     let m = d.meta;
     let url = collection_url(base, &m.id);
-    let mut distribution: Vec<Value> = DOWNLOADS
-        .iter()
+    let mut distribution: Vec<Value> = crate::download::formats_for(m)
         .map(|f| {
             json!({
                 "@type": "dcat:Distribution",
                 "title": f.title(),
                 "downloadURL": format!("{url}/items?f={}", f.param()),
-                "mediaType": media_type(*f),
+                "mediaType": media_type(f),
                 "format": f.title(),
             })
         })
@@ -276,8 +275,7 @@ fn ap_dataset(d: &Dataset<'_>, base: &str) -> Value {
     let license = license_link(&m.license)
         .map(|l| json!({"@id": l}))
         .unwrap_or_else(|| json!({"@type": "dct:LicenseDocument", "rdfs:label": m.license}));
-    let mut dists: Vec<Value> = DOWNLOADS
-        .iter()
+    let mut dists: Vec<Value> = crate::download::formats_for(m)
         .map(|f| {
             let mut x = json!({
                 "@id": format!("{url}#dist-{}", f.param()),
@@ -285,10 +283,10 @@ fn ap_dataset(d: &Dataset<'_>, base: &str) -> Value {
                 "dct:title": f.title(),
                 "dcat:accessURL": {"@id": url},
                 "dcat:downloadURL": {"@id": format!("{url}/items?f={}", f.param())},
-                "dcat:mediaType": {"@id": format!("http://www.iana.org/assignments/media-types/{}", media_type(*f))},
+                "dcat:mediaType": {"@id": format!("http://www.iana.org/assignments/media-types/{}", media_type(f))},
                 "dct:license": license,
             });
-            if let Some(t) = eu_file_type(*f) {
+            if let Some(t) = eu_file_type(f) {
                 x["dct:format"] =
                     json!({"@id": format!("http://publications.europa.eu/resource/authority/file-type/{t}")});
             }

@@ -86,8 +86,7 @@ fn record_doc(
         issued,
     };
     let mqa = dcat::mqa(&ds);
-    let downloads: Vec<Value> = crate::download::ALL
-        .iter()
+    let downloads: Vec<Value> = crate::download::formats_for(m)
         .map(|f| json!({"format": f.param(), "title": f.title(), "href": format!("{url}/items?f={}", f.param()), "type": f.media_type()}))
         .collect();
     json!({
@@ -475,6 +474,9 @@ struct MetaInput {
     as_: Option<String>,
     /// Table value → zone value for names no rule matches.
     crosswalk: Option<std::collections::BTreeMap<String, String>>,
+    /// A table with no place: stored and served without geometry.
+    #[serde(default)]
+    no_geometry: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -534,6 +536,7 @@ impl MetaInput {
             coords: self.coords.clone(),
             coord_order: self.coord_order.clone(),
             join,
+            no_geometry: self.no_geometry,
         })
     }
 
@@ -559,7 +562,7 @@ impl MetaInput {
 fn parse_meta(text: &str) -> ApiResult<MetaInput> {
     serde_json::from_str(text).map_err(|e| {
         ApiError::bad_request(format!(
-            "metadata is not valid: {e}. Accepted keys: id, title, description, ministry, access, keywords, theme, license, contact_name, contact_email, update_frequency, language, temporal, crs, source_layer, id_field, skip_invalid, note, header_row, lon, lat, x, y, coords, coord_order, join, key, as, crosswalk"
+            "metadata is not valid: {e}. Accepted keys: id, title, description, ministry, access, keywords, theme, license, contact_name, contact_email, update_frequency, language, temporal, crs, source_layer, id_field, skip_invalid, note, header_row, lon, lat, x, y, coords, coord_order, join, key, as, crosswalk, no_geometry"
         ))
     })
 }
@@ -1072,6 +1075,7 @@ async fn edit_layer(
         ("x", input.x.is_some() || input.y.is_some()),
         ("coords", input.coords.is_some()),
         ("header_row", input.header_row.is_some()),
+        ("no_geometry", input.no_geometry),
     ] {
         if set {
             return Err(ApiError::bad_request(format!(

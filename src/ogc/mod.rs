@@ -171,7 +171,7 @@ pub fn collection(l: &LoadedLayer, base: &str, temporal: Option<Interval>) -> Va
     });
     // Whole-layer downloads, one link per format.
     if let Some(links) = c["links"].as_array_mut() {
-        for d in crate::download::ALL {
+        for d in crate::download::formats_for(m) {
             links.push(link(
                 format!("{url}/items?f={}", d.param()),
                 "enclosure",

@@ -33,6 +33,8 @@ map.addControl(new maplibregl.GeolocateControl({ trackUserLocation: false }), 't
 window.datahub = { map, state, ready: false };
 
 const geomKind = (rec) => {
+  // A dataset with no place (a budget): listed, detailed and downloadable, not drawn.
+  if (!(rec.geometry_types || []).length && rec.feature_count > 0) return 'table';
   const g = (rec.geometry_types || []).join(' ');
   if (g.includes('Polygon')) return 'polygon';
   if (g.includes('Line')) return 'line';
@@ -99,6 +101,16 @@ function layerCard(l) {
   d.dataset.layer = l.id;
   const grade = l.quality ? `<span class="badge g-${esc(l.quality.grade)}" title="${t('quality')}">${esc(lang() === 'es' ? l.quality.grade_es : l.quality.grade.replace('_', ' '))} ${l.quality.score}</span>` : '';
   const fields = (l.fields || []).map((f) => `<option value="${esc(f.name)}">${esc(f.name)}</option>`).join('');
+  if (geomKind(l) === 'table') {
+    d.classList.add('table');
+    d.innerHTML = `
+    <div class="top"><span class="swatch table-mark" aria-hidden="true">▦</span><span>${esc(l.title)}</span></div>
+    <div class="meta"><span>${t('table')}</span><span>${Number(l.feature_count).toLocaleString(lang() === 'es' ? 'es-MX' : 'en')} ${t('rows')}</span>
+      ${grade}<span class="badge a-${esc(l.access)}">${esc(lang() === 'es' ? l.access_es : l.access)}</span></div>
+    <div class="tools"><button type="button" data-act="info">${t('details')}</button></div>`;
+    d.querySelector('button').addEventListener('click', () => showDetails(l.id));
+    return d;
+  }
   d.innerHTML = `
     <div class="top"><input type="checkbox" id="chk-${esc(l.id)}" ${state.order.includes(l.id) ? 'checked' : ''}>
       <label for="chk-${esc(l.id)}"><span class="swatch" style="background:${colorOf(l.id)}"></span>${esc(l.title)}</label></div>
@@ -146,7 +158,7 @@ function paintColor(id) {
 
 function showLayer(id) {
   const l = state.byId[id];
-  if (!l || state.order.includes(id)) return;
+  if (!l || state.order.includes(id) || geomKind(l) === 'table') return;
   if (!map.getSource(`src-${id}`)) {
     map.addSource(`src-${id}`, { type: 'vector', tiles: [tilesUrl(id)], minzoom: 0, maxzoom: 16, bounds: l.bbox || undefined });
   }
@@ -334,7 +346,7 @@ function fillZoneSelects() {
   if (keep) zs.value = keep;
   const ls = $('zlayer');
   const keepL = ls.value;
-  ls.innerHTML = state.layers.map((l) => `<option value="${esc(l.id)}">${esc(l.title)}</option>`).join('');
+  ls.innerHTML = state.layers.filter((l) => geomKind(l) !== 'table').map((l) => `<option value="${esc(l.id)}">${esc(l.title)}</option>`).join('');
   ls.value = keepL || (state.layers.find((l) => geomKind(l) === 'point') || state.layers[0] || {}).id || '';
   fillStats();
 }

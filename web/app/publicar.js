@@ -91,6 +91,7 @@ function metadata() {
     if (v) m[k] = v;
   }
   if ($('header_row').value) m.header_row = Number($('header_row').value);
+  if ($('no_geometry').checked) m.no_geometry = true;
   if ($('join_layer').value) {
     m.join = { layer: $('join_layer').value, field: $('join_field').value };
     if ($('key').value.trim()) m.key = $('key').value.trim();

@@ -167,6 +167,8 @@ struct Raw {
     geom: Option<geo::Geometry<f64>>,
     /// A table row whose key matched no zone of a join.
     unplaced: bool,
+    /// A row of a dataset without geometry (`--no-geometry`): stored as attributes.
+    no_geometry: bool,
     notes: Vec<(Kind, String)>,
     values: Vec<Value2>,
 }
@@ -734,6 +736,7 @@ fn read_features(
             wkb,
             geom: None,
             unplaced: false,
+            no_geometry: false,
             notes,
             values,
         };
@@ -872,6 +875,13 @@ fn process(
         notes: raw.notes,
         repaired: false,
     };
+    if raw.no_geometry {
+        done.fid = feature_id(raw.fid_hint, &raw.values, id_index);
+        if let Some(fid) = done.fid {
+            done.encoded = Some(encoder.encode(fid, None, &raw.values)?);
+        }
+        return Ok(done);
+    }
     let parsed = match (raw.geom, raw.wkb) {
         (Some(g), _) => Ok(g),
         (None, Some(wkb)) => geozero::wkb::Wkb(wkb).to_geo(),
@@ -932,19 +942,24 @@ fn process(
             g
         }
     };
-    done.fid = match id_index {
-        None => Some(raw.fid_hint),
-        Some(i) => match raw.values.get(i) {
+    done.fid = feature_id(raw.fid_hint, &raw.values, id_index);
+    done.gtype = geometry_type_name(&geom);
+    if let Some(fid) = done.fid {
+        done.encoded = Some(encoder.encode(fid, Some(&geom), &raw.values)?);
+    }
+    Ok(done)
+}
+
+/// The feature id: the source position, or the `--id-field` value (None when empty).
+fn feature_id(fid_hint: i64, values: &[Value2], id_index: Option<usize>) -> Option<i64> {
+    match id_index {
+        None => Some(fid_hint),
+        Some(i) => match values.get(i) {
             Some(Value2::Int(n)) => Some(i64::from(*n)),
             Some(Value2::Long(n)) => Some(*n),
             _ => None,
         },
-    };
-    done.gtype = geometry_type_name(&geom);
-    if let Some(fid) = done.fid {
-        done.encoded = Some(encoder.encode(fid, &geom, &raw.values)?);
     }
-    Ok(done)
 }
 
 struct WriterResult {
@@ -1064,14 +1079,16 @@ fn write_one(
     if d.repaired {
         res.report.features_repaired += 1;
     }
-    let b = res
-        .bbox
-        .get_or_insert([f64::MAX, f64::MAX, f64::MIN, f64::MIN]);
-    b[0] = b[0].min(enc.bbox[0]);
-    b[1] = b[1].min(enc.bbox[1]);
-    b[2] = b[2].max(enc.bbox[2]);
-    b[3] = b[3].max(enc.bbox[3]);
-    res.types.insert(d.gtype.to_string());
+    if enc.has_geometry {
+        let b = res
+            .bbox
+            .get_or_insert([f64::MAX, f64::MAX, f64::MIN, f64::MIN]);
+        b[0] = b[0].min(enc.bbox[0]);
+        b[1] = b[1].min(enc.bbox[1]);
+        b[2] = b[2].max(enc.bbox[2]);
+        b[3] = b[3].max(enc.bbox[3]);
+        res.types.insert(d.gtype.to_string());
+    }
     writer.add(&enc)?;
     res.stored += 1;
     Ok(())

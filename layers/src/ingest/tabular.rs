@@ -49,11 +49,18 @@ pub fn prepare(
         }
         None => (table.placement(opts, &region.bbox)?, None),
     };
-    if placement.is_none() && zones.is_none() {
+    if opts.no_geometry && (zones.is_some() || placement.is_some()) {
+        return Err(Error::bad(
+            "--no-geometry stores a table without a place; leave it out to place the rows by \
+             their coordinates or by --join",
+        ));
+    }
+    if placement.is_none() && zones.is_none() && !opts.no_geometry {
         return Err(Error::bad(format!(
             "the table has no coordinate columns: name them with --lon COL --lat COL (or --x/--y \
              with --crs for metres, or --coords COL for one column with both), or place the rows \
-             by a key with --join ZONE_LAYER:FIELD (e.g. --join municipios:CVEGEO); recognised \
+             by a key with --join ZONE_LAYER:FIELD (e.g. --join municipios:CVEGEO), or store a \
+             table with no place (a budget, a directory) with --no-geometry; recognised \
              names are lon/lng/longitude/longitud/x and lat/latitude/latitud/y with any prefix or \
              suffix, or a WKT column; its columns are: {}",
             crate::table::name_list(table.columns.iter().map(|c| c.name.as_str()))
@@ -67,6 +74,9 @@ pub fn prepare(
             ))
         }
         _ => {
+            if opts.no_geometry {
+                notes.push("stored without geometry (--no-geometry): a table with no place".into());
+            }
             if placement.is_some() {
                 notes.push(
                     "no CRS declared: the coordinates are read as lon/lat WGS 84 (EPSG:4326); \
@@ -184,6 +194,7 @@ pub fn read_rows(
             wkb: None,
             geom,
             unplaced: joiner.is_some(),
+            no_geometry: opts.no_geometry,
             notes,
             values,
         }))

@@ -53,6 +53,10 @@ pub struct TableOptions {
     /// Place rows by a key matched to a zone layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join: Option<join::JoinSpec>,
+    /// A dataset with no place at all (a budget, a directory): stored, versioned,
+    /// diagnosed and served without geometry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_geometry: bool,
 }
 
 impl TableOptions {
