@@ -210,6 +210,25 @@ const path = require('path');
   res.table_job_state = await page.$eval('#job-state', (s) => s.textContent);
   await page.screenshot({ path: path.join(out, 'publish-table-join.png'), fullPage: true });
 
+  // 11. A budget with no place, through the form's "Sin lugar" box; the map's catalogue
+  // lists it as a table (details, no checkbox) and does not draw it.
+  const budget = path.join(out, 'presupuesto.csv');
+  fs.writeFileSync(budget, 'partida,concepto,monto\n1000,Servicios personales,1200000\n2000,Materiales,350000\n');
+  await page.goto(`${base}/publicar`, { waitUntil: 'load' });
+  await page.waitForSelector('#upload-form:not([hidden])', { timeout: 10000 });
+  await page.setInputFiles('#file', budget);
+  await page.fill('#id', 'presupuesto-web');
+  await page.fill('#title', 'Presupuesto (web)');
+  await page.selectOption('#access', 'public');
+  await page.check('#no_geometry');
+  await page.click('#send');
+  await page.waitForSelector('#view-map, #job-error', { timeout: 60000 });
+  res.budget_error = await page.$$eval('#job-error', (e) => e.map((x) => x.textContent));
+  await page.goto(`${base}/`, { waitUntil: 'load' });
+  await waitFor(() => window.datahub && window.datahub.ready);
+  res.budget_card = await page.$$eval('.layer.table[data-layer="presupuesto-web"]', (c) => c.map((x) => ({ text: x.textContent, checkboxes: x.querySelectorAll('input[type=checkbox]').length })));
+  res.budget_drawn = await page.evaluate(() => window.datahub.state.order.includes('presupuesto-web'));
+
   res.errors = errors;
   await browser.close();
   console.log(JSON.stringify(res));

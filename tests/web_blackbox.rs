@@ -248,6 +248,18 @@ fn planners_map_and_publishing_in_a_browser() {
         "{r}"
     );
     assert_eq!(r["table_job_state"], "terminado", "{r}");
+    // A budget with no place: a table in the catalogue, not drawn.
+    assert_eq!(r["budget_error"], serde_json::json!([]), "{r}");
+    let card = &r["budget_card"][0];
+    assert!(
+        card["text"]
+            .as_str()
+            .unwrap()
+            .contains("tabla sin geometría"),
+        "{r}"
+    );
+    assert_eq!(card["checkboxes"], 0, "{r}");
+    assert_eq!(r["budget_drawn"], false);
     assert_eq!(r["new_layer_visible"], true);
     assert!(r["new_layer_rendered"].as_u64().unwrap() > 0);
     // A new version through the form, then a rollback from the version list.
