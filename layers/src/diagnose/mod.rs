@@ -10,8 +10,8 @@
 //!
 //! [`diagnose_with`] scans every feature once on every core (this module: what each
 //! feature contributes, merged in order), then each check family reports from what the
-//! scan gathered: [`geometry`], [`location`], [`duplicates`], [`attributes`] and
-//! [`metadata`], in that order.
+//! scan gathered: `geometry`, `location`, `duplicates`, `attributes` and
+//! `metadata`, in that order.
 
 mod attributes;
 mod duplicates;
