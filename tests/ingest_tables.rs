@@ -600,6 +600,9 @@ fn mexican_states_joined_by_name_with_report_and_crosswalk() {
             )
         })
         .collect();
+    // The diagnosis says why five rows were left out.
+    let checks = m["diagnosis"]["checks"].to_string();
+    assert!(checks.contains("not_joined: 5"), "{checks}");
     let keys: Vec<&str> = unmatched.iter().map(|u| u.0.as_str()).collect();
     assert_eq!(
         keys,

@@ -15,26 +15,24 @@ pub(super) fn checks(
     // Geometry, from the ingest report and the stored features.
     let rejected = report.features_rejected;
     if rejected > 0 {
-        let kinds: Vec<String> = report
+        // The problems that made the ingest leave features out (rows of a join that
+        // matched no zone among them).
+        let why: Vec<(&String, &crate::quality::Problem)> = report
             .problems
             .iter()
             .filter(|(k, _)| {
                 matches!(
                     k.as_str(),
-                    "empty_geometry" | "transform_failed" | "bad_coordinates"
+                    "empty_geometry" | "transform_failed" | "bad_coordinates" | "not_joined"
                 )
             })
+            .collect();
+        let kinds: Vec<String> = why
+            .iter()
             .map(|(k, p)| format!("{k}: {}", p.count))
             .collect();
-        let ex: Vec<i64> = report
-            .problems
+        let ex: Vec<i64> = why
             .iter()
-            .filter(|(k, _)| {
-                matches!(
-                    k.as_str(),
-                    "empty_geometry" | "transform_failed" | "bad_coordinates"
-                )
-            })
             .flat_map(|(_, p)| p.examples.iter().map(|e| e.feature))
             .collect();
         let read = report.features_read.max(1);
