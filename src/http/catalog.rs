@@ -615,6 +615,24 @@ async fn receive(
             return Err(too_large(limit));
         }
     }
+    match receive_fields(state, &mut mp, limit).await {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            // Whatever was refused mid-body (metadata too large, a second file, an
+            // unknown part), the rest is read and discarded (bounded) so the client,
+            // still sending, receives the answer instead of a reset connection.
+            drain(&mut mp).await;
+            Err(e)
+        }
+    }
+}
+
+/// The parts of an upload, read in order; on error the caller drains the rest.
+async fn receive_fields(
+    state: &AppState,
+    mp: &mut Multipart,
+    limit: u64,
+) -> ApiResult<(Option<jobs::Upload>, Option<MetaInput>)> {
     let mut upload = None;
     let mut meta = None;
     loop {
@@ -671,9 +689,6 @@ async fn receive(
                                 // Read (and discard) the rest, up to the body limit, so
                                 // the client is still listening when the 413 comes.
                                 while let Ok(Some(_)) = field.chunk().await {}
-                                while let Ok(Some(mut f)) = mp.next_field().await {
-                                    while let Ok(Some(_)) = f.chunk().await {}
-                                }
                                 return Err(too_large(limit));
                             }
                             out.write_all(&chunk).await.map_err(ApiError::internal)?;
@@ -702,19 +717,25 @@ async fn receive(
 /// is sent, so the client, still sending, receives the answer instead of a reset
 /// connection; larger bodies are cut off.
 async fn refuse(mp: Result<Multipart, MultipartRejection>, e: ApiError) -> ApiError {
-    const CAP: usize = 64 << 20;
     if let Ok(mut mp) = mp {
-        let mut seen = 0;
-        'all: while let Ok(Some(mut f)) = mp.next_field().await {
-            while let Ok(Some(c)) = f.chunk().await {
-                seen += c.len();
-                if seen > CAP {
-                    break 'all;
-                }
+        drain(&mut mp).await;
+    }
+    e
+}
+
+/// Reads and discards what is left of a multipart body, up to 64 MiB (larger bodies
+/// are cut off: the client then sees a reset, which is the point of a limit).
+async fn drain(mp: &mut Multipart) {
+    const CAP: usize = 64 << 20;
+    let mut seen = 0;
+    while let Ok(Some(mut f)) = mp.next_field().await {
+        while let Ok(Some(c)) = f.chunk().await {
+            seen += c.len();
+            if seen > CAP {
+                return;
             }
         }
     }
-    e
 }
 
 fn too_large(limit: u64) -> ApiError {
