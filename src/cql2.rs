@@ -22,7 +22,7 @@ pub enum Expr {
     Or(Vec<Expr>),
     Not(Box<Expr>),
     Cmp(CmpOp, Scalar, Scalar),
-    Like(Scalar, String),
+    Like(Scalar, LikePattern),
     In(Scalar, Vec<Scalar>),
     Between(Scalar, Scalar, Scalar),
     IsNull(Scalar),
@@ -343,7 +343,7 @@ impl Parser<'_> {
         let e = if self.eat_keyword("LIKE") {
             let pattern = const_string(&self.scalar()?)
                 .ok_or_else(|| err_at(at, "LIKE needs a 'pattern' string"))?;
-            Expr::Like(left, pattern)
+            Expr::Like(left, LikePattern::compile(&pattern))
         } else if self.eat_keyword("BETWEEN") {
             let lo = self.scalar()?;
             if !self.eat_keyword("AND") {
@@ -648,7 +648,7 @@ fn json_expr(v: &Value, schema: &[Field]) -> Result<Expr, FilterError> {
             arity(2)?;
             let pattern =
                 const_string(&sc(&args[1])?).ok_or_else(|| jerr("like needs a pattern string"))?;
-            Expr::Like(sc(&args[0])?, pattern)
+            Expr::Like(sc(&args[0])?, LikePattern::compile(&pattern))
         }
         "between" => {
             arity(3)?;
@@ -843,7 +843,7 @@ impl Expr {
                 })
             }
             Expr::Like(a, pattern) => match value(a, row)? {
-                Val::Str(s) => Some(like(&s, pattern)),
+                Val::Str(s) => Some(pattern.matches(&s)),
                 _ => Some(false),
             },
             Expr::In(a, list) => {
@@ -933,50 +933,96 @@ fn compare(a: &Val, b: &Val) -> Option<std::cmp::Ordering> {
     }
 }
 
-/// SQL LIKE: `%` any run, `_` one character, `\` escapes the next.
-fn like(s: &str, pattern: &str) -> bool {
-    #[derive(Clone, Copy, PartialEq)]
-    enum P {
-        Any,
-        One,
-        Ch(char),
-    }
-    let mut p = Vec::new();
-    let mut it = pattern.chars();
-    while let Some(c) = it.next() {
-        p.push(match c {
-            '%' => P::Any,
-            '_' => P::One,
-            '\\' => P::Ch(it.next().unwrap_or('\\')),
-            c => P::Ch(c),
-        });
-    }
-    let s: Vec<char> = s.chars().collect();
-    // dp[j]: pattern[..i] matches s[..j].
-    let mut dp = vec![false; s.len() + 1];
-    dp[0] = true;
-    for tok in &p {
-        let mut next = vec![false; s.len() + 1];
-        match tok {
-            P::Any => {
-                let mut seen = false;
-                for j in 0..=s.len() {
-                    seen |= dp[j];
-                    next[j] = seen;
+/// One element of a LIKE pattern between `%`s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Unit {
+    /// `_`: any one character.
+    One,
+    Ch(char),
+}
+
+/// A SQL LIKE pattern (`%` any run, `_` one character, `\` escapes the next),
+/// compiled once per request: the runs between `%`s, with repeated `%`s collapsed.
+/// Matching takes the first segment at the start, the last at the end and each
+/// middle one at its leftmost place (which is always safe for `%…%` patterns), so
+/// a value is scanned once per segment instead of once per pattern character as
+/// in the dynamic-programming form: `'%%%…%x'` with thousands of wildcards costs
+/// what `'%x'` costs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LikePattern {
+    /// Runs of units separated by `%`; `segments.len() == 1` means no `%` at all.
+    segments: Vec<Vec<Unit>>,
+}
+
+impl LikePattern {
+    pub fn compile(pattern: &str) -> LikePattern {
+        let mut segments = vec![Vec::new()];
+        let mut it = pattern.chars();
+        while let Some(c) = it.next() {
+            let u = match c {
+                '%' => {
+                    // `%%` is `%`: an empty middle segment matches anywhere.
+                    if segments.last().is_some_and(|s| !s.is_empty()) || segments.len() == 1 {
+                        segments.push(Vec::new());
+                    }
+                    continue;
                 }
-            }
-            P::One => {
-                next[1..].copy_from_slice(&dp[..s.len()]);
-            }
-            P::Ch(c) => {
-                for j in 1..=s.len() {
-                    next[j] = dp[j - 1] && s[j - 1] == *c;
-                }
+                '_' => Unit::One,
+                '\\' => Unit::Ch(it.next().unwrap_or('\\')),
+                c => Unit::Ch(c),
+            };
+            if let Some(last) = segments.last_mut() {
+                last.push(u);
             }
         }
-        dp = next;
+        LikePattern { segments }
     }
-    dp[s.len()]
+
+    pub fn matches(&self, value: &str) -> bool {
+        let s: Vec<char> = value.chars().collect();
+        let at = |seg: &[Unit], i: usize| {
+            i + seg.len() <= s.len()
+                && seg.iter().zip(&s[i..]).all(|(u, c)| match u {
+                    Unit::One => true,
+                    Unit::Ch(x) => x == c,
+                })
+        };
+        let Some((first, rest)) = self.segments.split_first() else {
+            return s.is_empty();
+        };
+        if rest.is_empty() {
+            return first.len() == s.len() && at(first, 0);
+        }
+        if !at(first, 0) {
+            return false;
+        }
+        let mut pos = first.len();
+        let (last, middle) = match rest.split_last() {
+            Some(x) => x,
+            None => return true,
+        };
+        for seg in middle {
+            if seg.is_empty() {
+                continue;
+            }
+            let mut found = None;
+            let mut i = pos;
+            while i + seg.len() <= s.len() {
+                if at(seg, i) {
+                    found = Some(i);
+                    break;
+                }
+                i += 1;
+            }
+            match found {
+                Some(i) => pos = i + seg.len(),
+                None => return false,
+            }
+        }
+        // The last segment is anchored at the end and must not overlap what the
+        // earlier ones took.
+        s.len() >= pos + last.len() && at(last, s.len() - last.len())
+    }
 }
 
 #[cfg(test)]
@@ -1123,6 +1169,94 @@ mod tests {
         );
         assert!(like("100%", "100\\%"));
         assert!(!like("1000", "100\\%"));
+    }
+
+    fn like(s: &str, p: &str) -> bool {
+        LikePattern::compile(p).matches(s)
+    }
+
+    /// The textbook dynamic-programming LIKE, as the oracle for the compiled one.
+    fn like_dp(s: &str, pattern: &str) -> bool {
+        let mut p = Vec::new();
+        let mut it = pattern.chars();
+        while let Some(c) = it.next() {
+            p.push(match c {
+                '%' => None,
+                '_' => Some(None),
+                '\\' => Some(Some(it.next().unwrap_or('\\'))),
+                c => Some(Some(c)),
+            });
+        }
+        let s: Vec<char> = s.chars().collect();
+        let mut dp = vec![false; s.len() + 1];
+        dp[0] = true;
+        for tok in &p {
+            let mut next = vec![false; s.len() + 1];
+            match tok {
+                None => {
+                    let mut seen = false;
+                    for j in 0..=s.len() {
+                        seen |= dp[j];
+                        next[j] = seen;
+                    }
+                }
+                Some(c) => {
+                    for j in 1..=s.len() {
+                        next[j] = dp[j - 1] && c.is_none_or(|c| s[j - 1] == c);
+                    }
+                }
+            }
+            dp = next;
+        }
+        dp[s.len()]
+    }
+
+    #[test]
+    fn like_agrees_with_the_textbook_algorithm() {
+        // Every pattern and value over a small alphabet, up to 5 and 6 characters.
+        let alphabet = ['a', 'b', '%', '_'];
+        let mut patterns = vec![String::new()];
+        for _ in 0..5 {
+            let more: Vec<String> = patterns
+                .iter()
+                .flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}")))
+                .collect();
+            patterns.extend(more);
+            patterns.sort();
+            patterns.dedup();
+        }
+        let mut values = vec![String::new()];
+        for _ in 0..6 {
+            let more: Vec<String> = values
+                .iter()
+                .flat_map(|v| ['a', 'b'].iter().map(move |c| format!("{v}{c}")))
+                .collect();
+            values.extend(more);
+            values.sort();
+            values.dedup();
+        }
+        for p in &patterns {
+            let c = LikePattern::compile(p);
+            for v in &values {
+                assert_eq!(c.matches(v), like_dp(v, p), "{v:?} LIKE {p:?}");
+            }
+        }
+        assert!(like("Niños", "Ni_os"));
+        assert!(like("a%b", "a\\%b"));
+        assert!(!like("axb", "a\\%b"));
+    }
+
+    #[test]
+    fn like_with_thousands_of_wildcards_is_cheap() {
+        let p = format!("{}x", "%".repeat(4000));
+        let c = LikePattern::compile(&p);
+        assert_eq!(c.segments.len(), 2);
+        let v = "y".repeat(10_000);
+        assert!(!c.matches(&v));
+        let p = format!("{}x", "%_".repeat(2000));
+        let c = LikePattern::compile(&p);
+        assert!(!c.matches(&v));
+        assert!(c.matches(&format!("{}x", "y".repeat(2000))));
     }
 
     #[test]
