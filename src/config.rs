@@ -26,6 +26,8 @@ pub struct FileSettings {
     pub quality: Option<layers::diagnose::DiagnoseConfig>,
     /// `[map]`: the web map's basemap.
     pub map: Option<MapSettings>,
+    /// `[limits]`: budgets and slots of expensive requests, trusted proxies.
+    pub limits: Option<crate::limits::LimitSettings>,
 }
 
 /// The web map's basemap. Default: none (a plain background with the neighbourhood
@@ -93,6 +95,7 @@ pub struct Settings {
     pub web_dir: PathBuf,
     pub quality: layers::diagnose::DiagnoseConfig,
     pub map: MapSettings,
+    pub limits: crate::limits::Limits,
 }
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -116,6 +119,7 @@ impl Settings {
             web_dir: file.web_dir.unwrap_or_else(|| PathBuf::from("web")),
             quality: file.quality.unwrap_or_default(),
             map: file.map.unwrap_or_default(),
+            limits: crate::limits::Limits::from(&file.limits.unwrap_or_default()),
         }
     }
 }

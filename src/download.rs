@@ -375,7 +375,9 @@ fn write_rows(
     // An Excel download appends its two point columns after the schema's.
     let appended = if fmt == DownloadFormat::Xlsx { 2 } else { 0 };
     let first = defn.fields().count().saturating_sub(n_schema + appended);
-    for &pos in positions {
+    for (i, &pos) in positions.iter().enumerate() {
+        // The time budget, the client, and the data folder's free space.
+        crate::limits::check_every(i)?;
         let Some((_, offset)) = layer.at(pos) else {
             continue;
         };

@@ -528,7 +528,7 @@ impl PropFilter {
 }
 
 impl ItemsQuery {
-    fn has_property_tests(&self) -> bool {
+    pub fn has_property_tests(&self) -> bool {
         self.datetime.is_some() || !self.props.is_empty() || self.filter.is_some()
     }
 
@@ -596,7 +596,8 @@ pub fn bbox_matches(layer: &LoadedLayer, bbox: [f64; 4]) -> layers::Result<Vec<u
         geo::coord! {x: bbox[2], y: bbox[3]},
     );
     let mut out = Vec::new();
-    for (pos, e) in layer.query_bbox_iter(bbox) {
+    for (i, (pos, e)) in layer.query_bbox_iter(bbox).enumerate() {
+        crate::limits::check_every(i)?;
         let inside = e[0] >= bbox[0] && e[1] >= bbox[1] && e[2] <= bbox[2] && e[3] <= bbox[3];
         if inside {
             out.push(pos);
@@ -646,7 +647,8 @@ fn matching(
             geo::coord! {x: b[2], y: b[3]},
         );
         let mut kept = Vec::with_capacity(h.len());
-        for &pos in h.iter() {
+        for (i, &pos) in h.iter().enumerate() {
+            crate::limits::check_every(i)?;
             let Some((_, offset)) = layer.at(pos) else {
                 continue;
             };
@@ -669,7 +671,8 @@ fn matching(
     let schema = &layer.meta.schema;
     let needs_geometry = q.filter.as_ref().is_some_and(cql2::Expr::needs_geometry);
     let mut out = Vec::new();
-    for pos in candidates {
+    for (i, pos) in candidates.enumerate() {
+        crate::limits::check_every(i)?;
         let Some((_, offset)) = layer.at(pos) else {
             continue;
         };

@@ -20,6 +20,7 @@
 //!   nearest features, coverage, zone profiles, class breaks.
 //! - [`quality`]: the data-quality reports (one layer version; the city-wide report by
 //!   ministry) as JSON, CSV and HTML.
+//! - [`limits`]: slots, time budgets and cancellation of expensive requests.
 //! - [`usage`]: requests per layer and day (tile, items, download, analysis).
 //! - [`demo`]: the generated (synthetic) Monterrey demo layers used by `make run`.
 
@@ -32,6 +33,7 @@ pub mod download;
 pub mod features;
 pub mod http;
 pub mod jobs;
+pub mod limits;
 pub mod ogc;
 pub mod quality;
 pub mod tileserve;

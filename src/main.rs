@@ -556,6 +556,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     ..Limits::default()
                 };
                 state.max_upload_bytes = settings.max_upload_mb << 20;
+                state.gate = Arc::new(datahub::limits::Gate::new(settings.limits.clone()));
                 http::serve(
                     listener,
                     AppState::from(state),

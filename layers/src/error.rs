@@ -34,6 +34,11 @@ pub enum Error {
     Corrupt(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A bound on the work was reached (a time budget, the client went away, a
+    /// limit on concurrent work or free disk): the service is fine, try later or
+    /// ask for less. The message names the setting.
+    #[error("{0}")]
+    Limit(String),
 }
 
 impl Error {

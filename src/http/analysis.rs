@@ -164,12 +164,13 @@ fn csv_response(body: String, filename: &str) -> Response {
     r
 }
 
+/// Analysis work in one of the gate's slots, within the query budget.
 async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    caller: &Caller,
     f: impl FnOnce() -> layers::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
-    Ok(tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)??)
+    super::heavy(state, caller, crate::limits::Work::Query, f).await
 }
 
 /// `GET /api/analysis`: what is here, with examples on the loaded layers.
@@ -240,7 +241,7 @@ pub async fn aggregate(
     let filter = p.filter()?;
     let name_field = p.get("name_field").map(str::to_string);
     let cache = state.analysis.clone();
-    let (zones, agg) = blocking(move || {
+    let (zones, agg) = blocking(&state, &caller, move || {
         analysis::cached_aggregate(
             &cache,
             &zl,
@@ -320,7 +321,7 @@ pub async fn legend(
     let cache = state.analysis.clone();
     let stat = c.stat.clone();
     let (zl2, ll2) = (zl.clone(), ll.clone());
-    let (_, agg) = blocking(move || {
+    let (_, agg) = blocking(&state, &caller, move || {
         analysis::cached_aggregate(
             &cache,
             &zl2,
@@ -435,7 +436,9 @@ pub async fn tile(
     );
     let cache = state.analysis.clone();
     let service = state.tiles.clone();
-    let body = blocking(move || {
+    // Gated too: each new filter computes a new aggregate. Once cached, a tile is
+    // milliseconds, so a map's dozen tiles pass through the slots quickly.
+    let body = blocking(&state, &caller, move || {
         let (zones, agg) = analysis::cached_aggregate(
             &cache,
             &zl,
@@ -575,7 +578,7 @@ pub async fn nearest(
     };
     let filter = p.filter()?;
     let layer = ll.clone();
-    let body = blocking(move || {
+    let body = blocking(&state, &caller, move || {
         let allow = filter.as_ref().map(|f| f.allowed(&layer)).transpose()?;
         let hits = nearest::nearest(&layer, lon, lat, k as usize, max_m, &allow)?;
         let mut feats = Vec::with_capacity(hits.len());
@@ -637,7 +640,7 @@ pub async fn coverage(
     let filter = p.filter()?;
     let name_field = p.get("name_field").map(str::to_string);
     let cache = state.analysis.clone();
-    let (zones, v) = blocking(move || {
+    let (zones, v) = blocking(&state, &caller, move || {
         let zones = cache.zones_named(&zl, name_field.as_deref())?;
         let key = format!(
             "coverage|{}@{}|{}|{}@{}|{within}|{}",
@@ -758,7 +761,7 @@ pub async fn profile(
     let all = super::sorted_layers(&state, &caller);
     let cache = state.analysis.clone();
     let zid = zl.meta.id.clone();
-    let v = blocking(move || {
+    let v = blocking(&state, &caller, move || {
         let zones = cache.zones_named(&zl, name_field.as_deref())?;
         let Some(zi) = zones.find_fid(fid) else {
             return Err(layers::Error::UnknownLayer(format!("{}/{fid}", zl.meta.id)));

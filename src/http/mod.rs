@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::download::DownloadFormat;
 use crate::features::{self, BadParam, Format};
+use crate::limits::Work;
 use crate::ogc::{self, crs::OutputCrs};
 use crate::tileserve::TileService;
 
@@ -72,6 +73,8 @@ pub struct Shared {
     pub max_upload_bytes: u64,
     /// The web map's basemap settings.
     pub map: Arc<crate::config::MapSettings>,
+    /// Slots, budgets and cancellation for expensive requests.
+    pub gate: Arc<crate::limits::Gate>,
     /// Catalogue search index, rebuilt when the layers change.
     pub search: Arc<std::sync::Mutex<Option<Arc<catalog::SearchIndex>>>>,
 }
@@ -112,6 +115,7 @@ impl Shared {
             limits: layers::ingest::Limits::default(),
             max_upload_bytes: 2 << 30,
             search: Arc::default(),
+            gate: Arc::new(crate::limits::Gate::new(crate::limits::Limits::default())),
             map: Default::default(),
         })
     }
@@ -161,6 +165,13 @@ impl ApiError {
             description: msg.into(),
         }
     }
+    pub fn unavailable(msg: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "ServiceUnavailable",
+            description: msg.into(),
+        }
+    }
     pub fn too_many(msg: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -195,6 +206,7 @@ impl From<layers::Error> for ApiError {
     fn from(e: layers::Error) -> Self {
         match e {
             layers::Error::UnknownLayer(_) => ApiError::not_found(e.to_string()),
+            layers::Error::Limit(m) => ApiError::unavailable(m),
             e if e.is_user_error() => ApiError::bad_request(e.to_string()),
             e => ApiError::internal(e),
         }
@@ -215,6 +227,10 @@ impl IntoResponse for ApiError {
             StatusCode::TOO_MANY_REQUESTS => {
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
         }
@@ -690,15 +706,24 @@ async fn items(
     let q = features::parse_items_query(raw.as_deref(), &l.meta.schema)?;
     let f = negotiate(q.format, &headers);
     if let Format::Download(d) = f {
-        return download(&state, l, q, d).await;
+        return download(&state, &caller, l, q, d).await;
     }
     let base = base_url(&headers);
     let url = format!("{base}/collections/{id}");
     let crs = q.crs;
     let l2 = l.clone();
-    let page = tokio::task::spawn_blocking(move || features::items_page(&l2, &q, &url, f))
-        .await
-        .map_err(ApiError::internal)??;
+    // Plain pages and bbox queries go through the index and stay ungated (the
+    // map's and the benchmarks' path); property tests scan features.
+    let page = if q.has_property_tests() {
+        heavy(&state, &caller, Work::Query, move || {
+            features::items_page(&l2, &q, &url, f)
+        })
+        .await?
+    } else {
+        tokio::task::spawn_blocking(move || features::items_page(&l2, &q, &url, f))
+            .await
+            .map_err(ApiError::internal)??
+    };
     let mut r = match f {
         Format::Json | Format::Download(_) => with_type(page.body, "application/geo+json"),
         Format::Html => {
@@ -719,8 +744,25 @@ async fn items(
 
 /// The whole result of an items query as a file. The result is computed before the
 /// response starts, so bad queries are still a clean 4xx; then it streams.
+/// Runs expensive work (a scan of features, a download, an analysis) in one of the
+/// gate's slots, under its budget, cancelled when the client goes away.
+pub async fn heavy<T: Send + 'static>(
+    state: &AppState,
+    caller: &Caller,
+    work: Work,
+    f: impl FnOnce() -> layers::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    let pass = state
+        .gate
+        .enter(matches!(caller, Caller::Anonymous), work)
+        .await
+        .map_err(|b| ApiError::unavailable(b.to_string()))?;
+    Ok(pass.run(f).await.map_err(ApiError::internal)??)
+}
+
 async fn download(
     state: &AppState,
+    caller: &Caller,
     l: Arc<LoadedLayer>,
     q: features::ItemsQuery,
     fmt: DownloadFormat,
@@ -733,9 +775,10 @@ async fn download(
     }
     let crs = q.crs;
     let (l2, q2) = (l.clone(), q.clone());
-    let positions = tokio::task::spawn_blocking(move || features::download_positions(&l2, &q2))
-        .await
-        .map_err(ApiError::internal)??;
+    let positions = heavy(state, caller, Work::Query, move || {
+        features::download_positions(&l2, &q2)
+    })
+    .await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
     if fmt == DownloadFormat::GeoJson {
         let l2 = l.clone();
@@ -750,18 +793,29 @@ async fn download(
         // crash leaves nothing that `clean_stale` does not remove. It is created and
         // dropped by the blocking task, so a client that goes away mid-write cannot
         // delete it under GDAL (nor leave the task writing into a recreated one).
+        // Files are written a few at a time (setting `downloads`), each within its
+        // budget, and never into the data folder's last free space.
         let tmp_root = state.registry.store().tmp_dir();
+        let min_free = state.gate.limits.min_free_disk;
+        crate::limits::free_space(&tmp_root, min_free)?;
+        let mut pass = state
+            .gate
+            .enter(matches!(caller, Caller::Anonymous), Work::Download)
+            .await
+            .map_err(|b| ApiError::unavailable(b.to_string()))?;
+        pass.budget_mut().keep_free(&tmp_root, min_free);
         let l2 = l.clone();
-        let written = tokio::task::spawn_blocking(move || -> layers::Result<_> {
-            let dir = tempfile::Builder::new()
-                .prefix(&format!("download.{}.", std::process::id()))
-                .tempdir_in(&tmp_root)
-                .map_err(|e| layers::Error::io(&tmp_root, e))?;
-            let path = write_file(&l2, &positions, fmt, crs, dir.path())?;
-            Ok((dir, path))
-        })
-        .await
-        .map_err(ApiError::internal)??;
+        let written = pass
+            .run(move || -> layers::Result<_> {
+                let dir = tempfile::Builder::new()
+                    .prefix(&format!("download.{}.", std::process::id()))
+                    .tempdir_in(&tmp_root)
+                    .map_err(|e| layers::Error::io(&tmp_root, e))?;
+                let path = write_file(&l2, &positions, fmt, crs, dir.path())?;
+                Ok((dir, path))
+            })
+            .await
+            .map_err(ApiError::internal)??;
         tokio::task::spawn_blocking(move || {
             let (dir, path) = written;
             if let Err(e) = stream_file(&path, &tx) {

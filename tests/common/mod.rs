@@ -377,16 +377,27 @@ impl Server {
 
     /// With global options before `serve` (e.g. `--config file.toml`).
     pub fn start_with(data: &Path, global: &[&str]) -> Server {
-        let mut child = bin()
-            .arg("--data")
+        Server::start_logged(data, global, None)
+    }
+
+    /// Logging at `info` into `log` (for tests that read what the server did).
+    pub fn start_logged(data: &Path, global: &[&str], log: Option<&Path>) -> Server {
+        let mut cmd = bin();
+        cmd.arg("--data")
             .arg(data)
             .args(global)
             .args(["serve", "--addr", "127.0.0.1:0"])
-            .env("DATAHUB_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn datahub serve");
+            .stdout(Stdio::piped());
+        match log {
+            Some(p) => {
+                let f = std::fs::File::create(p).expect("log file");
+                cmd.env("DATAHUB_LOG", "info").stderr(Stdio::from(f));
+            }
+            None => {
+                cmd.env("DATAHUB_LOG", "warn").stderr(Stdio::inherit());
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn datahub serve");
         let out = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(out)

@@ -1,0 +1,356 @@
+//! Bounds on expensive requests: filtered item queries, downloads and analysis.
+//!
+//! Three things keep one caller (or eight anonymous ones) from taking the machine:
+//! - a [`Gate`]: a fixed number of expensive requests run at once, fewer for
+//!   anonymous callers; the others wait a little, then get a 503 naming the setting;
+//! - a [`Budget`]: each run has a deadline; the loops that scan features call
+//!   [`check`] and stop with [`layers::Error::Limit`] when it passes;
+//! - cancellation: the request handler holds a guard whose drop (the client went
+//!   away, so axum dropped the handler's future) marks the budget cancelled, and the
+//!   same [`check`] stops the blocking work.
+//!
+//! The budget travels in a thread-local set around the blocking closure, so the scan
+//! loops (in `features`, `download`, `analysis`) need no extra parameter; code run
+//! outside a [`Pass`] (the CLI, tests) has no budget and never stops.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// `[limits]` in the TOML file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Seconds a filtered query or an analysis may compute (default 20).
+    pub query_budget_s: Option<u64>,
+    /// Seconds a download may take to compute and write its file (default 300).
+    pub download_budget_s: Option<u64>,
+    /// Expensive requests computed at once, all callers (default 2 × CPUs, at least 4).
+    pub heavy_queries: Option<usize>,
+    /// Of those, how many anonymous callers may hold (default CPUs, at least 2).
+    pub anonymous_heavy_queries: Option<usize>,
+    /// Seconds a request waits for a free slot before the 503 (default 10).
+    pub queue_wait_s: Option<u64>,
+    /// Files (GeoPackage, Shapefile, CSV, …) written for downloads at once (default 2).
+    pub downloads: Option<usize>,
+    /// Free space the data folder must keep; a download that would go below is
+    /// refused (default 1024 MiB).
+    pub min_free_disk_mb: Option<u64>,
+    /// Uploads of one layer waiting or running at once (default 3).
+    pub queued_jobs_per_layer: Option<usize>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (addresses); from anyone
+    /// else the header is ignored.
+    pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
+}
+
+/// The resolved limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub query_budget: Duration,
+    pub download_budget: Duration,
+    pub heavy: usize,
+    pub anonymous_heavy: usize,
+    pub queue_wait: Duration,
+    pub downloads: usize,
+    pub min_free_disk: u64,
+    pub queued_jobs_per_layer: usize,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+impl From<&LimitSettings> for Limits {
+    fn from(s: &LimitSettings) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Limits {
+            query_budget: Duration::from_secs(s.query_budget_s.unwrap_or(20).max(1)),
+            download_budget: Duration::from_secs(s.download_budget_s.unwrap_or(300).max(1)),
+            heavy: s.heavy_queries.unwrap_or((2 * cpus).max(4)).max(1),
+            anonymous_heavy: s.anonymous_heavy_queries.unwrap_or(cpus.max(2)).max(1),
+            queue_wait: Duration::from_secs(s.queue_wait_s.unwrap_or(10)),
+            downloads: s.downloads.unwrap_or(2).max(1),
+            min_free_disk: s.min_free_disk_mb.unwrap_or(1024) << 20,
+            queued_jobs_per_layer: s.queued_jobs_per_layer.unwrap_or(3).max(1),
+            trusted_proxies: s.trusted_proxies.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::from(&LimitSettings::default())
+    }
+}
+
+/// A deadline and a cancellation flag for one request's work.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    deadline: Instant,
+    limit: Duration,
+    setting: &'static str,
+    cancelled: Arc<AtomicBool>,
+    /// A folder being written and the free space it must keep.
+    disk: Option<(Arc<std::path::Path>, u64)>,
+}
+
+impl Budget {
+    pub fn new(limit: Duration, setting: &'static str) -> Self {
+        Budget {
+            deadline: Instant::now() + limit,
+            limit,
+            setting,
+            cancelled: Arc::default(),
+            disk: None,
+        }
+    }
+
+    /// Also stop when the file system of `folder` has less than `min_free` bytes.
+    pub fn keep_free(&mut self, folder: &std::path::Path, min_free: u64) {
+        self.disk = Some((Arc::from(folder), min_free));
+    }
+
+    fn check(&self) -> layers::Result<()> {
+        if let Some((folder, min)) = &self.disk {
+            free_space(folder, *min)?;
+        }
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(layers::Error::Limit(
+                "the client went away; the work was stopped".into(),
+            ));
+        }
+        if Instant::now() > self.deadline {
+            return Err(layers::Error::Limit(format!(
+                "the request needed more than its budget of {} s (setting [limits] {}); \
+                 narrow it (bbox, a simpler filter, limit) or ask the DataHub's operators",
+                self.limit.as_secs(),
+                self.setting
+            )));
+        }
+        Ok(())
+    }
+
+    /// The guard the async side holds: dropping it (the handler's future was
+    /// dropped because the client disconnected) cancels the work.
+    pub fn cancel_on_drop(&self) -> CancelOnDrop {
+        CancelOnDrop(self.cancelled.clone())
+    }
+}
+
+pub struct CancelOnDrop(Arc<AtomicBool>);
+
+impl CancelOnDrop {
+    /// The work finished normally: nothing to cancel.
+    pub fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+        tracing::info!("client went away: its query is being stopped");
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Budget>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `budget` as this thread's budget.
+pub fn within<T>(budget: Budget, f: impl FnOnce() -> T) -> T {
+    struct Reset(Option<Budget>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let prev = self.0.take();
+            CURRENT.with(|c| *c.borrow_mut() = prev);
+        }
+    }
+    let prev = CURRENT.with(|c| c.borrow_mut().replace(budget));
+    let _reset = Reset(prev);
+    f()
+}
+
+/// Stops the current work when its budget ran out or its client went away.
+/// Cheap enough for every row; loops call [`check_every`] to skip the clock.
+pub fn check() -> layers::Result<()> {
+    CURRENT.with(|c| match &*c.borrow() {
+        Some(b) => b.check(),
+        None => Ok(()),
+    })
+}
+
+/// [`check`] on every 1024th `i`.
+#[inline]
+pub fn check_every(i: usize) -> layers::Result<()> {
+    if i & 1023 == 0 {
+        check()
+    } else {
+        Ok(())
+    }
+}
+
+/// The slots for expensive work.
+pub struct Gate {
+    all: Arc<Semaphore>,
+    anonymous: Arc<Semaphore>,
+    downloads: Arc<Semaphore>,
+    pub limits: Limits,
+}
+
+/// What kind of expensive work a request is (its budget and its slots).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    Query,
+    Download,
+}
+
+/// Permission to run: the slots, released when the blocking work ends (not when
+/// the client goes away), and the budget.
+pub struct Pass {
+    permits: Vec<OwnedSemaphorePermit>,
+    budget: Budget,
+}
+
+impl Gate {
+    pub fn new(limits: Limits) -> Self {
+        Gate {
+            all: Arc::new(Semaphore::new(limits.heavy)),
+            anonymous: Arc::new(Semaphore::new(limits.anonymous_heavy)),
+            downloads: Arc::new(Semaphore::new(limits.downloads)),
+            limits,
+        }
+    }
+
+    /// Waits (up to `queue_wait`) for the slots `work` needs.
+    pub async fn enter(&self, anonymous: bool, work: Work) -> Result<Pass, Busy> {
+        let mut permits = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.limits.queue_wait;
+        let take = |sem: &Arc<Semaphore>, setting: &'static str, n: usize| {
+            let sem = sem.clone();
+            async move {
+                tokio::time::timeout_at(deadline, sem.acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .ok_or(Busy { setting, n })
+            }
+        };
+        if anonymous {
+            permits.push(
+                take(
+                    &self.anonymous,
+                    "anonymous_heavy_queries",
+                    self.limits.anonymous_heavy,
+                )
+                .await?,
+            );
+        }
+        permits.push(take(&self.all, "heavy_queries", self.limits.heavy).await?);
+        let budget = match work {
+            Work::Query => Budget::new(self.limits.query_budget, "query_budget_s"),
+            Work::Download => {
+                permits.push(take(&self.downloads, "downloads", self.limits.downloads).await?);
+                Budget::new(self.limits.download_budget, "download_budget_s")
+            }
+        };
+        Ok(Pass { permits, budget })
+    }
+}
+
+/// No slot came free in time.
+#[derive(Debug)]
+pub struct Busy {
+    pub setting: &'static str,
+    pub n: usize,
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the server is busy: {} expensive requests of this kind are already running \
+             (setting [limits] {}); try again in a few seconds",
+            self.n, self.setting
+        )
+    }
+}
+
+/// Refuses when `folder`'s file system has less than `min_free` bytes available.
+pub fn free_space(folder: &std::path::Path, min_free: u64) -> layers::Result<()> {
+    let free = fs2::available_space(folder).map_err(|e| layers::Error::io(folder, e))?;
+    if free < min_free {
+        return Err(layers::Error::Limit(format!(
+            "the server is short of disk space ({} MiB free, it keeps {} MiB: setting [limits] \
+             min_free_disk_mb); try a GeoJSON download (streamed, no disk) or later",
+            free >> 20,
+            min_free >> 20
+        )));
+    }
+    Ok(())
+}
+
+impl Pass {
+    pub fn budget_mut(&mut self) -> &mut Budget {
+        &mut self.budget
+    }
+
+    /// Runs `f` on the blocking pool under this pass's budget; the slots are held
+    /// until `f` returns. Dropping the returned future (the client went away)
+    /// cancels `f` at its next [`check`].
+    pub async fn run<T: Send + 'static>(
+        self,
+        f: impl FnOnce() -> layers::Result<T> + Send + 'static,
+    ) -> Result<layers::Result<T>, tokio::task::JoinError> {
+        let guard = self.budget.cancel_on_drop();
+        let Pass { permits, budget } = self;
+        let r = tokio::task::spawn_blocking(move || {
+            let _permits = permits;
+            within(budget, f)
+        })
+        .await;
+        guard.disarm();
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_runs_out_and_names_its_setting() {
+        let b = Budget::new(Duration::from_millis(0), "query_budget_s");
+        std::thread::sleep(Duration::from_millis(2));
+        let e = within(b, check).unwrap_err().to_string();
+        assert!(e.contains("query_budget_s"), "{e}");
+        // Outside a pass nothing is bounded.
+        assert!(check().is_ok());
+    }
+
+    #[test]
+    fn dropping_the_guard_cancels() {
+        let b = Budget::new(Duration::from_secs(60), "query_budget_s");
+        drop(b.cancel_on_drop());
+        let e = within(b, check).unwrap_err().to_string();
+        assert!(e.contains("went away"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn anonymous_callers_get_fewer_slots() {
+        let gate = Gate::new(Limits {
+            heavy: 3,
+            anonymous_heavy: 1,
+            queue_wait: Duration::from_millis(50),
+            ..Limits::default()
+        });
+        let a = gate.enter(true, Work::Query).await.unwrap();
+        let e = gate.enter(true, Work::Query).await.unwrap_err();
+        assert_eq!(e.setting, "anonymous_heavy_queries");
+        // A signed-in caller still gets in.
+        let b = gate.enter(false, Work::Query).await.unwrap();
+        drop((a, b));
+        assert!(gate.enter(true, Work::Query).await.is_ok());
+    }
+}
