@@ -208,6 +208,7 @@ pub enum Work {
 
 /// Permission to run: the slots, released when the blocking work ends (not when
 /// the client goes away), and the budget.
+#[derive(Debug)]
 pub struct Pass {
     permits: Vec<OwnedSemaphorePermit>,
     budget: Budget,
