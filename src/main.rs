@@ -557,6 +557,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 state.max_upload_bytes = settings.max_upload_mb << 20;
                 state.gate = Arc::new(datahub::limits::Gate::new(settings.limits.clone()));
+                state.auth = Arc::new(http::auth::Auth::new(
+                    state.catalog.clone(),
+                    settings.limits.trusted_proxies.clone(),
+                ));
                 http::serve(
                     listener,
                     AppState::from(state),

@@ -145,3 +145,221 @@ fn json(r: reqwest::blocking::Response) -> (u16, Value) {
     let s = r.status().as_u16();
     (s, r.json::<Value>().unwrap_or(Value::Null))
 }
+
+fn send(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<Value>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut rq = client(Duration::from_secs(30)).request(method, format!("{base}{path}"));
+    for (k, v) in headers {
+        rq = rq.header(*k, v);
+    }
+    if let Some(b) = body {
+        rq = rq.json(&b);
+    }
+    let r = rq.send().unwrap();
+    let s = r.status().as_u16();
+    let h = r.headers().clone();
+    (s, r.json::<Value>().unwrap_or(Value::Null), h)
+}
+
+fn audit_failures(base: &str, admin: &str) -> Vec<Value> {
+    let (s, v, _) = send(
+        base,
+        reqwest::Method::GET,
+        "/api/audit?action=auth.failed&limit=10000",
+        &[("authorization", format!("Bearer {admin}"))],
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    v["entries"].as_array().unwrap().clone()
+}
+
+/// Points 2 and 3: the cookie holds a session id that signing out ends on the
+/// server; cookie-authenticated changes from another origin are refused (CSRF);
+/// eleven bad tokens from one address do not lock out a valid token; failures are
+/// audited boundedly; `X-Forwarded-For` is believed only from trusted proxies.
+#[test]
+fn sessions_csrf_lockout_and_forwarded_addresses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let nc = vector("sf/nc.gpkg");
+    ingest_ok(&data, &nc, "nc", &[]);
+    ingest_ok(&data, &nc, "nc", &["--note", "second"]);
+    let admin = token(&data, &["--role", "admin"]);
+    let server = Server::start(&data);
+    let base = server.base.clone();
+    let host = base.trim_start_matches("http://").to_string();
+
+    // Sign in: the cookie is a session id, not the token.
+    let (s, v, h) = send(
+        &base,
+        reqwest::Method::POST,
+        "/api/session",
+        &[("origin", base.clone())],
+        Some(serde_json::json!({"token": admin})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let set = h["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.starts_with("datahub_session=ds_"), "{set}");
+    assert!(!set.contains(&admin), "the cookie holds the token: {set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    // Over HTTPS (behind a proxy) the cookie is a __Host- cookie.
+    let (_, _, h) = send(
+        &base,
+        reqwest::Method::POST,
+        "/api/session",
+        &[("x-forwarded-proto", "https".into())],
+        Some(serde_json::json!({"token": admin})),
+    );
+    let set_secure = h["set-cookie"].to_str().unwrap();
+    assert!(
+        set_secure.starts_with("__Host-datahub_session=ds_")
+            && set_secure.contains("; Secure")
+            && set_secure.contains("Path=/")
+            && !set_secure.contains("Domain"),
+        "{set_secure}"
+    );
+
+    // CSRF: the same restore with the cookie from another site of the city, or
+    // with no origin at all, is refused; from the DataHub's own page it works.
+    let restore = "/api/layers/nc/versions/1/restore";
+    for headers in [
+        vec![("origin", "https://portal.example.gob.mx".to_string())],
+        vec![("sec-fetch-site", "same-site".to_string())],
+        vec![
+            ("sec-fetch-site", "cross-site".to_string()),
+            ("origin", base.clone()),
+        ],
+        vec![],
+    ] {
+        let mut hs = headers.clone();
+        hs.push(("cookie", cookie.clone()));
+        let (s, v, _) = send(&base, reqwest::Method::POST, restore, &hs, None);
+        assert_eq!(s, 403, "{headers:?}: {v}");
+        assert!(
+            v["description"].as_str().unwrap().contains("own pages"),
+            "{v}"
+        );
+    }
+    let (s, v, _) = send(
+        &base,
+        reqwest::Method::POST,
+        restore,
+        &[
+            ("cookie", cookie.clone()),
+            ("origin", format!("http://{host}")),
+        ],
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, v, _) = send(
+        &base,
+        reqwest::Method::GET,
+        "/api/session",
+        &[("cookie", cookie.clone())],
+        None,
+    );
+    assert_eq!((s, v["signed_in"].clone()), (200, Value::Bool(true)), "{v}");
+    // Signing out ends the session on the server: the old cookie no longer works.
+    let (s, _, _) = send(
+        &base,
+        reqwest::Method::DELETE,
+        "/api/session",
+        &[("cookie", cookie.clone()), ("origin", base.clone())],
+        None,
+    );
+    assert_eq!(s, 204);
+    let (s, v, _) = send(
+        &base,
+        reqwest::Method::GET,
+        "/api/session",
+        &[("cookie", cookie.clone())],
+        None,
+    );
+    assert_eq!(s, 401, "{v}");
+    assert!(
+        v["description"]
+            .as_str()
+            .unwrap()
+            .contains("session has ended"),
+        "{v}"
+    );
+
+    // Lockout: 13 bad tokens from this address (one with attacker text as its id),
+    // then a valid token never seen before still works at once.
+    for i in 0..13 {
+        let bad = if i == 0 {
+            "dh_<img src=x>_bad".to_string()
+        } else {
+            format!("dh_{i:012x}_bad")
+        };
+        let (s, _, _) = send(
+            &base,
+            reqwest::Method::GET,
+            "/api/session",
+            &[
+                ("authorization", format!("Bearer {bad}")),
+                ("x-forwarded-for", "6.6.6.6".into()),
+            ],
+            None,
+        );
+        assert!(s == 401 || s == 429, "{s}");
+        if i >= 11 {
+            assert_eq!(s, 429);
+        }
+    }
+    let fresh = token(&data, &["--ministry", "pruebas", "--role", "viewer"]);
+    let (s, v, _) = send(
+        &base,
+        reqwest::Method::GET,
+        "/api/session",
+        &[("authorization", format!("Bearer {fresh}"))],
+        None,
+    );
+    assert_eq!(
+        s, 200,
+        "a valid token was refused after others' failures: {v}"
+    );
+    // The audit log holds at most 10 failures of this address, with the real
+    // address (the forwarded header came from an untrusted peer) and no attacker text.
+    let failures = audit_failures(&base, &admin);
+    assert!(
+        (1..=10).contains(&failures.len()),
+        "{} failures audited",
+        failures.len()
+    );
+    for f in &failures {
+        assert_eq!(f["remote"], "127.0.0.1", "{f}");
+        assert!(!f.to_string().contains("img"), "{f}");
+    }
+    drop(server);
+
+    // Behind a configured proxy, its X-Forwarded-For is believed.
+    let config = tmp.path().join("proxy.toml");
+    std::fs::write(&config, "[limits]\ntrusted_proxies = [\"127.0.0.1\"]\n").unwrap();
+    let server = Server::start_with(&data, &["--config", config.to_str().unwrap()]);
+    let (s, _, _) = send(
+        &server.base,
+        reqwest::Method::GET,
+        "/api/session",
+        &[
+            ("authorization", "Bearer dh_0123456789ab_bad".to_string()),
+            ("x-forwarded-for", "203.0.113.7, 127.0.0.1".into()),
+        ],
+        None,
+    );
+    assert_eq!(s, 401);
+    let failures = audit_failures(&server.base, &admin);
+    assert!(
+        failures.iter().any(|f| f["remote"] == "203.0.113.7"),
+        "{failures:?}"
+    );
+}

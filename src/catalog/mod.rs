@@ -228,6 +228,14 @@ pub trait CatalogStore: Send + Sync {
     fn revoke_token(&self, id: &str) -> layers::Result<bool>;
     /// The principal of a valid (known, not revoked, not expired) token.
     fn verify(&self, token: &str) -> layers::Result<Option<Principal>>;
+    /// A web session for a verified token, ending at `expires_at` (RFC 3339) at the
+    /// latest; returns the cookie value `ds_<id>_<secret>` (only its hash is kept).
+    fn create_session(&self, token_id: &str, expires_at: &str) -> layers::Result<String>;
+    /// The principal of a live session whose token is still valid (a revoked token
+    /// ends its sessions at once).
+    fn verify_session(&self, session: &str) -> layers::Result<Option<Principal>>;
+    /// Signs out: the session no longer verifies anywhere; false if it did not exist.
+    fn end_session(&self, session: &str) -> layers::Result<bool>;
     fn append_audit(&self, e: &AuditEntry) -> layers::Result<i64>;
     fn audit(&self, q: &AuditQuery) -> layers::Result<Vec<AuditEntry>>;
     fn save_job(&self, j: &serde_json::Value) -> layers::Result<()>;

@@ -52,6 +52,13 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    secret_sha256 BLOB NOT NULL,
+    token_id TEXT NOT NULL REFERENCES tokens(id),
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     doc TEXT NOT NULL
@@ -271,6 +278,97 @@ impl CatalogStore for SqliteCatalog {
             expires_at,
         };
         Ok(still_valid(&p).then_some(p))
+    }
+
+    fn create_session(&self, token_id: &str, expires_at: &str) -> Result<String> {
+        let id = random_hex(8)?;
+        let secret = random_hex(32)?;
+        let c = self.conn();
+        // Ended sessions are deleted; expired ones go whenever a new one starts.
+        c.execute(
+            "DELETE FROM sessions WHERE expires_at < ?1",
+            params![super::now()],
+        )
+        .map_err(db)?;
+        c.execute(
+            "INSERT INTO sessions (id, secret_sha256, token_id, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                id,
+                Sha256::digest(secret.as_bytes()).to_vec(),
+                token_id,
+                super::now(),
+                expires_at
+            ],
+        )
+        .map_err(db)?;
+        Ok(format!("ds_{id}_{secret}"))
+    }
+
+    fn verify_session(&self, session: &str) -> Result<Option<Principal>> {
+        let Some((id, secret)) = session
+            .strip_prefix("ds_")
+            .and_then(|rest| rest.split_once('_'))
+        else {
+            return Ok(None);
+        };
+        let c = self.conn();
+        let row = c
+            .query_row(
+                "SELECT s.secret_sha256, s.expires_at, t.id, t.ministry, t.role, t.label,
+                        t.expires_at, t.revoked_at
+                 FROM sessions s JOIN tokens t ON t.id = s.token_id WHERE s.id = ?1",
+                params![id],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(db)?;
+        let presented = Sha256::digest(secret.as_bytes());
+        let Some((stored, s_exp, token_id, ministry, role, label, expires_at, revoked)) = row
+        else {
+            return Ok(None);
+        };
+        if !constant_time_eq(&stored, &presented) || revoked.is_some() {
+            return Ok(None);
+        }
+        let session_alive = chrono::DateTime::parse_from_rfc3339(&s_exp)
+            .map(|t| t > chrono::Utc::now())
+            .unwrap_or(false);
+        let p = Principal {
+            token_id,
+            ministry,
+            role: Role::parse(&role)?,
+            label,
+            expires_at,
+        };
+        Ok((session_alive && still_valid(&p)).then_some(p))
+    }
+
+    fn end_session(&self, session: &str) -> Result<bool> {
+        if self.verify_session(session)?.is_none() {
+            return Ok(false);
+        }
+        let id = session
+            .strip_prefix("ds_")
+            .and_then(|rest| rest.split_once('_'))
+            .map(|(id, _)| id)
+            .unwrap_or_default();
+        let n = self
+            .conn()
+            .execute("DELETE FROM sessions WHERE id = ?1", params![id])
+            .map_err(db)?;
+        Ok(n > 0)
     }
 
     fn append_audit(&self, e: &AuditEntry) -> Result<i64> {

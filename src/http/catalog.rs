@@ -19,7 +19,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use super::auth::{presented_token, Remote, SESSION_COOKIE};
+use super::auth::{
+    presented, same_origin, session_cookie, ClientIp, Credential, Remote, SESSION_COOKIE,
+    SESSION_COOKIE_SECURE, SESSION_HOURS,
+};
 use super::{base_url, query_params, ApiError, ApiResult, AppState};
 use crate::catalog::dcat::{self, Dataset};
 use crate::catalog::search::{self, Entry};
@@ -1339,23 +1342,47 @@ struct SignIn {
     token: String,
 }
 
-/// `POST /api/session {"token": "…"}`: the web UI's sign-in. The token goes into an
-/// HttpOnly, SameSite=Strict cookie (Secure behind HTTPS), never into page scripts.
+/// `POST /api/session {"token": "…"}`: the web UI's sign-in. The token is verified
+/// and a session started; the cookie holds the session id (HttpOnly, SameSite=Strict,
+/// `__Host-` and Secure behind HTTPS), never the token, never readable by scripts.
 async fn sign_in(
     State(state): State<AppState>,
-    peer: Option<axum::extract::ConnectInfo<std::net::SocketAddr>>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Json(body): Json<SignIn>,
 ) -> ApiResult<Response> {
+    // A browser signing in from another site's page (login CSRF) is refused.
+    if headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site") {
+        same_origin(&headers)?;
+    }
     let token = body.token.trim().to_string();
-    // Failed sign-ins count against the peer's address (not a forwarded header a
-    // client could vary) like any failed token.
-    let caller = state.auth.resolve(&token, peer.map(|p| p.0.ip()))?;
+    // Failed sign-ins count like any failed token.
+    let caller = state.auth.resolve(&Credential::Bearer(token), ip)?;
+    let Caller::Token(p) = &caller else {
+        return Err(ApiError::internal("a verified token without a principal"));
+    };
+    let mut until = chrono::Utc::now() + chrono::Duration::hours(SESSION_HOURS);
+    if let Some(exp) = p
+        .expires_at
+        .as_deref()
+        .and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
+    {
+        until = until.min(exp.with_timezone(&chrono::Utc));
+    }
+    let max_age = (until - chrono::Utc::now()).num_seconds().max(0);
+    let catalog = state.auth.catalog().clone();
+    let token_id = p.token_id.clone();
+    let until_text = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let session =
+        tokio::task::spawn_blocking(move || catalog.create_session(&token_id, &until_text))
+            .await
+            .map_err(ApiError::internal)??;
     let secure = base_url(&headers).starts_with("https://");
-    let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{}",
-        if secure { "; Secure" } else { "" }
-    );
+    let cookie = if secure {
+        format!("{SESSION_COOKIE_SECURE}={session}; Path=/; HttpOnly; SameSite=Strict; Secure; Max-Age={max_age}")
+    } else {
+        format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}")
+    };
     let mut r = Json(whoami(&caller)).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
@@ -1363,17 +1390,32 @@ async fn sign_in(
     Ok(r)
 }
 
-async fn sign_out() -> Response {
+/// `DELETE /api/session`: signs out. The session ends on the server (the cookie's
+/// value no longer verifies, on any replica) and the browser is told to drop it.
+async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    if headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site") {
+        same_origin(&headers)?;
+    }
+    if let Some(s) = session_cookie(&headers) {
+        let auth = state.auth.clone();
+        tokio::task::spawn_blocking(move || auth.end_session(&s))
+            .await
+            .map_err(ApiError::internal)??;
+    }
     let mut r = StatusCode::NO_CONTENT.into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("datahub_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
-    r
+    for c in [
+        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        format!("{SESSION_COOKIE_SECURE}=; Path=/; HttpOnly; SameSite=Strict; Secure; Max-Age=0"),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    Ok(r)
 }
 
 async fn session(caller: Caller, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    let _ = presented_token(&headers)?;
+    let _ = presented(&headers)?;
     Ok(Json(whoami(&caller)))
 }
 

@@ -109,7 +109,7 @@ impl Shared {
             analysis: Arc::default(),
             usage,
             quality: Default::default(),
-            auth: Arc::new(auth::Auth::new(catalog.clone())),
+            auth: Arc::new(auth::Auth::new(catalog.clone(), Vec::new())),
             jobs: Arc::new(crate::jobs::Jobs::new(catalog.clone())),
             catalog,
             limits: layers::ingest::Limits::default(),
@@ -143,6 +143,9 @@ impl ApiError {
             code: "Unauthorized",
             description: msg.into(),
         }
+    }
+    pub fn is_too_many(&self) -> bool {
+        self.status == StatusCode::TOO_MANY_REQUESTS
     }
     pub fn forbidden(msg: impl Into<String>) -> Self {
         ApiError {
