@@ -363,3 +363,42 @@ fn sessions_csrf_lockout_and_forwarded_addresses() {
         "{failures:?}"
     );
 }
+
+/// Point 4: a CRS given as a URL (or a file name, or a PROJ string) is refused with
+/// what is accepted, and the process connects nowhere; EPSG and WKT still work.
+#[test]
+fn crs_inputs_never_fetch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let csv = tmp.path().join("utm.csv");
+    std::fs::write(&csv, "id,x,y\n1,370000,2840000\n2,371000,2841000\n").unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let port = l.local_addr().unwrap().port();
+    for bad in [
+        format!("http://127.0.0.1:{port}/crs"),
+        "/etc/passwd".to_string(),
+        "+init=epsg:32614".to_string(),
+    ] {
+        let e = ingest_err(&data, &csv, "utm", &["--x", "x", "--y", "y", "--crs", &bad]);
+        assert!(
+            e.contains("not an EPSG code, a WKT or PROJJSON"),
+            "{bad}: {e}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        l.accept().is_err(),
+        "the CLI connected to the URL given as --crs"
+    );
+    let wkt = "PROJCS[\"WGS 84 / UTM zone 14N\",GEOGCS[\"WGS 84\",DATUM[\"WGS_1984\",SPHEROID[\"WGS 84\",6378137,298.257223563]],PRIMEM[\"Greenwich\",0],UNIT[\"degree\",0.0174532925199433]],PROJECTION[\"Transverse_Mercator\"],PARAMETER[\"latitude_of_origin\",0],PARAMETER[\"central_meridian\",-99],PARAMETER[\"scale_factor\",0.9996],PARAMETER[\"false_easting\",500000],PARAMETER[\"false_northing\",0],UNIT[\"metre\",1]]";
+    let v = ingest_ok(&data, &csv, "utm", &["--x", "x", "--y", "y", "--crs", wkt]);
+    assert_eq!(v["feature_count"], 2, "{v}");
+    let v = ingest_ok(
+        &data,
+        &csv,
+        "utm",
+        &["--x", "x", "--y", "y", "--crs", "EPSG:32614"],
+    );
+    assert_eq!(v["feature_count"], 2, "{v}");
+}

@@ -12,6 +12,75 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// The forms of CRS text a user may give.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UserCrs {
+    Epsg(u32),
+    Wkt,
+    ProjJson,
+}
+
+/// WKT 1 and WKT 2 top-level keywords.
+const WKT_KEYWORDS: &[&str] = &[
+    "GEOGCS",
+    "PROJCS",
+    "GEOCCS",
+    "COMPD_CS",
+    "VERT_CS",
+    "LOCAL_CS",
+    "FITTED_CS",
+    "GEOGCRS",
+    "GEODCRS",
+    "GEODETICCRS",
+    "GEOGRAPHICCRS",
+    "PROJCRS",
+    "PROJECTEDCRS",
+    "VERTCRS",
+    "VERTICALCRS",
+    "COMPOUNDCRS",
+    "BOUNDCRS",
+    "ENGCRS",
+    "ENGINEERINGCRS",
+    "DERIVEDPROJCRS",
+];
+
+/// What kind of CRS text `def` is, or `None` when it is none of the accepted ones.
+pub fn user_crs(def: &str) -> Option<UserCrs> {
+    let d = def.trim();
+    let code = |s: &str| s.parse::<u32>().ok().filter(|c| (1..=999_999).contains(c));
+    if let Some(c) = code(d) {
+        return Some(UserCrs::Epsg(c));
+    }
+    let upper = d.to_ascii_uppercase();
+    for prefix in [
+        "EPSG:",
+        "URN:OGC:DEF:CRS:EPSG::",
+        "HTTP://WWW.OPENGIS.NET/DEF/CRS/EPSG/0/",
+        "HTTPS://WWW.OPENGIS.NET/DEF/CRS/EPSG/0/",
+    ] {
+        if let Some(rest) = upper.strip_prefix(prefix) {
+            return code(rest).map(UserCrs::Epsg);
+        }
+    }
+    if d.starts_with('{') && d.ends_with('}') {
+        return Some(UserCrs::ProjJson);
+    }
+    let keyword: String = upper
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let rest = upper[keyword.len()..].trim_start();
+    (WKT_KEYWORDS.contains(&keyword.as_str()) && (rest.starts_with('[') || rest.starts_with('(')))
+        .then_some(UserCrs::Wkt)
+}
+
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 /// The CRS a source was identified as, recorded with every layer version.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SourceCrs {
@@ -39,18 +108,31 @@ impl SourceCrs {
         }
     }
 
-    /// A CRS given by the user with `--crs` ("EPSG:6372", "6372", a WKT or PROJ string).
+    /// A CRS given by the user with `--crs` or an upload's metadata: an EPSG code
+    /// (`EPSG:6372`, `6372`, or its OGC URN/URI), a WKT (1 or 2) or PROJJSON text.
+    /// Nothing else: GDAL's general user-input parser also follows URLs and opens
+    /// files and PROJ `+init=` catalogues, which a hostile upload could point
+    /// anywhere.
     pub fn from_user(def: &str) -> Result<Self> {
         let def = def.trim();
-        let normalized = if def.chars().all(|c| c.is_ascii_digit()) && !def.is_empty() {
-            format!("EPSG:{def}")
-        } else {
-            def.to_string()
+        let srs = match user_crs(def) {
+            Some(UserCrs::Epsg(code)) => SpatialRef::from_epsg(code).ok(),
+            Some(UserCrs::Wkt) => SpatialRef::from_wkt(def).ok(),
+            Some(UserCrs::ProjJson) => SpatialRef::from_definition(def).ok(),
+            None => {
+                return Err(Error::bad(format!(
+                    "the CRS '{}' is not an EPSG code, a WKT or PROJJSON: give an EPSG code \
+                     such as EPSG:6372 (INEGI Lambert), EPSG:32614 (UTM 14N) or EPSG:4326, \
+                     or the CRS's WKT text (URLs, file names and PROJ strings are not accepted)",
+                    shorten(def)
+                )))
+            }
         };
-        let srs = SpatialRef::from_definition(&normalized).map_err(|_| {
+        let srs = srs.ok_or_else(|| {
             Error::bad(format!(
-                "unknown CRS '{def}': give an EPSG code such as EPSG:6372 (INEGI Lambert), \
-                 EPSG:32614 (UTM 14N) or EPSG:4326"
+                "unknown CRS '{}': give an EPSG code such as EPSG:6372 (INEGI Lambert), \
+                 EPSG:32614 (UTM 14N) or EPSG:4326",
+                shorten(def)
             ))
         })?;
         let mut crs = Self::from_srs(srs, "--crs")?;
@@ -251,6 +333,61 @@ impl FromStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_epsg_wkt_and_projjson_are_accepted() {
+        assert_eq!(user_crs("EPSG:6372"), Some(UserCrs::Epsg(6372)));
+        assert_eq!(user_crs(" 32614 "), Some(UserCrs::Epsg(32614)));
+        assert_eq!(user_crs("epsg:4326"), Some(UserCrs::Epsg(4326)));
+        assert_eq!(
+            user_crs("urn:ogc:def:crs:EPSG::6372"),
+            Some(UserCrs::Epsg(6372))
+        );
+        assert_eq!(
+            user_crs("http://www.opengis.net/def/crs/EPSG/0/6372"),
+            Some(UserCrs::Epsg(6372))
+        );
+        assert_eq!(user_crs("GEOGCS[\"WGS 84\",DATUM[…]]"), Some(UserCrs::Wkt));
+        assert_eq!(
+            user_crs("PROJCRS[\"x\",BASEGEOGCRS[…]]"),
+            Some(UserCrs::Wkt)
+        );
+        assert_eq!(
+            user_crs("{\"type\": \"GeographicCRS\"}"),
+            Some(UserCrs::ProjJson)
+        );
+        for bad in [
+            "http://127.0.0.1:9/crs",
+            "https://example.com/epsg/6372",
+            "/etc/passwd",
+            "+proj=longlat +init=/etc/passwd",
+            "file:///tmp/x.prj",
+            "EPSG:abc",
+            "EPSG:0",
+            "GEOGCS",
+            "WGS84",
+        ] {
+            assert_eq!(user_crs(bad), None, "{bad}");
+            let e = SourceCrs::from_user(bad).unwrap_err().to_string();
+            assert!(e.contains("not an EPSG code"), "{bad}: {e}");
+        }
+        let wkt = SourceCrs::from_user("EPSG:6372").unwrap().wkt;
+        assert_eq!(SourceCrs::from_user(&wkt).unwrap().epsg, Some(6372));
+    }
+
+    /// GDAL's URL-following CRS parser and its HTTP client reach nothing: a local
+    /// listener sees no connection.
+    #[test]
+    fn gdal_never_connects() {
+        crate::ingest::init_gdal();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let _ = SpatialRef::from_definition(&format!("http://127.0.0.1:{port}/crs.wkt"));
+        let _ = gdal::Dataset::open(format!("/vsicurl/http://127.0.0.1:{port}/x.geojson"));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(l.accept().is_err(), "GDAL connected to the listener");
+    }
 
     #[test]
     fn monterrey_round_trips_through_mexican_crss() {

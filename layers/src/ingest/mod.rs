@@ -1094,6 +1094,83 @@ fn write_one(
     Ok(())
 }
 
+/// GDAL and PROJ never reach the network from this process: the data are local
+/// files, and a URL in a hostile file (a .prj, a CRS, a reference inside a document)
+/// must not make the server connect anywhere. PROJ's grid downloads are switched off
+/// (`OSRSetPROJEnableNetwork`, and `PROJ_NETWORK=OFF` for the `proj` crate's own
+/// contexts); every HTTP fetch GDAL makes goes to a callback that refuses it.
+fn network_off() {
+    // Before any thread starts (called first thing in main).
+    std::env::set_var("PROJ_NETWORK", "OFF");
+    // SAFETY: plain setters of process-wide flags; the callback is a `extern "C"`
+    // function that only allocates GDAL's result struct through GDAL's allocator.
+    unsafe {
+        gdal_sys::OSRSetPROJEnableNetwork(0);
+        CPLHTTPPushFetchCallback(Some(refuse_http), std::ptr::null_mut());
+    }
+}
+
+type FetchCallback = unsafe extern "C" fn(
+    url: *const std::ffi::c_char,
+    options: *const *const std::ffi::c_char,
+    progress: *mut std::ffi::c_void,
+    progress_arg: *mut std::ffi::c_void,
+    write: *mut std::ffi::c_void,
+    write_arg: *mut std::ffi::c_void,
+    user: *mut std::ffi::c_void,
+) -> *mut std::ffi::c_void;
+
+extern "C" {
+    /// cpl_http.h (GDAL >= 3.2), not in gdal-sys's bindings.
+    fn CPLHTTPPushFetchCallback(
+        func: Option<FetchCallback>,
+        user: *mut std::ffi::c_void,
+    ) -> std::ffi::c_int;
+}
+
+/// cpl_http.h's `CPLHTTPResult` (unchanged since GDAL 2).
+#[repr(C)]
+struct CplHttpResult {
+    n_status: std::ffi::c_int,
+    content_type: *mut std::ffi::c_char,
+    err_buf: *mut std::ffi::c_char,
+    data_len: std::ffi::c_int,
+    data_alloc: std::ffi::c_int,
+    data: *mut u8,
+    headers: *mut *mut std::ffi::c_char,
+    mime_part_count: std::ffi::c_int,
+    mime_parts: *mut std::ffi::c_void,
+}
+
+/// GDAL's HTTP fetch, refused: a result with a non-zero status and an error text,
+/// allocated with GDAL's allocator because the caller frees it with
+/// `CPLHTTPDestroyResult`.
+unsafe extern "C" fn refuse_http(
+    url: *const std::ffi::c_char,
+    _options: *const *const std::ffi::c_char,
+    _progress: *mut std::ffi::c_void,
+    _progress_arg: *mut std::ffi::c_void,
+    _write: *mut std::ffi::c_void,
+    _write_arg: *mut std::ffi::c_void,
+    _user: *mut std::ffi::c_void,
+) -> *mut std::ffi::c_void {
+    let url = if url.is_null() {
+        String::new()
+    } else {
+        std::ffi::CStr::from_ptr(url).to_string_lossy().into_owned()
+    };
+    tracing::warn!(
+        url,
+        "GDAL tried to fetch a URL: refused (no network access)"
+    );
+    let r = gdal_sys::CPLCalloc(1, std::mem::size_of::<CplHttpResult>()) as *mut CplHttpResult;
+    if !r.is_null() {
+        (*r).n_status = 1;
+        (*r).err_buf = gdal_sys::CPLStrdup(c"network access is disabled in DataHub".as_ptr());
+    }
+    r as *mut std::ffi::c_void
+}
+
 /// Process-wide GDAL settings; call once at start-up.
 pub fn init_gdal() {
     // GDAL's own messages go to our log instead of raw stderr; the errors that matter
@@ -1101,6 +1178,7 @@ pub fn init_gdal() {
     gdal::config::set_error_handler(|class, code, msg| {
         tracing::debug!(?class, code, msg, "GDAL");
     });
+    network_off();
     for (k, v) in [
         // Large GeoJSON files are refused by default above 200 MB.
         ("OGR_GEOJSON_MAX_OBJ_SIZE", "0"),

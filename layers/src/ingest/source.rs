@@ -444,8 +444,10 @@ pub fn source_crs(
             }
             // Multi-line or BOM-prefixed ESRI .prj files that GDAL's driver rejects.
             let one_line: String = text.lines().map(str::trim).collect();
+            // Only as WKT (ESRI's or OGC's): the general parser would also follow a
+            // URL or open a file named in a hostile .prj.
             let srs = gdal::spatial_ref::SpatialRef::from_esri(&one_line)
-                .or_else(|_| gdal::spatial_ref::SpatialRef::from_definition(&one_line))
+                .or_else(|_| gdal::spatial_ref::SpatialRef::from_wkt(&one_line))
                 .map_err(|_| {
                     Error::bad(format!(
                         "{}: the .prj file cannot be read as a coordinate system; fix it or \
