@@ -81,6 +81,13 @@ impl Job {
     }
 }
 
+pub fn too_many_jobs(layer: &str, cap: usize) -> layers::Error {
+    layers::Error::Limit(format!(
+        "{cap} uploads of layer '{layer}' are already queued or running (setting [limits] \
+         queued_jobs_per_layer); wait for them to finish (GET /api/jobs/{{id}}) and send again"
+    ))
+}
+
 /// Running and recent jobs, and the per-layer locks.
 pub struct Jobs {
     catalog: Arc<dyn CatalogStore>,
@@ -92,6 +99,9 @@ pub struct Jobs {
 pub struct Upload {
     pub dir: tempfile::TempDir,
     pub file: PathBuf,
+    /// The folder's owner lock (`layers::store::hold_dir`): held until the upload
+    /// is dropped, so a cleanup by another process never takes a live upload.
+    pub owner: std::fs::File,
 }
 
 impl Jobs {
@@ -113,12 +123,26 @@ impl Jobs {
             .clone()
     }
 
+    /// Jobs of `layer` queued or running.
+    pub fn active(&self, layer: &str) -> usize {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|j| j.layer == layer && matches!(j.state(), State::Queued | State::Running))
+            .count()
+    }
+
+    /// A new queued job, unless `layer` already has `cap` queued or running (each
+    /// waiting job holds a thread and its uploaded file: a client must not pile up
+    /// uploads of one layer).
     pub fn create(
         &self,
         layer: &str,
         ministry: &str,
         actor: &str,
         source_file: &str,
+        cap: usize,
     ) -> layers::Result<Arc<Job>> {
         let mut b = [0u8; 8];
         getrandom::getrandom(&mut b).map_err(|e| layers::Error::Internal(e.to_string()))?;
@@ -134,10 +158,17 @@ impl Jobs {
             read: AtomicU64::new(0),
             total: AtomicU64::new(0),
         });
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(job.id.clone(), job.clone());
+        {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            let active = jobs
+                .values()
+                .filter(|j| j.layer == layer && matches!(j.state(), State::Queued | State::Running))
+                .count();
+            if active >= cap {
+                return Err(too_many_jobs(layer, cap));
+            }
+            jobs.insert(job.id.clone(), job.clone());
+        }
         self.persist(&job);
         Ok(job)
     }

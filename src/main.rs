@@ -434,6 +434,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 uploaded_by: Some(cli_actor()),
                 note,
                 table: (*table).options()?,
+                // --ministry is required on the command line: it is what was asked.
+                ministry_explicit: true,
             };
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(

@@ -402,3 +402,264 @@ fn crs_inputs_never_fetch() {
     );
     assert_eq!(v["feature_count"], 2, "{v}");
 }
+
+fn put_file(base: &str, token: &str, path: &str, file: &Path, meta: Option<Value>) -> (u16, Value) {
+    let mut form = reqwest::blocking::multipart::Form::new()
+        .file("file", file)
+        .unwrap();
+    if let Some(m) = meta {
+        form = form.text("metadata", m.to_string());
+    }
+    let r = client(Duration::from_secs(120))
+        .put(format!("{base}{path}"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .unwrap();
+    json(r)
+}
+
+fn wait_job(base: &str, token: &str, job: &Value) -> Value {
+    let id = job["id"].as_str().unwrap();
+    let t0 = Instant::now();
+    loop {
+        let (s, v, _) = send(
+            base,
+            reqwest::Method::GET,
+            &format!("/api/jobs/{id}"),
+            &[("authorization", format!("Bearer {token}"))],
+            None,
+        );
+        assert_eq!(s, 200, "{v}");
+        if v["state"] == "succeeded" || v["state"] == "failed" {
+            return v;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn current_meta(data: &Path, layer: &str) -> (std::path::PathBuf, Value) {
+    let dir = data.join("layers").join(layer);
+    let n = std::fs::read_to_string(dir.join("CURRENT")).unwrap();
+    let p = dir.join(format!("v{}", n.trim())).join("meta.json");
+    let v = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    (p, v)
+}
+
+/// Point 5: a queued upload does not undo a ministry transfer made meanwhile; the
+/// CLI's `layer set` and the server's PATCH never lose each other's edits; an
+/// anonymous quality request writes nothing; one corrupt record does not stop the
+/// others (reported in /health); stale scratch folders are found by their lock.
+#[test]
+fn races_between_processes_and_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ensure_ministry(&data, "obras");
+    ensure_ministry(&data, "urbano");
+    let nc = vector("sf/nc.gpkg");
+    ingest_ok(&data, &nc, "parques", &[]);
+    let o = run(
+        &data,
+        &[
+            "ingest",
+            nc.to_str().unwrap(),
+            "--layer",
+            "parques",
+            "--ministry",
+            "obras",
+            "--access",
+            "public",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let admin = token(&data, &["--role", "admin"]);
+    let editor = token(&data, &["--ministry", "obras", "--role", "editor"]);
+    let server = Server::start(&data);
+    let base = server.base.clone();
+
+    // An admin moves the layer to 'urbano' with a long upload; an editor of 'obras'
+    // queues a new version meanwhile: it must not move the layer back.
+    let big = big_points(tmp.path(), 300_000);
+    let (s, j1) = put_file(
+        &base,
+        &admin,
+        "/api/layers/parques/data",
+        &big,
+        Some(serde_json::json!({"ministry": "urbano"})),
+    );
+    assert_eq!(s, 202, "{j1}");
+    // Once it runs (it holds the layer's queue), the editor's upload comes.
+    let id1 = j1["id"].as_str().unwrap().to_string();
+    let t0 = Instant::now();
+    loop {
+        let (_, v, _) = send(
+            &base,
+            reqwest::Method::GET,
+            &format!("/api/jobs/{id1}"),
+            &[("authorization", format!("Bearer {admin}"))],
+            None,
+        );
+        if v["state"] == "running" {
+            break;
+        }
+        assert_eq!(v["state"], "queued", "{v}");
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (s, j2) = put_file(&base, &editor, "/api/layers/parques/data", &nc, None);
+    assert_eq!(
+        s, 202,
+        "the editor's upload was expected while the first ran: {j2}"
+    );
+    let r1 = wait_job(&base, &admin, &j1);
+    assert_eq!(r1["state"], "succeeded", "{r1}");
+    let r2 = wait_job(&base, &admin, &j2);
+    assert_eq!(r2["state"], "failed", "{r2}");
+    assert!(
+        r2["error"]
+            .as_str()
+            .unwrap()
+            .contains("now belongs to 'urbano'"),
+        "{r2}"
+    );
+    assert_eq!(current_meta(&data, "parques").1["ministry"], "urbano");
+
+    // The queue of one layer is bounded.
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for _ in 0..6 {
+        let (s, v) = put_file(&base, &admin, "/api/layers/parques/data", &big, None);
+        match s {
+            202 => accepted.push(v),
+            503 => {
+                refused = Some(v);
+                break;
+            }
+            other => panic!("{other}: {v}"),
+        }
+    }
+    let refused = refused.expect("six uploads of one layer were all queued");
+    assert!(
+        refused.to_string().contains("queued_jobs_per_layer"),
+        "{refused}"
+    );
+    for j in &accepted {
+        assert_eq!(wait_job(&base, &admin, j)["state"], "succeeded");
+    }
+
+    // The CLI and the server edit the same record at the same time: each keeps the
+    // other's change.
+    let d2 = data.clone();
+    let cli = std::thread::spawn(move || {
+        for i in 0..8 {
+            let o = run(
+                &d2,
+                &["layer", "set", "parques", "--title", &format!("T{i}")],
+            );
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+    });
+    for i in 0..8 {
+        let (s, v, _) = send(
+            &base,
+            reqwest::Method::PATCH,
+            "/api/layers/parques",
+            &[("authorization", format!("Bearer {admin}"))],
+            Some(serde_json::json!({"keywords": [format!("k{i}")]})),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    cli.join().unwrap();
+    let (_, m) = current_meta(&data, "parques");
+    assert_eq!(
+        (m["title"].clone(), m["keywords"].clone()),
+        (Value::from("T7"), serde_json::json!(["k7"])),
+        "an edit was lost"
+    );
+
+    // A version without a stored diagnosis: an anonymous quality request computes
+    // one and writes nothing.
+    let oldest = std::fs::read_dir(data.join("layers/parques"))
+        .unwrap()
+        .filter_map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_str()?
+                .strip_prefix('v')?
+                .parse::<u32>()
+                .ok()
+        })
+        .min()
+        .unwrap();
+    let v1 = data.join(format!("layers/parques/v{oldest}/meta.json"));
+    let mut old: Value = serde_json::from_str(&std::fs::read_to_string(&v1).unwrap()).unwrap();
+    old.as_object_mut().unwrap().remove("diagnosis");
+    std::fs::write(&v1, serde_json::to_vec_pretty(&old).unwrap()).unwrap();
+    let before = (
+        std::fs::read(&v1).unwrap(),
+        std::fs::metadata(&v1).unwrap().modified().unwrap(),
+    );
+    let (s, q) = server.get(&format!("/api/layers/parques/quality?version={oldest}"));
+    assert_eq!(s, 200, "{q}");
+    assert!(q.to_string().contains("grade"), "{q}");
+    let after = (
+        std::fs::read(&v1).unwrap(),
+        std::fs::metadata(&v1).unwrap().modified().unwrap(),
+    );
+    assert!(before == after, "an anonymous GET rewrote meta.json");
+
+    // One corrupt record: the others are served, new layers still appear, /health
+    // says which (to an admin).
+    ingest_ok(&data, &nc, "otra", &[]);
+    let (p, _) = current_meta(&data, "parques");
+    std::fs::write(&p, "{ not json").unwrap();
+    ingest_ok(&data, &nc, "nueva", &[]);
+    let t0 = Instant::now();
+    loop {
+        let (s, _) = server.get("/collections/nueva");
+        if s == 200 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "new layer never served"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(server.get("/collections/otra").0, 200);
+    let (_, h) = server.get("/health");
+    assert_eq!(
+        (h["status"].clone(), h["unreadable_layers"].clone()),
+        (Value::from("degraded"), Value::from(1)),
+        "{h}"
+    );
+    assert!(h.get("problems").is_none(), "{h}");
+    let (_, h, _) = send(
+        &base,
+        reqwest::Method::GET,
+        "/health",
+        &[("authorization", format!("Bearer {admin}"))],
+        None,
+    );
+    assert_eq!(h["problems"][0]["layer"], "parques", "{h}");
+    drop(server);
+
+    // Scratch folders: one whose owner is gone (its lock free) is removed by the
+    // next command, one whose owner lives is kept, whatever PIDs their names hold.
+    use fs2::FileExt;
+    let dead = data.join("tmp/parques.1.123");
+    let live = data.join("tmp/upload.1.456");
+    for d in [&dead, &live] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("part"), "x").unwrap();
+    }
+    std::fs::File::create(dead.join(".owner.lock")).unwrap();
+    let held = std::fs::File::create(live.join(".owner.lock")).unwrap();
+    held.lock_exclusive().unwrap();
+    let o = run(&data, &["ministry", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!dead.exists(), "a stale folder was kept");
+    assert!(live.exists(), "a live folder was removed");
+    drop(held);
+}

@@ -223,6 +223,9 @@ impl LoadedLayer {
 pub struct Registry {
     store: FsStore,
     layers: ArcSwap<HashMap<String, Arc<LoadedLayer>>>,
+    /// Layers whose current version could not be read at the last refresh (a
+    /// corrupt `meta.json`, a broken `CURRENT`), with why; the others are served.
+    problems: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl Registry {
@@ -230,7 +233,16 @@ impl Registry {
         Registry {
             store,
             layers: ArcSwap::from_pointee(HashMap::new()),
+            problems: Default::default(),
         }
+    }
+
+    /// Layers that could not be loaded at the last refresh, with the reason.
+    pub fn problems(&self) -> std::collections::BTreeMap<String, String> {
+        self.problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn store(&self) -> &FsStore {
@@ -253,36 +265,42 @@ impl Registry {
         let old = self.layers.load_full();
         let mut next = HashMap::new();
         let mut changed = Vec::new();
+        let mut problems = std::collections::BTreeMap::new();
         for id in self.store.layer_ids()? {
-            let current = self.store.current_number(&id)?;
-            match old.get(&id) {
-                Some(l)
+            // One unreadable layer is skipped (its last good version, if any, stays
+            // served) and reported; it never stops the refresh of the others.
+            let loaded = (|| -> Result<Option<Arc<LoadedLayer>>> {
+                let current = self.store.current_number(&id)?;
+                if let Some(l) = old.get(&id) {
                     if Some(l.meta.version) == current
-                        && self.store.meta_mtime(&id, l.meta.version) == l.meta_mtime =>
-                {
-                    next.insert(id, l.clone());
-                }
-                _ => {
-                    let Some(v) = self.store.current(&id)? else {
-                        continue;
-                    };
-                    match LoadedLayer::load(&v) {
-                        Ok(l) => {
-                            tracing::info!(layer = %id, version = l.meta.version, features = l.len(), "layer loaded");
-                            next.insert(id.clone(), Arc::new(l));
-                            changed.push(id);
-                        }
-                        Err(e) => {
-                            // Keep serving the old version rather than dropping the layer.
-                            tracing::error!(layer = %id, error = %e, "cannot load layer version");
-                            if let Some(l) = old.get(&id) {
-                                next.insert(id, l.clone());
-                            }
-                        }
+                        && self.store.meta_mtime(&id, l.meta.version) == l.meta_mtime
+                    {
+                        return Ok(Some(l.clone()));
                     }
+                }
+                let Some(v) = self.store.current(&id)? else {
+                    return Ok(None);
+                };
+                let l = LoadedLayer::load(&v)?;
+                tracing::info!(layer = %id, version = l.meta.version, features = l.len(), "layer loaded");
+                changed.push(id.clone());
+                Ok(Some(Arc::new(l)))
+            })();
+            match loaded {
+                Ok(Some(l)) => {
+                    next.insert(id, l);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(layer = %id, error = %e, "cannot load layer version: skipped");
+                    if let Some(l) = old.get(&id) {
+                        next.insert(id.clone(), l.clone());
+                    }
+                    problems.insert(id, e.to_string());
                 }
             }
         }
+        *self.problems.lock().unwrap_or_else(|p| p.into_inner()) = problems;
         if !changed.is_empty() || next.len() != old.len() {
             self.layers.store(Arc::new(next));
         }

@@ -8,8 +8,18 @@
 //! layers/<id>/v<n>/meta.json      LayerMeta: catalogue record + ingest report
 //! layers/<id>/CURRENT             "<n>": the served version
 //! locks/<id>.lock                 flock held by the one ingest of <id> at a time
-//! tmp/<id>.<pid>.<nanos>/         staging of an ingest in progress
+//! locks/<id>.record.lock          flock held briefly by whoever writes the record or
+//!                                 publishes (CLI and server alike)
+//! tmp/<id>.<pid>.<nanos>/         staging of an ingest in progress (with its
+//!                                 `.staging.lock`, held while the ingest lives)
 //! ```
+//!
+//! Two locks per layer, both `flock`s that hold across processes: the ingest lock
+//! keeps two ingests of a layer apart for as long as they run; the record lock is
+//! taken for the short moments a record is read-modified-written or a version is
+//! published, so a `datahub layer set` in a shell, the server's PATCH and an
+//! ingest's publish never overwrite each other's edits (each re-reads the record
+//! under it), and an edit never waits for a long ingest.
 //!
 //! Publishing writes everything into a staging dir, fsyncs, renames the dir to
 //! `v<n>` and then atomically replaces `CURRENT`: a reader sees version n or n+1,
@@ -378,7 +388,17 @@ pub trait LayerStore: Send + Sync {
     /// Start writing a new version: takes the layer's ingest lock.
     fn begin(&self, id: &str) -> Result<Staging>;
     /// Publish a staged version atomically; returns its number.
-    fn publish(&self, staging: Staging, meta: LayerMeta) -> Result<u32>;
+    fn publish(&self, staging: Staging, meta: LayerMeta) -> Result<u32> {
+        self.publish_with(staging, meta, &mut |_, _| {})
+    }
+    /// Publishes under the layer's record lock; `refresh` sees the record as it is
+    /// at that moment (the current version's, if any) and may update `meta` from it.
+    fn publish_with(
+        &self,
+        staging: Staging,
+        meta: LayerMeta,
+        refresh: &mut dyn FnMut(&mut LayerMeta, Option<&LayerMeta>),
+    ) -> Result<u32>;
     /// Replaces the diagnosis stored with a published version (a recomputation); the
     /// features are never touched.
     fn set_diagnosis(&self, id: &str, version: u32, d: crate::diagnose::Diagnosis) -> Result<()>;
@@ -421,7 +441,23 @@ pub struct Staging {
     pub dir: PathBuf,
     id: String,
     _lock: File,
+    /// The dir's owner lock (see [`hold_dir`]).
+    _owner: File,
     published: bool,
+}
+
+/// The file in a scratch folder under `tmp/` whose lock says its owner is alive.
+pub const OWNER_LOCK: &str = ".owner.lock";
+
+/// Marks `dir` (a scratch folder just created under `tmp/`) as in use for as long
+/// as the returned file stays open: [`FsStore::clean_stale`] removes only folders
+/// whose owner lock nobody holds. A lock, not a process id, because in a container
+/// every server is PID 1 and a killed one's folders would look alive forever.
+pub fn hold_dir(dir: &Path) -> Result<File> {
+    let p = dir.join(OWNER_LOCK);
+    let f = File::create(&p).map_err(|e| Error::io(&p, e))?;
+    f.try_lock_exclusive().map_err(|e| Error::io(&p, e))?;
+    Ok(f)
 }
 
 impl Staging {
@@ -477,8 +513,19 @@ impl FsStore {
     }
 
     /// Rewrites the record of a published version in place (atomically): catalogue
-    /// edits and recomputed diagnoses. The features are never touched.
+    /// edits and recomputed diagnoses. The features are never touched. The record is
+    /// read and written under the layer's record lock.
     pub fn rewrite_meta(
+        &self,
+        id: &str,
+        version: u32,
+        f: impl FnOnce(&mut LayerMeta),
+    ) -> Result<LayerMeta> {
+        let _lock = self.lock_record(id)?;
+        self.rewrite_meta_locked(id, version, f)
+    }
+
+    fn rewrite_meta_locked(
         &self,
         id: &str,
         version: u32,
@@ -487,23 +534,33 @@ impl FsStore {
         let mut v = self.read_version(id, version)?;
         f(&mut v.meta);
         let dir = self.layer_dir(id).join(format!("v{version}"));
-        let tmp = dir.join("meta.json.tmp");
         let json =
             serde_json::to_vec_pretty(&v.meta).map_err(|e| Error::Internal(e.to_string()))?;
-        let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        file.write_all(&json)
-            .and_then(|_| file.sync_all())
-            .map_err(|e| Error::io(&tmp, e))?;
         // Readers see the old record or the new one, never half of either.
-        fs::rename(&tmp, dir.join("meta.json")).map_err(|e| Error::io(&tmp, e))?;
-        fsync_dir(&dir)?;
+        write_atomically(&dir, "meta.json", &json)?;
         Ok(v.meta)
+    }
+
+    /// The layer's record lock (see the module doc): waits up to 30 s, since
+    /// whoever holds it holds it for a moment.
+    pub fn lock_record(&self, id: &str) -> Result<File> {
+        validate_id(id)?;
+        let p = self.root.join("locks").join(format!("{id}.record.lock"));
+        let f = File::create(&p).map_err(|e| Error::io(&p, e))?;
+        let t0 = std::time::Instant::now();
+        while f.try_lock_exclusive().is_err() {
+            if t0.elapsed() > Duration::from_secs(30) {
+                return Err(Error::Busy(id.to_string()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(f)
     }
 
     /// Hides a layer (a delete that erases nothing): it is no longer listed or served,
     /// and its versions stay on disk until [`FsStore::unhide`].
     pub fn hide(&self, id: &str) -> Result<()> {
-        validate_id(id)?;
+        let _lock = self.lock_record(id)?;
         if self.current_number(id)?.is_none() {
             return Err(Error::UnknownLayer(id.to_string()));
         }
@@ -516,7 +573,7 @@ impl FsStore {
 
     /// Brings a hidden layer back as it was.
     pub fn unhide(&self, id: &str) -> Result<()> {
-        validate_id(id)?;
+        let _lock = self.lock_record(id)?;
         if !self.is_hidden(id) {
             return Err(Error::bad(format!("layer '{id}' is not deleted")));
         }
@@ -581,27 +638,36 @@ impl FsStore {
             }
         }
         let mut meta = old.meta;
-        current.meta.copy_record_to(&mut meta);
         meta.uploaded_by = Some(by.to_string());
         meta.note = Some(format!("restored from version {n}"));
         meta.created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let record = meta.clone();
-        if let Some(d) = &mut meta.diagnosis {
-            d.refresh_metadata(&record);
-        }
-        let v = self.publish(staging, meta.clone())?;
-        meta.version = v;
-        Ok(meta)
+        // The record is the layer's current one, read under the record lock.
+        let mut published = meta.clone();
+        let v = self.publish_with(staging, meta, &mut |m, cur| {
+            if let Some(cur) = cur {
+                cur.copy_record_to(m);
+            }
+            let record = m.clone();
+            if let Some(d) = &mut m.diagnosis {
+                d.refresh_metadata(&record);
+            }
+            published = m.clone();
+        })?;
+        published.version = v;
+        Ok(published)
     }
 
     /// Applies a catalogue edit to the served version's record (the diagnosis's
     /// metadata checks follow it); returns the record before and after.
     pub fn edit_record(&self, id: &str, edit: &RecordEdit) -> Result<(LayerMeta, LayerMeta)> {
+        // Read and written under one lock: an edit made meanwhile elsewhere (the
+        // CLI, another request, a publish) is the base of this one, never lost.
+        let _lock = self.lock_record(id)?;
         let before = self
             .current(id)?
             .ok_or_else(|| Error::UnknownLayer(id.to_string()))?
             .meta;
-        let after = self.rewrite_meta(id, before.version, |m| {
+        let after = self.rewrite_meta_locked(id, before.version, |m| {
             edit.apply(m);
             let record = m.clone();
             if let Some(d) = &mut m.diagnosis {
@@ -620,17 +686,37 @@ impl FsStore {
         self.root.join("layers").join(id)
     }
 
-    /// Removes staging dirs left by ingests that were killed (their process is gone).
+    /// Removes what killed processes left under `tmp/`: folders whose owner lock
+    /// ([`hold_dir`]) nobody holds; a folder without one (being created right now, or
+    /// left by an older DataHub) and loose files only when older than an hour.
     pub fn clean_stale(&self) -> Result<usize> {
         let tmp = self.tmp_dir();
         let mut removed = 0;
         let entries = fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let old = |p: &Path| {
+            fs::metadata(p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(3600))
+        };
         for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
-            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-            if !alive {
-                let _ = fs::remove_dir_all(entry.path()).or_else(|_| fs::remove_file(entry.path()));
+            let path = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let (stale, _held) = if is_dir {
+                match File::open(path.join(OWNER_LOCK)) {
+                    // Taken: nobody holds it. Kept locked while the folder goes.
+                    Ok(f) => match f.try_lock_exclusive() {
+                        Ok(()) => (true, Some(f)),
+                        Err(_) => (false, None),
+                    },
+                    Err(_) => (old(&path), None),
+                }
+            } else {
+                (old(&path), None)
+            };
+            if stale {
+                let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
                 removed += 1;
             }
         }
@@ -686,6 +772,25 @@ impl FsStore {
     }
 }
 
+/// Replaces `dir/name` with `bytes` through a temporary file of this process and
+/// moment (never a name another writer shares), fsynced, renamed, dir fsynced.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
+    let written = File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|_| fs::rename(&tmp, dir.join(name))) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    fsync_dir(dir)
+}
+
 fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|f| f.sync_all())
@@ -701,8 +806,9 @@ impl LayerStore for FsStore {
             .flatten()
         {
             if let Some(name) = entry.file_name().to_str() {
+                // A broken CURRENT still names a layer (its readers report why).
                 if validate_id(name).is_ok()
-                    && self.current_number(name)?.is_some()
+                    && !matches!(self.current_number(name), Ok(None))
                     && !self.is_hidden(name)
                 {
                     ids.push(name.to_string());
@@ -764,16 +870,27 @@ impl LayerStore for FsStore {
             .tmp_dir()
             .join(format!("{id}.{}.{nanos}", std::process::id()));
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let owner = hold_dir(&dir)?;
         Ok(Staging {
             dir,
             id: id.to_string(),
             _lock: lock,
+            _owner: owner,
             published: false,
         })
     }
 
-    fn publish(&self, mut staging: Staging, mut meta: LayerMeta) -> Result<u32> {
+    fn publish_with(
+        &self,
+        mut staging: Staging,
+        mut meta: LayerMeta,
+        refresh: &mut dyn FnMut(&mut LayerMeta, Option<&LayerMeta>),
+    ) -> Result<u32> {
         let id = staging.id.clone();
+        let _record = self.lock_record(&id)?;
+        // The record as it is now (an edit may have come while the data were read).
+        let current = self.current(&id)?.map(|v| v.meta);
+        refresh(&mut meta, current.as_ref());
         let layer_dir = self.layer_dir(&id);
         fs::create_dir_all(&layer_dir).map_err(|e| Error::io(&layer_dir, e))?;
         let n = self.version_numbers(&id)?.last().copied().unwrap_or(0) + 1;
@@ -788,6 +905,10 @@ impl LayerStore for FsStore {
         File::open(&fgb)
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io(&fgb, e))?;
+        // The owner lock stays held (its file is open) but leaves the folder, which
+        // becomes the version.
+        let owner = staging.dir.join(OWNER_LOCK);
+        fs::remove_file(&owner).map_err(|e| Error::io(&owner, e))?;
         fsync_dir(&staging.dir)?;
 
         let target = layer_dir.join(format!("v{n}"));
@@ -795,13 +916,7 @@ impl LayerStore for FsStore {
         staging.published = true;
         fsync_dir(&layer_dir)?;
 
-        let cur_tmp = layer_dir.join("CURRENT.tmp");
-        let mut f = File::create(&cur_tmp).map_err(|e| Error::io(&cur_tmp, e))?;
-        f.write_all(format!("{n}\n").as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(&cur_tmp, e))?;
-        fs::rename(&cur_tmp, layer_dir.join("CURRENT")).map_err(|e| Error::io(&cur_tmp, e))?;
-        fsync_dir(&layer_dir)?;
+        write_atomically(&layer_dir, "CURRENT", format!("{n}\n").as_bytes())?;
 
         // Retention: the newest `keep_versions`, never the one just published.
         let all = self.version_numbers(&id)?;

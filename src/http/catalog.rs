@@ -670,12 +670,13 @@ async fn receive_fields(
                 }
                 let name = safe_file_name(field.file_name().unwrap_or(""));
                 let tmp_root = state.registry.store().tmp_dir();
-                // Named like ingest staging (`<kind>.<pid>.…`), so a crash leaves
-                // nothing that the next start's cleanup does not remove.
+                // With its owner lock, so a crash leaves nothing that the next
+                // start's cleanup does not remove.
                 let dir = tempfile::Builder::new()
-                    .prefix(&format!("upload.{}.", std::process::id()))
+                    .prefix("upload.")
                     .tempdir_in(&tmp_root)
                     .map_err(ApiError::internal)?;
+                let owner = layers::store::hold_dir(dir.path())?;
                 let path = dir.path().join(&name);
                 let mut out = tokio::fs::File::create(&path)
                     .await
@@ -704,7 +705,11 @@ async fn receive_fields(
                 if written == 0 {
                     return Err(ApiError::bad_request(format!("the uploaded file '{name}' is empty")));
                 }
-                upload = Some(jobs::Upload { dir, file: path });
+                upload = Some(jobs::Upload {
+                    dir,
+                    file: path,
+                    owner,
+                });
             }
             other => {
                 return Err(ApiError::bad_request(format!(
@@ -837,6 +842,16 @@ async fn new_version(
             Err(e) => Err(e),
         }
     };
+    // Refused before the body is stored when the layer already has its fill of
+    // waiting uploads (checked again, atomically, when the job is created).
+    let cap = state.gate.limits.queued_jobs_per_layer;
+    let checked = checked.and_then(|cur| {
+        if state.jobs.active(&id) >= cap {
+            Err(jobs::too_many_jobs(&id, cap).into())
+        } else {
+            Ok(cur)
+        }
+    });
     let cur = match checked {
         Ok(cur) => cur,
         Err(e) => return Err(refuse(mp, e).await),
@@ -893,7 +908,13 @@ fn start_job(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let actor = caller.actor();
-    let job = state.jobs.create(&id, &ministry, &actor, &source_name)?;
+    let job = state.jobs.create(
+        &id,
+        &ministry,
+        &actor,
+        &source_name,
+        state.gate.limits.queued_jobs_per_layer,
+    )?;
     let req = layers::ingest::IngestRequest {
         title: meta.title.clone(),
         description: meta.description.clone().unwrap_or_default(),
@@ -907,12 +928,18 @@ fn start_job(
         uploaded_by: Some(actor.clone()),
         note: meta.note.clone(),
         table,
+        // A new version follows the layer's ministry at publish time unless the
+        // upload names one (an admin's transfer made while it was queued is kept).
+        ministry_explicit: new_layer || meta.ministry.is_some(),
         ..layers::ingest::IngestRequest::new(upload.file.clone(), &id, &ministry)
     };
     let st = state.clone();
     let j = job.clone();
 
-    tokio::task::spawn_blocking(move || run_job(st, j, req, upload, new_layer, actor, remote));
+    let who = caller.clone();
+    tokio::task::spawn_blocking(move || {
+        run_job(st, j, req, upload, new_layer, (who, actor), remote)
+    });
     let location = format!("/api/jobs/{}", job.id);
     let mut r = (StatusCode::ACCEPTED, Json(job.doc())).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -928,7 +955,7 @@ fn run_job(
     req: layers::ingest::IngestRequest,
     upload: jobs::Upload,
     new_layer: bool,
-    actor: String,
+    (caller, actor): (Caller, String),
     remote: Option<String>,
 ) {
     let lock = state.jobs.layer_lock(&job.layer);
@@ -941,6 +968,14 @@ fn run_job(
         Err(layers::Error::bad(format!(
             "layer id '{}' was taken while this upload was queued; choose another id",
             job.layer
+        )))
+    } else if let Some(p) = previous.as_ref().filter(|p| !caller.can_write(&p.ministry)) {
+        // Checked again now: the layer may have moved to another ministry while
+        // this upload waited (and the upload's ministry is re-read at publish).
+        Err(layers::Error::bad(format!(
+            "layer '{}' now belongs to '{}' (moved while this upload was queued); \
+             only its editors or a city-wide admin may publish it",
+            job.layer, p.ministry
         )))
     } else {
         let progress = |p: layers::ingest::Progress| {

@@ -604,8 +604,23 @@ async fn api_html(State(state): State<AppState>, caller: Caller, headers: Header
     html_doc(ogc::html::api(&doc, &base))
 }
 
+/// `GET /health`: `ok`, or `degraded` when some layers could not be read at the
+/// last refresh (the others are served). Which ones, and why, only for admins: an
+/// anonymous monitor learns the count.
 async fn health(State(state): State<AppState>, caller: Caller) -> Json<Value> {
-    Json(json!({"status": "ok", "layers": sorted_layers(&state, &caller).len()}))
+    let problems = state.registry.problems();
+    let mut doc = json!({
+        "status": if problems.is_empty() { "ok" } else { "degraded" },
+        "layers": sorted_layers(&state, &caller).len(),
+        "unreadable_layers": problems.len(),
+    });
+    if caller.is_admin() && !problems.is_empty() {
+        doc["problems"] = problems
+            .iter()
+            .map(|(layer, error)| json!({"layer": layer, "error": error}))
+            .collect();
+    }
+    Json(doc)
 }
 
 /// A collection document; the temporal extent may need a scan of the layer (once
@@ -792,8 +807,8 @@ async fn download(
             }
         });
     } else {
-        // Scratch under the data folder's tmp/, named like ingest staging so a
-        // crash leaves nothing that `clean_stale` does not remove. It is created and
+        // Scratch under the data folder's tmp/, with its owner lock so a crash
+        // leaves nothing that `clean_stale` does not remove. It is created and
         // dropped by the blocking task, so a client that goes away mid-write cannot
         // delete it under GDAL (nor leave the task writing into a recreated one).
         // Files are written a few at a time (setting `downloads`), each within its
@@ -811,20 +826,22 @@ async fn download(
         let written = pass
             .run(move || -> layers::Result<_> {
                 let dir = tempfile::Builder::new()
-                    .prefix(&format!("download.{}.", std::process::id()))
+                    .prefix("download.")
                     .tempdir_in(&tmp_root)
                     .map_err(|e| layers::Error::io(&tmp_root, e))?;
+                let owner = layers::store::hold_dir(dir.path())?;
                 let path = write_file(&l2, &positions, fmt, crs, dir.path())?;
-                Ok((dir, path))
+                Ok((dir, owner, path))
             })
             .await
             .map_err(ApiError::internal)??;
         tokio::task::spawn_blocking(move || {
-            let (dir, path) = written;
+            let (dir, owner, path) = written;
             if let Err(e) = stream_file(&path, &tx) {
                 let _ = tx.blocking_send(Err(e));
             }
             drop(dir);
+            drop(owner);
         });
     }
     let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));

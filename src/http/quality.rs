@@ -63,10 +63,15 @@ pub async fn layer(
     let registry = state.registry.clone();
     let settings = state.quality.clone();
     let id2 = id.clone();
-    let (meta, diagnosis) = tokio::task::spawn_blocking(move || {
+    let c2 = caller.clone();
+    let (meta, diagnosis) = super::heavy(&state, &c2, crate::limits::Work::Query, move || {
         let store = registry.store();
-        // The current record decides who may see every version of the layer.
-        match store.current(&id2)? {
+        // The current record decides who may see every version of the layer (an
+        // id that cannot exist is simply not found).
+        match store.current(&id2).or_else(|e| match e {
+            layers::Error::BadInput(_) => Ok(None),
+            e => Err(e),
+        })? {
             Some(c) if !store.is_hidden(&id2) && caller.can_see(&c.meta) => {}
             _ => return Ok(None),
         }
@@ -80,27 +85,20 @@ pub async fn layer(
         let Some(v) = v else {
             return Ok(None);
         };
-        // Versions stored before diagnoses existed get one now, kept for next time.
+        // Versions stored before diagnoses existed get one computed now, in a slot
+        // of the gate, and not stored: a reader (anonymous, even) never writes the
+        // record; `datahub quality` stores them.
         let d = match &v.meta.diagnosis {
             Some(d) => d.clone(),
             None => {
                 let loaded = layers::index::LoadedLayer::load(&v)?;
-                let d = layers::diagnose::diagnose(&loaded, &settings)?;
-                store.set_diagnosis(&id2, v.meta.version, d.clone())?;
-                d
+                layers::diagnose::diagnose(&loaded, &settings)?
             }
         };
         let d = d.as_of(&v.meta, chrono::Utc::now());
         Ok::<_, layers::Error>(Some((v.meta, d)))
     })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(|e| match e {
-        layers::Error::BadInput(_) => ApiError::not_found(format!(
-            "layer '{id}' does not exist; GET /collections lists them"
-        )),
-        e => e.into(),
-    })?
+    .await?
     .ok_or_else(|| match version {
         Some(n) => ApiError::not_found(format!("layer '{id}' has no kept version {n}")),
         None => ApiError::not_found(format!(

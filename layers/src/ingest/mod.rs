@@ -64,6 +64,10 @@ pub struct IngestRequest {
     pub note: Option<String>,
     /// How to read a table (CSV, spreadsheet): header row, coordinate columns, join.
     pub table: crate::table::TableOptions,
+    /// `ministry` was asked for (the CLI's `--ministry`, an upload's metadata), not
+    /// just the layer's ministry when the upload was queued: only then does the new
+    /// version move the layer.
+    pub ministry_explicit: bool,
 }
 
 impl IngestRequest {
@@ -87,6 +91,7 @@ impl IngestRequest {
             uploaded_by: None,
             note: None,
             table: Default::default(),
+            ministry_explicit: true,
         }
     }
 }
@@ -431,9 +436,36 @@ pub fn ingest(
     d.duration_ms = diagnosing.elapsed().as_millis() as u64;
     meta.diagnosis = Some(d);
     meta.duration_ms = started.elapsed().as_millis() as u64;
-    let version = store.publish(staging, meta.clone())?;
+    // The record is taken again from the current version at the moment of
+    // publishing (under the record lock): an edit or a ministry transfer made while
+    // this ingest ran (or was queued) is kept, with this ingest's own changes on top.
+    let mut published = meta.clone();
+    let version = store.publish_with(staging, meta, &mut |m, current| {
+        if let Some(cur) = current {
+            let ministry = m.ministry.clone();
+            cur.copy_record_to(m);
+            if req.ministry_explicit {
+                m.ministry = ministry;
+            }
+            if let Some(t) = &req.title {
+                m.title = t.clone();
+            }
+            if !req.description.is_empty() {
+                m.description = req.description.clone();
+            }
+            req.record.apply(m);
+            let record = m.clone();
+            if let Some(d) = &mut m.diagnosis {
+                d.refresh_metadata(&record);
+            }
+        }
+        published = m.clone();
+    })?;
     Ok(IngestSummary {
-        meta: LayerMeta { version, ..meta },
+        meta: LayerMeta {
+            version,
+            ..published
+        },
     })
 }
 
@@ -508,6 +540,8 @@ pub fn rejoin_dependents(
                     .map_or("?".to_string(), |j| j.zone_version.to_string())
             )),
             table: table.clone(),
+            // A rebuild keeps the layer where it is at publish time.
+            ministry_explicit: false,
         };
         out.push(Rejoined {
             layer: id.clone(),
