@@ -45,6 +45,8 @@ pub struct LimitSettings {
     /// Reverse proxies whose `X-Forwarded-For` is believed (addresses); from anyone
     /// else the header is ignored.
     pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
+    /// Memory for cached analysis results and prepared zone layers (default 256 MiB).
+    pub analysis_cache_mb: Option<u64>,
 }
 
 /// The resolved limits.
@@ -59,6 +61,7 @@ pub struct Limits {
     pub min_free_disk: u64,
     pub queued_jobs_per_layer: usize,
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub analysis_cache: u64,
 }
 
 impl From<&LimitSettings> for Limits {
@@ -74,6 +77,7 @@ impl From<&LimitSettings> for Limits {
             min_free_disk: s.min_free_disk_mb.unwrap_or(1024) << 20,
             queued_jobs_per_layer: s.queued_jobs_per_layer.unwrap_or(3).max(1),
             trusted_proxies: s.trusted_proxies.clone().unwrap_or_default(),
+            analysis_cache: s.analysis_cache_mb.unwrap_or(256).max(1) << 20,
         }
     }
 }

@@ -559,6 +559,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 state.max_upload_bytes = settings.max_upload_mb << 20;
                 state.gate = Arc::new(datahub::limits::Gate::new(settings.limits.clone()));
+                state.analysis = Arc::new(datahub::analysis::cache::Cache::new(
+                    settings.limits.analysis_cache,
+                ));
                 state.auth = Arc::new(http::auth::Auth::new(
                     state.catalog.clone(),
                     settings.limits.trusted_proxies.clone(),
@@ -961,7 +964,7 @@ fn aggregate_cmd(
         lang: filter_lang,
         crs: None,
     });
-    let cache = analysis::cache::Cache::new(1, 1);
+    let cache = analysis::cache::Cache::new(64 << 20);
     let (z, agg) = analysis::cached_aggregate(
         &cache,
         &zl,

@@ -40,6 +40,9 @@ struct Inner {
     today: (u64, String),
 }
 
+/// Days of counts kept in `usage.json`.
+pub const KEEP_DAYS: i64 = 400;
+
 pub const KINDS: [&str; 4] = ["tile", "items", "download", "analysis"];
 
 /// Before authentication exists every request is anonymous; the catalogue issue's
@@ -105,9 +108,18 @@ impl Usage {
                 return Ok(());
             }
             g.dirty = false;
+            // Days older than the retention go (reports look back 30 days, the
+            // daily view a year).
+            let oldest = (chrono::Utc::now() - chrono::Duration::days(KEEP_DAYS))
+                .format("%Y-%m-%d")
+                .to_string();
+            g.file.days = g.file.days.split_off(&oldest);
             serde_json::to_vec(&g.file).map_err(std::io::Error::other)?
         };
-        let tmp = self.path.with_extension("json.tmp");
+        // Unique per process: a CLI command never shares the server's temp name.
+        let tmp = self
+            .path
+            .with_extension(format!("json.{}.tmp", std::process::id()));
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, &self.path)
     }
@@ -186,14 +198,23 @@ pub fn classify(path: &str, query: Option<&str>) -> Vec<(String, &'static str)> 
     }
 }
 
-/// The middleware: counts successful requests (and 304s) against the layers they use.
-pub async fn track(State(usage): State<Arc<Usage>>, req: Request, next: Next) -> Response {
+/// The middleware: counts successful requests (and 304s) against the layers they use,
+/// under each layer's id as loaded (a percent-encoded or unknown name in the path is
+/// never a new key: the counts cannot be grown by inventing paths).
+pub async fn track(
+    State((usage, registry)): State<(Arc<Usage>, Arc<layers::index::Registry>)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let uses = classify(req.uri().path(), req.uri().query());
     let resp = next.run(req).await;
     let s = resp.status().as_u16();
     if !uses.is_empty() && (s < 400) {
         for (layer, kind) in uses {
-            usage.record(&layer, kind, ANONYMOUS);
+            let id = percent_encoding::percent_decode_str(&layer).decode_utf8_lossy();
+            if let Some(l) = registry.get(&id) {
+                usage.record(&l.meta.id, kind, ANONYMOUS);
+            }
         }
     }
     resp

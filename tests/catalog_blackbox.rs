@@ -1192,7 +1192,7 @@ fn table_uploads_with_join_metadata() {
     assert_eq!(s, 400, "{v}");
     assert!(
         v.to_string()
-            .contains("metadata part is larger than 1024 KiB"),
+            .contains("metadata part is larger than 64 KiB"),
         "{v}"
     );
     // A zone field or coordinate column that does not exist fails the job with why.

@@ -20,27 +20,48 @@ pub struct Cache {
 
 impl Default for Cache {
     fn default() -> Self {
-        Cache::new(64, 4096)
+        Cache::new(256 << 20)
     }
 }
 
+/// A moka weight (u32) from a byte count.
+fn weight(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX).max(1)
+}
+
 impl Cache {
-    /// At most `zone_layers` prepared zone layers and `results` aggregates.
-    pub fn new(zone_layers: u64, results: u64) -> Self {
+    /// At most `bytes` of memory, roughly, in all: half for prepared zone layers, a
+    /// quarter each for aggregates and other results. Bounded in bytes, not entries:
+    /// a few large zone layers or many results with distinct parameters (each
+    /// radius, filter, point is a key) cannot grow the process without bound.
+    pub fn new(bytes: u64) -> Self {
         Cache {
             zones: moka::sync::Cache::builder()
-                .max_capacity(zone_layers)
+                .max_capacity(bytes / 2)
+                .weigher(|_, z: &Arc<Zones>| weight(z.approx_bytes()))
                 .support_invalidation_closures()
                 .build(),
             results: moka::sync::Cache::builder()
-                .max_capacity(results)
+                .max_capacity(bytes / 4)
+                .weigher(|k: &String, a: &Arc<Aggregate>| weight(k.len() + a.approx_bytes()))
                 .support_invalidation_closures()
                 .build(),
             values: moka::sync::Cache::builder()
-                .max_capacity(results)
+                .max_capacity(bytes / 4)
+                .weigher(|k: &String, v: &Arc<serde_json::Value>| {
+                    weight(k.len() + serde_json::to_vec(&**v).map_or(0, |b| b.len()) * 2)
+                })
                 .support_invalidation_closures()
                 .build(),
         }
+    }
+
+    /// Bytes held now, as the weighers count them.
+    pub fn weighted_bytes(&self) -> u64 {
+        self.zones.run_pending_tasks();
+        self.results.run_pending_tasks();
+        self.values.run_pending_tasks();
+        self.zones.weighted_size() + self.results.weighted_size() + self.values.weighted_size()
     }
 
     /// The zone layer prepared (decoded, indexed, measured) once per version.
@@ -137,5 +158,25 @@ impl CloneError for layers::Error {
             e if e.is_user_error() => layers::Error::bad(e.to_string()),
             e => layers::Error::Internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Results with ever new parameters (a float radius, a point) stay within the
+    /// byte bound, however many come.
+    #[test]
+    fn results_are_bounded_in_bytes() {
+        let c = Cache::new(4 << 20);
+        for i in 0..5_000 {
+            let key = format!("nearest|x@1|{}", 0.1 + i as f64 * 1e-9);
+            c.value(key, || Ok(serde_json::json!({"rows": vec!["x".repeat(100); 10]})))
+                .unwrap();
+        }
+        let held = c.weighted_bytes();
+        assert!(held <= 1 << 20, "{held} bytes held for a 1 MiB share");
+        assert!(held > 100_000, "{held}: nothing kept at all");
     }
 }

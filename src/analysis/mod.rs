@@ -484,6 +484,19 @@ pub struct Aggregate {
     breaks: std::sync::Mutex<HashMap<BreaksKey, Arc<Vec<f64>>>>,
 }
 
+impl Aggregate {
+    /// Heap bytes held, roughly, with its JSON once serialized (for the cache's
+    /// byte bound).
+    pub fn approx_bytes(&self) -> usize {
+        let row = |r: &Row| {
+            std::mem::size_of::<Row>() + r.name.as_ref().map_or(0, String::len) + r.values.len() * 16
+        };
+        let rows: usize = self.rows.iter().map(row).sum();
+        // The JSON text is about as large again.
+        2 * rows + self.filter.as_ref().map_or(0, String::len) + 256
+    }
+}
+
 /// Computes `stats` of `layer` for every zone.
 pub fn aggregate(
     zones: &Zones,

@@ -34,6 +34,12 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Heap bytes held (for the cache's byte bound).
+    pub fn approx_bytes(&self) -> usize {
+        self.edges.len() * std::mem::size_of::<(Coord<f64>, Coord<f64>)>()
+            + self.bands.iter().map(|b| 24 + b.len() * 4).sum::<usize>()
+    }
+
     pub fn new(mp: &MultiPolygon<f64>) -> Prepared {
         let mut edges = Vec::new();
         let (mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -135,6 +141,23 @@ pub struct Zones {
     /// In id order.
     pub zones: Vec<Zone>,
     tree: RTree<Entry>,
+}
+
+impl Zones {
+    /// Heap bytes held, roughly (for the cache's byte bound).
+    pub fn approx_bytes(&self) -> usize {
+        use geo::CoordsIter;
+        self.zones
+            .iter()
+            .map(|z| {
+                std::mem::size_of::<Zone>()
+                    + z.name.as_ref().map_or(0, String::len)
+                    + z.geom.coords_count() * 16
+                    + z.prepared.approx_bytes()
+            })
+            .sum::<usize>()
+            + self.zones.len() * 48
+    }
 }
 
 /// Field names tried, in order, for a zone's display name (case-insensitive).

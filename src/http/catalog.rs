@@ -753,8 +753,9 @@ fn too_large(limit: u64) -> ApiError {
     ))
 }
 
-/// Largest upload metadata part (the record, and a join's crosswalk).
-const MAX_METADATA: usize = 1 << 20;
+/// Largest upload metadata part (the record, and a join's crosswalk: some hundred
+/// names; larger ones go through the CLI's `--crosswalk FILE`).
+const MAX_METADATA: usize = 64 << 10;
 
 fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -290,7 +290,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::not_found("no such endpoint; see / for the links") })
         .layer(axum::middleware::from_fn_with_state(
-            state.usage.clone(),
+            (state.usage.clone(), state.registry.clone()),
             crate::usage::track,
         ))
         .layer(axum::middleware::from_fn(private_when_authenticated))

@@ -1214,8 +1214,10 @@ pub fn init_gdal() {
     });
     network_off();
     for (k, v) in [
-        // Large GeoJSON files are refused by default above 200 MB.
-        ("OGR_GEOJSON_MAX_OBJ_SIZE", "0"),
+        // GeoJSON is read feature by feature; one feature (one JSON object) larger
+        // than this many MB is refused instead of filling memory (GDAL's default,
+        // written out so nobody mistakes it for the file size limit).
+        ("OGR_GEOJSON_MAX_OBJ_SIZE", "200"),
         // Never rebuild a missing .shx silently: a broken Shapefile is reported.
         ("SHAPE_RESTORE_SHX", "NO"),
         // No network access from inside GDAL.

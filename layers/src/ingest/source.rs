@@ -166,19 +166,24 @@ fn shapefile_options(c: &mut Candidate) -> Result<()> {
     if sibling(&c.path, "cpg").is_some() {
         return Ok(()); // GDAL honours the declared code page
     }
-    let bytes = fs::read(&dbf).map_err(|e| Error::io(&dbf, e))?;
-    if bytes.len() < 32 {
+    // Streamed: the header, then the records in chunks until the first byte that
+    // is not UTF-8 (a .dbf may be gigabytes).
+    use std::io::{Read, Seek};
+    let io = |e| Error::io(&dbf, e);
+    let mut f = fs::File::open(&dbf).map_err(io)?;
+    let mut header = [0u8; 32];
+    if f.read_exact(&mut header).is_err() {
         return Err(Error::bad(format!(
             "{}: not a valid .dbf file",
             dbf.display()
         )));
     }
-    if bytes[29] != 0 {
+    if header[29] != 0 {
         return Ok(()); // LDID code page in the header: GDAL honours it
     }
-    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let records = bytes.get(header_len..).unwrap_or(&[]);
-    if std::str::from_utf8(records).is_ok() {
+    let header_len = u16::from_le_bytes([header[8], header[9]]) as u64;
+    f.seek(std::io::SeekFrom::Start(header_len)).map_err(io)?;
+    if is_utf8(&mut std::io::BufReader::new(f)).map_err(io)? {
         c.open_options.push("ENCODING=UTF-8".into());
     } else {
         c.open_options.push("ENCODING=CP1252".into());
@@ -188,6 +193,30 @@ fn shapefile_options(c: &mut Candidate) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether everything `r` yields is UTF-8, read in chunks (a sequence split between
+/// two chunks is carried over); stops at the first invalid byte.
+fn is_utf8(r: &mut impl std::io::Read) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut carry = 0;
+    loop {
+        let n = r.read(&mut buf[carry..])?;
+        if n == 0 {
+            return Ok(carry == 0);
+        }
+        let filled = carry + n;
+        match std::str::from_utf8(&buf[..filled]) {
+            Ok(_) => carry = 0,
+            // Only an incomplete sequence at the very end may continue.
+            Err(e) if e.error_len().is_none() => {
+                let valid = e.valid_up_to();
+                buf.copy_within(valid..filled, 0);
+                carry = filled - valid;
+            }
+            Err(_) => return Ok(false),
+        }
+    }
 }
 
 /// The one table (CSV, spreadsheet) among the candidates, when the source is a
@@ -413,9 +442,17 @@ pub fn source_crs(
     match c.ext.as_str() {
         "shp" => {
             let prj = sibling(&c.path, "prj");
+            // A .prj is a line of WKT: more than 1 MiB is not one (read no more).
             let text = prj
                 .as_ref()
-                .and_then(|p| fs::read(p).ok())
+                .and_then(|p| {
+                    use std::io::Read;
+                    let mut b = Vec::new();
+                    fs::File::open(p)
+                        .and_then(|f| f.take(1 << 20).read_to_end(&mut b))
+                        .ok()
+                        .map(|_| b)
+                })
                 .map(|b| {
                     String::from_utf8_lossy(&b)
                         .trim_start_matches('\u{feff}')
@@ -470,5 +507,20 @@ pub fn source_crs(
             "{}: the layer declares no coordinate system; give it with --crs EPSG:n",
             c.path.display()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_is_checked_across_chunk_boundaries() {
+        let mut text = "a".repeat((1 << 16) - 1).into_bytes();
+        text.extend_from_slice("ñandú".as_bytes()); // 'ñ' split between chunks
+        assert!(is_utf8(&mut &text[..]).unwrap());
+        text.push(0xF1); // Latin-1 'ñ' at the end
+        assert!(!is_utf8(&mut &text[..]).unwrap());
+        assert!(!is_utf8(&mut &b"ca\xF1ada"[..]).unwrap());
     }
 }
