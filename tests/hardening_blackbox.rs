@@ -663,3 +663,62 @@ fn races_between_processes_and_requests() {
     assert!(live.exists(), "a live folder was removed");
     drop(held);
 }
+
+/// Point 6: downloads written to disk keep the data folder's free space (GeoJSON,
+/// streamed, still works); usage is counted under the real layer id only.
+#[test]
+fn downloads_and_usage_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ingest_ok(&data, &vector("sf/nc.gpkg"), "nc", &[]);
+    let config = tmp.path().join("datahub.toml");
+    // More free space than any test machine has.
+    std::fs::write(&config, "[limits]\nmin_free_disk_mb = 1000000000\n").unwrap();
+    let server = Server::start_with(&data, &["--config", config.to_str().unwrap()]);
+    let (s, v) = server.get("/collections/nc/items?f=gpkg");
+    assert_eq!(s, 503, "{v}");
+    assert!(v["description"].as_str().unwrap().contains("min_free_disk_mb"), "{v}");
+    let r = client(Duration::from_secs(30))
+        .get(format!("{}/collections/nc/items?f=geojson", server.base))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.json::<Value>().unwrap()["features"].as_array().unwrap().len(),
+        100
+    );
+    // Nothing left in tmp/ by the refused download.
+    let left: Vec<_> = std::fs::read_dir(data.join("tmp")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // The same layer under percent-encoded names, and names that are no layer.
+    for path in [
+        "/collections/nc/items?limit=1",
+        "/collections/%6Ec/items?limit=1",
+        "/collections/%6E%63/items?limit=1",
+        "/tiles/%6Ec/5/8/12.mvt",
+        "/collections/zz%20top/items",
+    ] {
+        client(Duration::from_secs(30))
+            .get(format!("{}{path}", server.base))
+            .send()
+            .unwrap();
+    }
+    let t0 = Instant::now();
+    let usage = loop {
+        if let Ok(text) = std::fs::read_to_string(data.join("usage.json")) {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if v.to_string().contains("\"nc\"") {
+                break v;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "usage.json never written");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (_, layers) in usage["days"].as_object().unwrap() {
+        let keys: Vec<&String> = layers.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["nc"], "{usage}");
+        assert_eq!(layers["nc"]["items"]["anonymous"], 3, "{usage}");
+        assert_eq!(layers["nc"]["tile"]["anonymous"], 1, "{usage}");
+    }
+}
