@@ -49,7 +49,8 @@ tests/.venv/bin/python: tests/requirements.txt
 	tests/.venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
 	@touch tests/.venv/bin/python
 
-build: deps
+# MapLibre GL JS is compiled into the binary (build.rs checks its pinned checksum).
+build: deps web/node_modules
 	cargo build --release
 
 run: build web/node_modules
@@ -82,7 +83,7 @@ bench: deps build
 bench-peers: deps build
 	bash tests/bench/peers.sh
 
-lint: deps
+lint: deps web/node_modules
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 

@@ -20,7 +20,8 @@ pub struct FileSettings {
     pub max_upload_mb: Option<u64>,
     /// `[tiles]` and `[tiles.layers.<id>]`.
     pub tiles: Option<crate::tileserve::TileSettings>,
-    /// Folder with the front-end packages (`web/`, filled by `npm ci`).
+    /// No longer used (MapLibre GL JS is compiled into the binary); accepted so
+    /// that existing files keep working.
     pub web_dir: Option<PathBuf>,
     /// `[quality]`: expected area, wider region and grade thresholds of the diagnosis.
     pub quality: Option<layers::diagnose::DiagnoseConfig>,
@@ -92,7 +93,6 @@ pub struct Settings {
     pub max_unzipped_mb: u64,
     pub max_upload_mb: u64,
     pub tiles: crate::tileserve::TileSettings,
-    pub web_dir: PathBuf,
     pub quality: layers::diagnose::DiagnoseConfig,
     pub map: MapSettings,
     pub limits: crate::limits::Limits,
@@ -116,7 +116,6 @@ impl Settings {
             max_unzipped_mb: file.max_unzipped_mb.unwrap_or(8192),
             max_upload_mb: file.max_upload_mb.unwrap_or(2048).max(1),
             tiles: file.tiles.unwrap_or_default(),
-            web_dir: file.web_dir.unwrap_or_else(|| PathBuf::from("web")),
             quality: file.quality.unwrap_or_default(),
             map: file.map.unwrap_or_default(),
             limits: crate::limits::Limits::from(&file.limits.unwrap_or_default()),

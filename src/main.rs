@@ -550,7 +550,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 // Tests and scripts read the bound address (port 0 = any free port).
                 println!("listening on http://{local}");
                 std::io::stdout().flush()?;
-                let mut state = Shared::new(registry, tiles, &settings.web_dir)?;
+                let mut state = Shared::new(registry, tiles)?;
                 state.quality = Arc::new(settings.quality.clone());
                 state.map = Arc::new(settings.map.clone());
                 state.limits = Limits {

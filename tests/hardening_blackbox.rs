@@ -677,14 +677,23 @@ fn downloads_and_usage_are_bounded() {
     let server = Server::start_with(&data, &["--config", config.to_str().unwrap()]);
     let (s, v) = server.get("/collections/nc/items?f=gpkg");
     assert_eq!(s, 503, "{v}");
-    assert!(v["description"].as_str().unwrap().contains("min_free_disk_mb"), "{v}");
+    assert!(
+        v["description"]
+            .as_str()
+            .unwrap()
+            .contains("min_free_disk_mb"),
+        "{v}"
+    );
     let r = client(Duration::from_secs(30))
         .get(format!("{}/collections/nc/items?f=geojson", server.base))
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(
-        r.json::<Value>().unwrap()["features"].as_array().unwrap().len(),
+        r.json::<Value>().unwrap()["features"]
+            .as_array()
+            .unwrap()
+            .len(),
         100
     );
     // Nothing left in tmp/ by the refused download.
@@ -712,7 +721,10 @@ fn downloads_and_usage_are_bounded() {
                 break v;
             }
         }
-        assert!(t0.elapsed() < Duration::from_secs(15), "usage.json never written");
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "usage.json never written"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     for (_, layers) in usage["days"].as_object().unwrap() {
@@ -721,4 +733,56 @@ fn downloads_and_usage_are_bounded() {
         assert_eq!(layers["nc"]["items"]["anonymous"], 3, "{usage}");
         assert_eq!(layers["nc"]["tile"]["anonymous"], 1, "{usage}");
     }
+}
+
+/// Point 7: the binary, started outside the repository, serves the pinned MapLibre
+/// build it carries (byte for byte the checksummed file; gzipped on request).
+#[test]
+fn the_binary_carries_its_map() {
+    use sha2::Digest;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ingest_ok(&data, &vector("sf/nc.gpkg"), "nc", &[]);
+    let server = Server::start(&data);
+    let pinned = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("web/maplibre-gl.sha256"),
+    )
+    .unwrap();
+    for line in pinned.lines() {
+        let (sum, name) = line.split_once("  ").unwrap();
+        let url = format!("{}/web/maplibre/{name}", server.base);
+        let r = client(Duration::from_secs(30)).get(&url).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{name}");
+        let raw = r.bytes().unwrap();
+        let got: String = sha2::Sha256::digest(&raw)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(got, sum, "{name}");
+        let r = client(Duration::from_secs(30))
+            .get(&url)
+            .header("accept-encoding", "gzip")
+            .send()
+            .unwrap();
+        assert_eq!(r.headers()["content-encoding"], "gzip");
+        let gz = r.bytes().unwrap();
+        assert!(
+            gz.len() < raw.len() / 2,
+            "{name}: {} of {}",
+            gz.len(),
+            raw.len()
+        );
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut plain).unwrap();
+        assert!(plain == raw, "{name}: gzip differs");
+    }
+    // The map page refers to it.
+    let page = client(Duration::from_secs(30))
+        .get(format!("{}/", server.base))
+        .header("accept", "text/html")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains("/web/maplibre/maplibre-gl.js"), "{page}");
 }

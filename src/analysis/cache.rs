@@ -172,8 +172,10 @@ mod tests {
         let c = Cache::new(4 << 20);
         for i in 0..5_000 {
             let key = format!("nearest|x@1|{}", 0.1 + i as f64 * 1e-9);
-            c.value(key, || Ok(serde_json::json!({"rows": vec!["x".repeat(100); 10]})))
-                .unwrap();
+            c.value(key, || {
+                Ok(serde_json::json!({"rows": vec!["x".repeat(100); 10]}))
+            })
+            .unwrap();
         }
         let held = c.weighted_bytes();
         assert!(held <= 1 << 20, "{held} bytes held for a 1 MiB share");

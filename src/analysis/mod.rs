@@ -489,7 +489,9 @@ impl Aggregate {
     /// byte bound).
     pub fn approx_bytes(&self) -> usize {
         let row = |r: &Row| {
-            std::mem::size_of::<Row>() + r.name.as_ref().map_or(0, String::len) + r.values.len() * 16
+            std::mem::size_of::<Row>()
+                + r.name.as_ref().map_or(0, String::len)
+                + r.values.len() * 16
         };
         let rows: usize = self.rows.iter().map(row).sum();
         // The JSON text is about as large again.

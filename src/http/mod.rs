@@ -53,9 +53,6 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub tiles: Arc<TileService>,
     pub temporal: Arc<ogc::TemporalExtents>,
-    /// MapLibre GL JS's `dist/` when installed (`npm ci` in `web/`): the HTML item
-    /// pages then show a MapLibre map, otherwise an SVG drawing.
-    pub maplibre: Option<Arc<std::path::Path>>,
     /// Prepared zone layers and computed aggregates (`/api/analysis`).
     pub analysis: Arc<crate::analysis::cache::Cache>,
     /// Requests per layer and day (`usage.json` in the data folder).
@@ -84,19 +81,7 @@ fn registry_root(r: &Registry) -> &std::path::Path {
 }
 
 impl Shared {
-    pub fn new(
-        registry: Arc<Registry>,
-        tiles: Arc<TileService>,
-        web_dir: &std::path::Path,
-    ) -> layers::Result<Self> {
-        let dist = web_dir.join("node_modules/maplibre-gl/dist");
-        let maplibre = dist
-            .join("maplibre-gl.js")
-            .is_file()
-            .then(|| Arc::from(dist.as_path()));
-        if maplibre.is_none() {
-            tracing::warn!(web_dir = %web_dir.display(), "MapLibre GL JS not installed (run `npm ci` in web/): HTML previews are SVG");
-        }
+    pub fn new(registry: Arc<Registry>, tiles: Arc<TileService>) -> layers::Result<Self> {
         let usage = Arc::new(crate::usage::Usage::open(registry_root(&registry)));
         let catalog: Arc<dyn CatalogStore> = Arc::new(crate::catalog::SqliteCatalog::open(
             registry_root(&registry),
@@ -105,7 +90,6 @@ impl Shared {
             registry,
             tiles,
             temporal: Arc::default(),
-            maplibre,
             analysis: Arc::default(),
             usage,
             quality: Default::default(),
@@ -278,16 +262,7 @@ pub fn router(state: AppState) -> Router {
             get(analysis::tilejson),
         )
         .merge(catalog::routes(&state))
-        .nest_service(
-            "/web/maplibre",
-            // Only MapLibre's own files: nothing else of web/ is served.
-            tower_http::services::ServeDir::new(
-                state
-                    .maplibre
-                    .clone()
-                    .unwrap_or_else(|| Arc::from(std::path::Path::new("/nonexistent"))),
-            ),
-        )
+        .route("/web/maplibre/:file", get(web::maplibre))
         .fallback(|| async { ApiError::not_found("no such endpoint; see / for the links") })
         .layer(axum::middleware::from_fn_with_state(
             (state.usage.clone(), state.registry.clone()),
@@ -699,11 +674,10 @@ async fn queryables(
 }
 
 /// The map shown on HTML feature pages (only for lon/lat output).
-fn preview(state: &AppState, crs: &OutputCrs) -> ogc::html::Preview {
-    match (crs.epsg, &state.maplibre) {
-        (Some(_), _) => ogc::html::Preview::None,
-        (None, Some(_)) => ogc::html::Preview::MapLibre,
-        (None, None) => ogc::html::Preview::Svg,
+fn preview(crs: &OutputCrs) -> ogc::html::Preview {
+    match crs.epsg {
+        Some(_) => ogc::html::Preview::None,
+        None => ogc::html::Preview::MapLibre,
     }
 }
 
@@ -751,7 +725,7 @@ async fn items(
                 &l.meta.title,
                 &id,
                 &base,
-                preview(&state, crs),
+                preview(crs),
             ))
         }
     };
@@ -906,7 +880,7 @@ async fn item(
             &l.meta.title,
             &id,
             &base,
-            preview(&state, crs),
+            preview(crs),
         )),
     };
     link_header(&mut r, &links);

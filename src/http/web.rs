@@ -1,7 +1,8 @@
 //! The web pages: the planners' map at `/` (for browsers; API clients still get the
 //! OGC landing page there) and the publishing page at `/publicar`, with their scripts
 //! and styles compiled into the binary, so the pages always match the server's API.
-//! MapLibre GL JS itself is served from `web/node_modules` (`/web/maplibre/`).
+//! MapLibre GL JS is compiled in too (`/web/maplibre/`; the pinned build, its
+//! checksum verified by `build.rs`): the binary carries its own map, wherever it runs.
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
@@ -35,6 +36,51 @@ const FILES: [(&str, &str, &str); 4] = [
         include_str!("../../web/app/style.css"),
     ),
 ];
+
+/// MapLibre's files as embedded by `build.rs`: name, type, bytes, gzipped bytes.
+const MAPLIBRE: [(&str, &str, &[u8], &[u8]); 2] = [
+    (
+        "maplibre-gl.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!(concat!(env!("OUT_DIR"), "/maplibre-gl.js")),
+        include_bytes!(concat!(env!("OUT_DIR"), "/maplibre-gl.js.gz")),
+    ),
+    (
+        "maplibre-gl.css",
+        "text/css; charset=utf-8",
+        include_bytes!(concat!(env!("OUT_DIR"), "/maplibre-gl.css")),
+        include_bytes!(concat!(env!("OUT_DIR"), "/maplibre-gl.css.gz")),
+    ),
+];
+
+/// `GET /web/maplibre/{file}`: the embedded MapLibre GL JS, gzipped when the client
+/// accepts it; its version is pinned, so it may be cached for a day.
+pub async fn maplibre(
+    Path(file): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, ctype, raw, gz) = MAPLIBRE
+        .iter()
+        .find(|(name, ..)| *name == file)
+        .ok_or_else(|| ApiError::not_found(format!("no such file /web/maplibre/{file}")))?;
+    let gzip = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let mut r = if gzip { *gz } else { *raw }.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    Ok(r)
+}
 
 fn page(body: &'static str, extra_origins: &[String]) -> Response {
     let mut r = body.into_response();

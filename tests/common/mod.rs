@@ -383,7 +383,10 @@ impl Server {
     /// Logging at `info` into `log` (for tests that read what the server did).
     pub fn start_logged(data: &Path, global: &[&str], log: Option<&Path>) -> Server {
         let mut cmd = bin();
-        cmd.arg("--data")
+        // Not the repository: the binary must carry everything it serves (the map's
+        // MapLibre included), wherever it is started.
+        cmd.current_dir(std::env::temp_dir())
+            .arg("--data")
             .arg(data)
             .args(global)
             .args(["serve", "--addr", "127.0.0.1:0"])
