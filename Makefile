@@ -13,13 +13,14 @@ FETCHED := tests/.testdata
 APT_PKGS := libgdal-dev gdal-bin libclang-dev clang pkg-config zip unzip curl ca-certificates bc python3 python3-pip python3-venv wrk chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help deps build run test testdata bench bench-peers lint lint-js fmt clean
+.PHONY: help deps build run test testdata bench bench-peers lint lint-js fmt clean fuzz
 
 help:
 	@echo "make run    - build and serve the demo layers on http://$(ADDR)"
 	@echo "make test   - lint and run all tests (installs what is missing)"
 	@echo "make bench  - benchmarks (criterion + ingest/HTTP load scripts)"
 	@echo "make bench-peers - the tile workload against Martin + PostGIS (installs them)"
+	@echo "make fuzz   - the fuzz targets (proptest) for a long run (FUZZ_CASES=500000)"
 	@echo "make lint   - rustfmt --check and clippy -D warnings (make lint-js: ESLint)"
 	@echo "make fmt    - format the code"
 
@@ -75,6 +76,12 @@ $(SHEETS)/deaths.xlsx:
 
 test: deps lint lint-js tests/node_modules tests/.venv/bin/python web/node_modules $(SHEETS)/deaths.xlsx
 	DATAHUB_TEST_DATA="$$($(MAKE) -s testdata)" DATAHUB_TEST_SHEETS="$(abspath $(SHEETS))" cargo test --workspace -- --test-threads=2
+
+# The fuzz targets (src/fuzz.rs, layers/src/fuzz.rs) for a long run; `make test` runs
+# them briefly. Failing inputs are saved under proptest-regressions/ (commit them).
+FUZZ_CASES ?= 500000
+fuzz: deps web/node_modules
+	DATAHUB_FUZZ_CASES=$(FUZZ_CASES) cargo test --workspace --lib fuzz -- --test-threads=2
 
 bench: deps build
 	DATAHUB_TEST_DATA="$$($(MAKE) -s testdata)" bash tests/bench/run.sh

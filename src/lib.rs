@@ -38,3 +38,6 @@ pub mod ogc;
 pub mod quality;
 pub mod tileserve;
 pub mod usage;
+
+#[cfg(test)]
+mod fuzz;

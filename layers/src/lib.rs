@@ -32,4 +32,7 @@ pub mod store;
 pub mod table;
 pub mod text;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use error::{Error, Result};

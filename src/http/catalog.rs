@@ -437,7 +437,7 @@ async fn versions(
 /// never silently does nothing.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MetaInput {
+pub(crate) struct MetaInput {
     id: Option<String>,
     title: Option<String>,
     description: Option<String>,
@@ -513,7 +513,7 @@ fn keywords<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>
 
 impl MetaInput {
     /// How a table upload is read and placed.
-    fn table(&self) -> ApiResult<layers::table::TableOptions> {
+    pub(crate) fn table(&self) -> ApiResult<layers::table::TableOptions> {
         use layers::table::join::{self, JoinSpec};
         let spec = match &self.join {
             Some(JoinInput::Text(t)) => Some(JoinSpec::parse(t)?),
@@ -543,7 +543,7 @@ impl MetaInput {
         })
     }
 
-    fn edit(&self) -> ApiResult<RecordEdit> {
+    pub(crate) fn edit(&self) -> ApiResult<RecordEdit> {
         let e = RecordEdit {
             title: self.title.clone(),
             description: self.description.clone(),
@@ -562,7 +562,7 @@ impl MetaInput {
     }
 }
 
-fn parse_meta(text: &str) -> ApiResult<MetaInput> {
+pub(crate) fn parse_meta(text: &str) -> ApiResult<MetaInput> {
     serde_json::from_str(text).map_err(|e| {
         ApiError::bad_request(format!(
             "metadata is not valid: {e}. Accepted keys: id, title, description, ministry, access, keywords, theme, license, contact_name, contact_email, update_frequency, language, temporal, crs, source_layer, id_field, skip_invalid, note, header_row, lon, lat, x, y, coords, coord_order, join, key, as, crosswalk, no_geometry"

@@ -22,7 +22,7 @@ use crate::tileserve::TileService;
 
 mod analysis;
 pub mod auth;
-mod catalog;
+pub(crate) mod catalog;
 mod quality;
 mod tiles;
 mod web;

@@ -278,9 +278,10 @@ pub fn parse_pair(s: &str, decimal_comma: bool) -> Option<(Coord, Coord)> {
         }
     }
     // White space: numbers, or DMS groups split after a hemisphere letter.
-    let up = t.to_uppercase();
-    for (i, c) in up.char_indices() {
-        if matches!(c, 'N' | 'S') {
+    // Positions in `t` itself: upper-casing the whole text may change its length
+    // ("ß" becomes "SS"), so each character is compared on its own.
+    for (i, c) in t.char_indices() {
+        if matches!(c.to_ascii_uppercase(), 'N' | 'S') {
             let (a, b) = t.split_at(i + c.len_utf8());
             if let (Some(a), Some(b)) = (parse_dms(a, false), parse_dms(b, false)) {
                 return Some((a, b));
@@ -666,6 +667,15 @@ pub fn mixed_formats(col: &Column, decimal_comma: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the fuzzer: a character whose upper case is longer ("ß" → "SS")
+    /// made the pair splitter cut inside a character (a panic on a CP1252 CSV).
+    #[test]
+    fn case_expanding_characters_do_not_panic() {
+        assert_eq!(parse_pair("ß", false), None);
+        assert_eq!(parse_pair("ßß 25°N 100°W", false), None);
+        assert!(parse_pair("25°40'N 100°18'W", false).is_some());
+    }
 
     #[test]
     fn names_are_split_and_recognised() {
