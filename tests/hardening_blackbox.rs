@@ -786,3 +786,97 @@ fn the_binary_carries_its_map() {
         .unwrap();
     assert!(page.contains("/web/maplibre/maplibre-gl.js"), "{page}");
 }
+
+/// Runs `wrk` on `urls` (a file of paths) for `secs`; returns (requests, errors),
+/// errors being socket errors and non-2xx/3xx answers.
+fn wrk(base: &str, urls: &Path, secs: u32) -> std::process::Child {
+    std::process::Command::new("wrk")
+        .args(["-t1", "-c4", &format!("-d{secs}s"), "-s"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/list.lua"))
+        .arg(base)
+        .env("URL_LIST", urls)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("wrk (Debian package wrk, installed by make deps)")
+}
+
+fn wrk_result(child: std::process::Child) -> (u64, String) {
+    let o = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    (requests, text)
+}
+
+/// Load while re-uploading: wrk on items and tiles of a layer while 4 new versions
+/// of it are uploaded and published one after another: every request answers.
+#[test]
+fn load_while_reuploading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let csv = big_points(tmp.path(), 50_000);
+    ingest_ok(&data, &csv, "puntos", &[]);
+    let admin = token(&data, &["--role", "admin"]);
+    let server = Server::start(&data);
+    let base = server.base.clone();
+    let items = tmp.path().join("items.txt");
+    let mut lines = String::new();
+    for i in 0..50 {
+        let x = -100.5 + (i % 10) as f64 * 0.03;
+        let y = 25.5 + (i / 10) as f64 * 0.003;
+        lines.push_str(&format!(
+            "/collections/puntos/items?bbox={x},{y},{},{}&limit=100\n",
+            x + 0.05,
+            y + 0.01
+        ));
+        lines.push_str("/collections/puntos/items?limit=50&offset=1000\n");
+    }
+    std::fs::write(&items, lines).unwrap();
+    let tiles = tmp.path().join("tiles.txt");
+    let mut lines = String::new();
+    for z in 8..=12u32 {
+        let n = 2f64.powi(z as i32);
+        let x = ((-100.4 + 180.0) / 360.0 * n) as u32;
+        let lat = 25.52f64.to_radians();
+        let y =
+            ((1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0 * n) as u32;
+        for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+            lines.push_str(&format!(
+                "/tiles/puntos/{z}/{}/{}.mvt\n",
+                x + dx,
+                y.saturating_sub(dy)
+            ));
+        }
+    }
+    std::fs::write(&tiles, lines).unwrap();
+
+    let w_items = wrk(&base, &items, 12);
+    let w_tiles = wrk(&base, &tiles, 12);
+    let t0 = Instant::now();
+    let mut versions = Vec::new();
+    for _ in 0..4 {
+        let (s, j) = put_file(&base, &admin, "/api/layers/puntos/data", &csv, None);
+        assert_eq!(s, 202, "{j}");
+        let r = wait_job(&base, &admin, &j);
+        assert_eq!(r["state"], "succeeded", "{r}");
+        versions.push(r["result"]["version"].clone());
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(12),
+        "the uploads outlasted the load"
+    );
+    assert_eq!(versions, [2, 3, 4, 5].map(Value::from));
+    for (what, w) in [("items", w_items), ("tiles", w_tiles)] {
+        let (n, text) = wrk_result(w);
+        assert!(n > 100, "{what}: only {n} requests: {text}");
+        assert!(
+            !text.contains("Non-2xx") && !text.contains("Socket errors"),
+            "{what}: errors under load while re-uploading:\n{text}"
+        );
+    }
+}
