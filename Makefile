@@ -13,13 +13,14 @@ FETCHED := tests/.testdata
 APT_PKGS := libgdal-dev gdal-bin libclang-dev clang pkg-config zip unzip curl ca-certificates bc python3 python3-pip python3-venv wrk chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help deps build run test testdata bench bench-peers lint lint-js fmt clean fuzz
+.PHONY: help deps build run test testdata bench bench-peers bench-hardening lint lint-js fmt clean fuzz
 
 help:
 	@echo "make run    - build and serve the demo layers on http://$(ADDR)"
 	@echo "make test   - lint and run all tests (installs what is missing)"
 	@echo "make bench  - benchmarks (criterion + ingest/HTTP load scripts)"
 	@echo "make bench-peers - the tile workload against Martin + PostGIS (installs them)"
+	@echo "make bench-hardening - cached tiles and 1,000-feature pages before/after issue 16"
 	@echo "make fuzz   - the fuzz targets (proptest) for a long run (FUZZ_CASES=500000)"
 	@echo "make lint   - rustfmt --check and clippy -D warnings (make lint-js: ESLint)"
 	@echo "make fmt    - format the code"
@@ -85,6 +86,11 @@ fuzz: deps web/node_modules
 
 bench: deps build
 	DATAHUB_TEST_DATA="$$($(MAKE) -s testdata)" bash tests/bench/run.sh
+
+# The cost of issue 16's hardening on cached tiles and 1,000-feature pages: the same
+# workload against main before it (BASE_REV, built once into target/base) and this tree.
+bench-hardening: deps build
+	bash tests/bench/hardening.sh
 
 # Optional: the viewport-grid tile workload against Martin on PostGIS, with the ratios.
 bench-peers: deps build
