@@ -952,6 +952,9 @@ enum Unit {
 pub struct LikePattern {
     /// Runs of units separated by `%`; `segments.len() == 1` means no `%` at all.
     segments: Vec<Vec<Unit>>,
+    /// Each segment as plain text when it has no `_` (found with `str::find`, a
+    /// linear-time substring search, instead of trying every position).
+    literals: Vec<Option<String>>,
 }
 
 impl LikePattern {
@@ -975,53 +978,67 @@ impl LikePattern {
                 last.push(u);
             }
         }
-        LikePattern { segments }
+        let literals = segments
+            .iter()
+            .map(|seg| {
+                seg.iter()
+                    .map(|u| match u {
+                        Unit::Ch(c) => Some(*c),
+                        Unit::One => None,
+                    })
+                    .collect::<Option<String>>()
+            })
+            .collect();
+        LikePattern { segments, literals }
     }
 
     pub fn matches(&self, value: &str) -> bool {
-        let s: Vec<char> = value.chars().collect();
-        let at = |seg: &[Unit], i: usize| {
-            i + seg.len() <= s.len()
-                && seg.iter().zip(&s[i..]).all(|(u, c)| match u {
-                    Unit::One => true,
-                    Unit::Ch(x) => x == c,
-                })
+        // The byte index just after `seg` when it matches at byte `i`.
+        let at = |seg: &[Unit], i: usize| -> Option<usize> {
+            let mut chars = value[i..].char_indices();
+            for u in seg {
+                let (_, c) = chars.next()?;
+                if let Unit::Ch(x) = u {
+                    if *x != c {
+                        return None;
+                    }
+                }
+            }
+            Some(chars.next().map_or(value.len(), |(j, _)| i + j))
         };
         let Some((first, rest)) = self.segments.split_first() else {
-            return s.is_empty();
+            return value.is_empty();
         };
-        if rest.is_empty() {
-            return first.len() == s.len() && at(first, 0);
-        }
-        if !at(first, 0) {
+        let Some(mut pos) = at(first, 0) else {
             return false;
-        }
-        let mut pos = first.len();
-        let (last, middle) = match rest.split_last() {
-            Some(x) => x,
-            None => return true,
         };
-        for seg in middle {
+        let Some((last, middle)) = rest.split_last() else {
+            return pos == value.len();
+        };
+        for (k, seg) in middle.iter().enumerate() {
             if seg.is_empty() {
                 continue;
             }
-            let mut found = None;
-            let mut i = pos;
-            while i + seg.len() <= s.len() {
-                if at(seg, i) {
-                    found = Some(i);
-                    break;
-                }
-                i += 1;
-            }
+            let found = match &self.literals[k + 1] {
+                Some(lit) => value[pos..].find(lit.as_str()).map(|j| pos + j + lit.len()),
+                None => value[pos..]
+                    .char_indices()
+                    .find_map(|(j, _)| at(seg, pos + j)),
+            };
             match found {
-                Some(i) => pos = i + seg.len(),
+                Some(end) => pos = end,
                 None => return false,
             }
         }
         // The last segment is anchored at the end and must not overlap what the
         // earlier ones took.
-        s.len() >= pos + last.len() && at(last, s.len() - last.len())
+        if last.is_empty() {
+            return true;
+        }
+        match value[pos..].char_indices().rev().nth(last.len() - 1) {
+            Some((j, _)) => at(last, pos + j) == Some(value.len()),
+            None => false,
+        }
     }
 }
 

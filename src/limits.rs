@@ -138,23 +138,25 @@ impl Budget {
     /// The guard the async side holds: dropping it (the handler's future was
     /// dropped because the client disconnected) cancels the work.
     pub fn cancel_on_drop(&self) -> CancelOnDrop {
-        CancelOnDrop(self.cancelled.clone())
+        CancelOnDrop(Some(self.cancelled.clone()))
     }
 }
 
-pub struct CancelOnDrop(Arc<AtomicBool>);
+pub struct CancelOnDrop(Option<Arc<AtomicBool>>);
 
 impl CancelOnDrop {
     /// The work finished normally: nothing to cancel.
-    pub fn disarm(self) {
-        std::mem::forget(self);
+    pub fn disarm(mut self) {
+        self.0 = None;
     }
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-        tracing::info!("client went away: its query is being stopped");
+        if let Some(flag) = self.0.take() {
+            flag.store(true, Ordering::Relaxed);
+            tracing::info!("client went away: its query is being stopped");
+        }
     }
 }
 
@@ -174,6 +176,19 @@ pub fn within<T>(budget: Budget, f: impl FnOnce() -> T) -> T {
     let prev = CURRENT.with(|c| c.borrow_mut().replace(budget));
     let _reset = Reset(prev);
     f()
+}
+
+/// This thread's budget, to hand to worker threads (rayon) with [`within_opt`].
+pub fn current() -> Option<Budget> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// [`within`] when there is a budget, else just `f`.
+pub fn within_opt<T>(budget: Option<Budget>, f: impl FnOnce() -> T) -> T {
+    match budget {
+        Some(b) => within(b, f),
+        None => f(),
+    }
 }
 
 /// Stops the current work when its budget ran out or its client went away.
@@ -232,6 +247,8 @@ impl Gate {
     pub async fn enter(&self, anonymous: bool, work: Work) -> Result<Pass, Busy> {
         let mut permits = Vec::new();
         let deadline = tokio::time::Instant::now() + self.limits.queue_wait;
+        // A download takes its own (scarcer) slot first: waiting for it must not hold
+        // the slots queries need.
         let take = |sem: &Arc<Semaphore>, setting: &'static str, n: usize| {
             let sem = sem.clone();
             async move {
@@ -242,6 +259,9 @@ impl Gate {
                     .ok_or(Busy { setting, n })
             }
         };
+        if work == Work::Download {
+            permits.push(take(&self.downloads, "downloads", self.limits.downloads).await?);
+        }
         if anonymous {
             permits.push(
                 take(
@@ -255,10 +275,7 @@ impl Gate {
         permits.push(take(&self.all, "heavy_queries", self.limits.heavy).await?);
         let budget = match work {
             Work::Query => Budget::new(self.limits.query_budget, "query_budget_s"),
-            Work::Download => {
-                permits.push(take(&self.downloads, "downloads", self.limits.downloads).await?);
-                Budget::new(self.limits.download_budget, "download_budget_s")
-            }
+            Work::Download => Budget::new(self.limits.download_budget, "download_budget_s"),
         };
         Ok(Pass { permits, budget })
     }

@@ -436,6 +436,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 table: (*table).options()?,
                 // --ministry is required on the command line: it is what was asked.
                 ministry_explicit: true,
+                expect_ministry: None,
             };
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
@@ -580,8 +581,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Layers { json } => {
             let mut metas = Vec::new();
             for id in store.layer_ids()? {
-                if let Some(v) = store.current(&id)? {
-                    metas.push(v.meta);
+                match store.current(&id) {
+                    Ok(Some(v)) => metas.push(v.meta),
+                    Ok(None) => {}
+                    // Listed on stderr, the others still listed.
+                    Err(e) => eprintln!("layer {id} cannot be read: {e}"),
                 }
             }
             let mut out = std::io::stdout().lock();

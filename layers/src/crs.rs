@@ -383,8 +383,29 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.set_nonblocking(true).unwrap();
         let port = l.local_addr().unwrap().port();
-        let _ = SpatialRef::from_definition(&format!("http://127.0.0.1:{port}/crs.wkt"));
-        let _ = gdal::Dataset::open(format!("/vsicurl/http://127.0.0.1:{port}/x.geojson"));
+        // On other threads than the one that switched the network off, as ingests
+        // run: a CRS URL, GDAL's curl reader, a GeoJSON whose `crs` is a link.
+        let dir = tempfile::tempdir().unwrap();
+        let gj = dir.path().join("linked.geojson");
+        std::fs::write(
+            &gj,
+            format!(
+                r#"{{"type":"FeatureCollection","crs":{{"type":"link","properties":{{"href":"http://127.0.0.1:{port}/crs","type":"ogcwkt"}}}},"features":[{{"type":"Feature","properties":{{}},"geometry":{{"type":"Point","coordinates":[1,2]}}}}]}}"#
+            ),
+        )
+        .unwrap();
+        std::thread::spawn(move || {
+            let _ = SpatialRef::from_definition(&format!("http://127.0.0.1:{port}/crs.wkt"));
+            let _ = gdal::Dataset::open(format!("/vsicurl/http://127.0.0.1:{port}/x.none"));
+            if let Ok(ds) = gdal::Dataset::open(&gj) {
+                use gdal::vector::LayerAccess;
+                if let Ok(layer) = ds.layer(0) {
+                    let _ = layer.spatial_ref();
+                }
+            }
+        })
+        .join()
+        .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert!(l.accept().is_err(), "GDAL connected to the listener");
     }

@@ -11,7 +11,7 @@
 //! locks/<id>.record.lock          flock held briefly by whoever writes the record or
 //!                                 publishes (CLI and server alike)
 //! tmp/<id>.<pid>.<nanos>/         staging of an ingest in progress (with its
-//!                                 `.staging.lock`, held while the ingest lives)
+//!                                 `.owner.lock`, held while the ingest lives)
 //! ```
 //!
 //! Two locks per layer, both `flock`s that hold across processes: the ingest lock
@@ -389,15 +389,16 @@ pub trait LayerStore: Send + Sync {
     fn begin(&self, id: &str) -> Result<Staging>;
     /// Publish a staged version atomically; returns its number.
     fn publish(&self, staging: Staging, meta: LayerMeta) -> Result<u32> {
-        self.publish_with(staging, meta, &mut |_, _| {})
+        self.publish_with(staging, meta, &mut |_, _| Ok(()))
     }
     /// Publishes under the layer's record lock; `refresh` sees the record as it is
-    /// at that moment (the current version's, if any) and may update `meta` from it.
+    /// at that moment (the current version's, if any) and may update `meta` from it,
+    /// or refuse the publish (an error: nothing is published).
     fn publish_with(
         &self,
         staging: Staging,
         meta: LayerMeta,
-        refresh: &mut dyn FnMut(&mut LayerMeta, Option<&LayerMeta>),
+        refresh: &mut dyn FnMut(&mut LayerMeta, Option<&LayerMeta>) -> Result<()>,
     ) -> Result<u32>;
     /// Replaces the diagnosis stored with a published version (a recomputation); the
     /// features are never touched.
@@ -454,9 +455,13 @@ pub const OWNER_LOCK: &str = ".owner.lock";
 /// whose owner lock nobody holds. A lock, not a process id, because in a container
 /// every server is PID 1 and a killed one's folders would look alive forever.
 pub fn hold_dir(dir: &Path) -> Result<File> {
+    // Locked under a private name, then renamed: a cleaner never sees the lock file
+    // unlocked (a folder without one is left alone while young).
+    let tmp = dir.join(format!("{OWNER_LOCK}.{}", std::process::id()));
     let p = dir.join(OWNER_LOCK);
-    let f = File::create(&p).map_err(|e| Error::io(&p, e))?;
-    f.try_lock_exclusive().map_err(|e| Error::io(&p, e))?;
+    let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.try_lock_exclusive().map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))?;
     Ok(f)
 }
 
@@ -652,6 +657,7 @@ impl FsStore {
                 d.refresh_metadata(&record);
             }
             published = m.clone();
+            Ok(())
         })?;
         published.version = v;
         Ok(published)
@@ -884,13 +890,19 @@ impl LayerStore for FsStore {
         &self,
         mut staging: Staging,
         mut meta: LayerMeta,
-        refresh: &mut dyn FnMut(&mut LayerMeta, Option<&LayerMeta>),
+        refresh: &mut dyn FnMut(&mut LayerMeta, Option<&LayerMeta>) -> Result<()>,
     ) -> Result<u32> {
         let id = staging.id.clone();
-        let _record = self.lock_record(&id)?;
+        // The features are made durable before the record lock is taken: it is held
+        // only for the record and the renames, a moment even for a huge layer.
+        let fgb = staging.fgb_path();
+        File::open(&fgb)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&fgb, e))?;
+        let record = self.lock_record(&id)?;
         // The record as it is now (an edit may have come while the data were read).
         let current = self.current(&id)?.map(|v| v.meta);
-        refresh(&mut meta, current.as_ref());
+        refresh(&mut meta, current.as_ref())?;
         let layer_dir = self.layer_dir(&id);
         fs::create_dir_all(&layer_dir).map_err(|e| Error::io(&layer_dir, e))?;
         let n = self.version_numbers(&id)?.last().copied().unwrap_or(0) + 1;
@@ -901,10 +913,6 @@ impl LayerStore for FsStore {
         f.write_all(&json)
             .and_then(|_| f.sync_all())
             .map_err(|e| Error::io(&meta_path, e))?;
-        let fgb = staging.fgb_path();
-        File::open(&fgb)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(&fgb, e))?;
         // The owner lock stays held (its file is open) but leaves the folder, which
         // becomes the version.
         let owner = staging.dir.join(OWNER_LOCK);
@@ -917,6 +925,7 @@ impl LayerStore for FsStore {
         fsync_dir(&layer_dir)?;
 
         write_atomically(&layer_dir, "CURRENT", format!("{n}\n").as_bytes())?;
+        drop(record);
 
         // Retention: the newest `keep_versions`, never the one just published.
         let all = self.version_numbers(&id)?;

@@ -75,9 +75,13 @@ impl Cache {
             layer.meta.version,
             name_field.clone(),
         );
-        self.zones
-            .try_get_with(key, || Zones::load(layer, name_field).map(Arc::new))
-            .map_err(|e| (*e).clone_error())
+        retry_once(|| {
+            self.zones
+                .try_get_with(key.clone(), || {
+                    Zones::load(layer, name_field.clone()).map(Arc::new)
+                })
+                .map_err(|e| (*e).clone_error())
+        })
     }
 
     /// The zone layer prepared, named by `wanted` or the default name field.
@@ -97,9 +101,15 @@ impl Cache {
         key: String,
         f: impl FnOnce() -> layers::Result<Aggregate>,
     ) -> layers::Result<Arc<Aggregate>> {
-        self.results
-            .try_get_with(key, || f().map(Arc::new))
-            .map_err(|e| (*e).clone_error())
+        let mut f = Some(f);
+        retry_once(|| {
+            self.results
+                .try_get_with(key.clone(), || match f.take() {
+                    Some(f) => f().map(Arc::new),
+                    None => Err(layers::Error::Limit(RECOMPUTE.into())),
+                })
+                .map_err(|e| (*e).clone_error())
+        })
     }
 
     /// A JSON result under `key` (which must name every layer as `id@version`).
@@ -108,9 +118,15 @@ impl Cache {
         key: String,
         f: impl FnOnce() -> layers::Result<serde_json::Value>,
     ) -> layers::Result<Arc<serde_json::Value>> {
-        self.values
-            .try_get_with(key, || f().map(Arc::new))
-            .map_err(|e| (*e).clone_error())
+        let mut f = Some(f);
+        retry_once(|| {
+            self.values
+                .try_get_with(key.clone(), || match f.take() {
+                    Some(f) => f().map(Arc::new),
+                    None => Err(layers::Error::Limit(RECOMPUTE.into())),
+                })
+                .map_err(|e| (*e).clone_error())
+        })
     }
 
     /// Drops everything computed from these layers.
@@ -146,6 +162,18 @@ pub fn key(zones: &Zones, layer: &LoadedLayer, stats: &[String], filter: Option<
     )
 }
 
+const RECOMPUTE: &str = "the result was being computed for a client that went away; ask again";
+
+/// Concurrent misses of one key share one computation and its error: when that was
+/// another request's cancellation or budget (a `Limit`) while this request's own
+/// budget still holds, this one asks once more (computing it itself if need be).
+fn retry_once<T>(mut get: impl FnMut() -> layers::Result<T>) -> layers::Result<T> {
+    match get() {
+        Err(layers::Error::Limit(_)) if crate::limits::check().is_ok() => get(),
+        r => r,
+    }
+}
+
 trait CloneError {
     fn clone_error(&self) -> layers::Error;
 }
@@ -155,6 +183,7 @@ impl CloneError for layers::Error {
     fn clone_error(&self) -> layers::Error {
         match self {
             layers::Error::UnknownLayer(id) => layers::Error::UnknownLayer(id.clone()),
+            layers::Error::Limit(m) => layers::Error::Limit(m.clone()),
             e if e.is_user_error() => layers::Error::bad(e.to_string()),
             e => layers::Error::Internal(e.to_string()),
         }

@@ -281,9 +281,12 @@ pub fn membership(
             .filter(|(pos, _)| allowed(allow, *pos))
             .map(|(pos, e)| (pos, e[0], e[1]))
             .collect();
-        let pairs: Vec<(u32, u32)> = pts
+        // The request's budget goes with the work to rayon's threads.
+        let budget = crate::limits::current();
+        let chunks: Vec<layers::Result<Vec<(u32, u32)>>> = pts
             .par_chunks(16_384)
-            .flat_map_iter(|chunk| {
+            .map(|chunk| {
+                crate::limits::within_opt(budget.clone(), crate::limits::check)?;
                 let mut out = Vec::with_capacity(chunk.len());
                 let mut hits = Vec::new();
                 for &(pos, x, y) in chunk {
@@ -291,12 +294,14 @@ pub fn membership(
                     zones.assign_point(Coord { x, y }, &mut hits);
                     out.extend(hits.iter().map(|&z| (z, pos)));
                 }
-                out
+                Ok(out)
             })
             .collect();
         let mut members = vec![Vec::new(); n];
-        for (z, pos) in pairs {
-            members[z as usize].push((pos, 1.0));
+        for chunk in chunks {
+            for (z, pos) in chunk? {
+                members[z as usize].push((pos, 1.0));
+            }
         }
         members
             .par_iter_mut()
@@ -307,9 +312,12 @@ pub fn membership(
             line_m: vec![0.0; n],
         });
     }
+    let budget = crate::limits::current();
     let per_zone: Vec<layers::Result<ZoneMembers>> = (0..n)
         .into_par_iter()
-        .map(|zi| zone_members(zones, zi, layer, allow))
+        .map(|zi| {
+            crate::limits::within_opt(budget.clone(), || zone_members(zones, zi, layer, allow))
+        })
         .collect();
     let mut members = Vec::with_capacity(n);
     let mut covered = Vec::with_capacity(n);
@@ -356,7 +364,8 @@ fn zone_members(
     let mut hits = Vec::new();
     let mut line_m = 0.0;
     let points_only = layer.meta.geometry_types.iter().all(|t| t == "Point");
-    for (pos, e) in layer.query_bbox_iter(zone.bbox) {
+    for (i, (pos, e)) in layer.query_bbox_iter(zone.bbox).enumerate() {
+        crate::limits::check_every(i)?;
         if !allowed(allow, pos) {
             continue;
         }
@@ -515,6 +524,7 @@ pub fn aggregate(
         f.dedup();
         f
     };
+    let budget = crate::limits::current();
     let rows: Vec<layers::Result<Row>> = zones
         .zones
         .par_iter()
@@ -522,6 +532,7 @@ pub fn aggregate(
         .zip(m.covered_m2.par_iter())
         .zip(m.line_m.par_iter())
         .map(|(((z, members), covered), line_m)| {
+            crate::limits::within_opt(budget.clone(), crate::limits::check)?;
             // Per field: (sum, count, min, max) over non-null values.
             let mut acc: Vec<(f64, u64, f64, f64)> =
                 vec![(0.0, 0, f64::INFINITY, f64::NEG_INFINITY); fields.len()];
@@ -760,11 +771,13 @@ pub fn profile(
     zi: usize,
     layers: &[Arc<LoadedLayer>],
 ) -> layers::Result<Vec<ProfileRow>> {
+    let budget = crate::limits::current();
     let mut rows = layers
         .par_iter()
         .filter(|l| l.meta.id != zones.layer_id)
         .map(|l| {
-            let (members, covered, line_m) = zone_members(zones, zi, l, &None)?;
+            let (members, covered, line_m) =
+                crate::limits::within_opt(budget.clone(), || zone_members(zones, zi, l, &None))?;
             let types = &l.meta.geometry_types;
             let has = |t: &str| types.iter().any(|g| g.ends_with(t));
             let area = zones.zones[zi].area_km2 * 1e6;

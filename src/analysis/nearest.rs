@@ -179,10 +179,12 @@ pub fn coverage(
     within_m: f64,
     allow: &Allowed,
 ) -> layers::Result<Vec<CoverageRow>> {
+    let budget = crate::limits::current();
     zones
         .zones
         .par_iter()
         .map(|z| {
+            crate::limits::within_opt(budget.clone(), crate::limits::check)?;
             let [x0, y0, x1, y1] = z.bbox;
             let lat_c = (y0 + y1) / 2.0;
             let spacing = (z.area_km2 * 1e6 / SAMPLES_PER_ZONE).sqrt().max(1.0);

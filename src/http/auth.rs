@@ -136,6 +136,11 @@ impl Auth {
         let by_token = id.map_or(0, |id| bump(FailureKey::TokenId(id.to_string())));
         if f.counts.len() > 100_000 {
             f.counts.retain(|_, (start, _)| start.elapsed() < WINDOW);
+            // Still full within one window (invented token ids): those go, the
+            // per-address counts stay, and the map never grows without bound.
+            if f.counts.len() > 100_000 {
+                f.counts.retain(|k, _| matches!(k, FailureKey::Address(_)));
+            }
         }
         let (start, n) = &mut f.audited;
         if start.is_none_or(|s| s.elapsed() >= WINDOW) {
@@ -224,6 +229,21 @@ impl Auth {
         Ok(ended)
     }
 
+    /// Whether the client reached DataHub over HTTPS: only a trusted proxy's
+    /// `X-Forwarded-Proto: https` says so (DataHub itself serves plain HTTP).
+    pub fn is_https(&self, parts: &Parts) -> bool {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        peer.is_some_and(|p| self.trusted_proxies.contains(&p))
+            && parts
+                .headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').next().is_some_and(|p| p.trim() == "https"))
+    }
+
     /// The client's address: the peer, or, when the peer is a trusted proxy, the
     /// last address in `X-Forwarded-For` that is not one of the trusted proxies.
     pub fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
@@ -254,8 +274,8 @@ impl Auth {
 }
 
 /// The credential a request presents: the Authorization header first, then the
-/// session cookie.
-pub fn presented(headers: &HeaderMap) -> Result<Option<Credential>, ApiError> {
+/// session cookie (only `__Host-datahub_session` over HTTPS, see [`session_cookie`]).
+pub fn presented(headers: &HeaderMap, https: bool) -> Result<Option<Credential>, ApiError> {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         let v = v.to_str().unwrap_or("");
         let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
@@ -266,21 +286,31 @@ pub fn presented(headers: &HeaderMap) -> Result<Option<Credential>, ApiError> {
         }
         return Ok(Some(Credential::Bearer(rest.trim().to_string())));
     }
-    Ok(session_cookie(headers).map(Credential::Session))
+    Ok(session_cookie(headers, https).map(Credential::Session))
 }
 
-/// The session cookie's value, under either of its names.
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+/// The session cookie's value. Over HTTPS only `__Host-datahub_session` counts: a
+/// plain `datahub_session` may have been set by a sibling site of the city for the
+/// whole domain (session fixation), which a `__Host-` cookie cannot be. Over plain
+/// HTTP (a local server) the plain one; the `__Host-` one is preferred anyway.
+pub fn session_cookie(headers: &HeaderMap, https: bool) -> Option<String> {
+    let mut plain = None;
     for v in headers.get_all(header::COOKIE) {
         for kv in v.to_str().unwrap_or("").split(';') {
             if let Some((k, val)) = kv.trim().split_once('=') {
-                if (k == SESSION_COOKIE_SECURE || k == SESSION_COOKIE) && !val.is_empty() {
+                if val.is_empty() {
+                    continue;
+                }
+                if k == SESSION_COOKIE_SECURE {
                     return Some(val.to_string());
+                }
+                if k == SESSION_COOKIE && !https && plain.is_none() {
+                    plain = Some(val.to_string());
                 }
             }
         }
     }
-    None
+    plain
 }
 
 /// Whether a browser sent this request from the DataHub's own pages: `Sec-Fetch-Site`
@@ -335,7 +365,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(c) = parts.extensions.get::<Caller>() {
             return Ok(c.clone());
         }
-        let caller = match presented(&parts.headers)? {
+        let caller = match presented(&parts.headers, state.auth.is_https(parts))? {
             None => Caller::Anonymous,
             Some(c) => {
                 if matches!(c, Credential::Session(_)) && changes_state(&parts.method) {
@@ -357,6 +387,21 @@ impl FromRequestParts<AppState> for Caller {
         };
         parts.extensions.insert(caller.clone());
         Ok(caller)
+    }
+}
+
+/// Whether the request came over HTTPS (see [`Auth::is_https`]).
+pub struct Https(pub bool);
+
+#[async_trait]
+impl FromRequestParts<AppState> for Https {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Https(state.auth.is_https(parts)))
     }
 }
 

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
 use super::auth::{
-    presented, same_origin, session_cookie, ClientIp, Credential, Remote, SESSION_COOKIE,
+    presented, same_origin, session_cookie, ClientIp, Credential, Https, Remote, SESSION_COOKIE,
     SESSION_COOKIE_SECURE, SESSION_HOURS,
 };
 use super::{base_url, query_params, ApiError, ApiResult, AppState};
@@ -821,7 +821,7 @@ async fn create_layer(
             "layer id '{id}' is already taken; upload a new version with PUT /api/layers/{id}/data, or choose another id"
         )));
     }
-    start_job(&state, &caller, remote, id, ministry, upload, meta, true)
+    start_job(&state, &caller, remote, id, ministry, upload, meta, None)
 }
 
 /// `PUT /api/layers/{id}/data`: a new version of an existing layer.
@@ -874,7 +874,16 @@ async fn new_version(
             ));
         }
     }
-    start_job(&state, &caller, remote, id, ministry, upload, meta, false)
+    start_job(
+        &state,
+        &caller,
+        remote,
+        id,
+        ministry,
+        upload,
+        meta,
+        Some(cur.ministry),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -886,8 +895,9 @@ fn start_job(
     ministry: String,
     upload: jobs::Upload,
     meta: MetaInput,
-    new_layer: bool,
+    current_ministry: Option<String>,
 ) -> ApiResult<Response> {
+    let new_layer = current_ministry.is_none();
     let edit = meta.edit()?;
     let table = meta.table()?;
     if let Some(j) = &table.join {
@@ -930,8 +940,8 @@ fn start_job(
         note: meta.note.clone(),
         table,
         // A new version follows the layer's ministry at publish time unless the
-        // upload names one (an admin's transfer made while it was queued is kept).
-        ministry_explicit: new_layer || meta.ministry.is_some(),
+        // upload moves it (an admin's transfer made while it was queued is kept).
+        ministry_explicit: current_ministry.as_ref().is_none_or(|c| *c != ministry),
         ..layers::ingest::IngestRequest::new(upload.file.clone(), &id, &ministry)
     };
     let st = state.clone();
@@ -939,7 +949,21 @@ fn start_job(
 
     let who = caller.clone();
     tokio::task::spawn_blocking(move || {
-        run_job(st, j, req, upload, new_layer, (who, actor), remote)
+        let (st2, j2) = (st.clone(), j.clone());
+        // A panic in an ingest must not leave the job "running" forever (it would
+        // count against the layer's queue until a restart).
+        let run = std::panic::AssertUnwindSafe(|| {
+            run_job(st, j, req, upload, new_layer, (who, actor), remote)
+        });
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::error!(job = %j2.id, layer = %j2.layer, "ingest panicked");
+            j2.set(jobs::State::Failed(
+                "internal error while ingesting (reported to the operators); the previous \
+                 version is still served"
+                    .into(),
+            ));
+            st2.jobs.persist(&j2);
+        }
     });
     let location = format!("/api/jobs/{}", job.id);
     let mut r = (StatusCode::ACCEPTED, Json(job.doc())).into_response();
@@ -953,7 +977,7 @@ fn start_job(
 fn run_job(
     state: AppState,
     job: Arc<Job>,
-    req: layers::ingest::IngestRequest,
+    mut req: layers::ingest::IngestRequest,
     upload: jobs::Upload,
     new_layer: bool,
     (caller, actor): (Caller, String),
@@ -965,6 +989,11 @@ fn run_job(
     state.jobs.persist(&job);
     let store = state.registry.store();
     let previous = store.current(&job.layer).ok().flatten().map(|v| v.meta);
+    // Authorised for the layer's ministry as it is now; if it moves while the
+    // ingest runs, the publish is refused (a city-wide admin may write any).
+    if !caller.is_admin() {
+        req.expect_ministry = previous.as_ref().map(|p| p.ministry.clone());
+    }
     let outcome = if new_layer && previous.is_some() {
         Err(layers::Error::bad(format!(
             "layer id '{}' was taken while this upload was queued; choose another id",
@@ -1384,6 +1413,7 @@ struct SignIn {
 async fn sign_in(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    Https(secure): Https,
     headers: HeaderMap,
     Json(body): Json<SignIn>,
 ) -> ApiResult<Response> {
@@ -1413,7 +1443,6 @@ async fn sign_in(
         tokio::task::spawn_blocking(move || catalog.create_session(&token_id, &until_text))
             .await
             .map_err(ApiError::internal)??;
-    let secure = base_url(&headers).starts_with("https://");
     let cookie = if secure {
         format!("{SESSION_COOKIE_SECURE}={session}; Path=/; HttpOnly; SameSite=Strict; Secure; Max-Age={max_age}")
     } else {
@@ -1428,11 +1457,15 @@ async fn sign_in(
 
 /// `DELETE /api/session`: signs out. The session ends on the server (the cookie's
 /// value no longer verifies, on any replica) and the browser is told to drop it.
-async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+async fn sign_out(
+    State(state): State<AppState>,
+    Https(secure): Https,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     if headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site") {
         same_origin(&headers)?;
     }
-    if let Some(s) = session_cookie(&headers) {
+    if let Some(s) = session_cookie(&headers, secure) {
         let auth = state.auth.clone();
         tokio::task::spawn_blocking(move || auth.end_session(&s))
             .await
@@ -1451,7 +1484,7 @@ async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> ApiResul
 }
 
 async fn session(caller: Caller, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    let _ = presented(&headers)?;
+    let _ = presented(&headers, false)?;
     Ok(Json(whoami(&caller)))
 }
 

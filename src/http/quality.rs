@@ -134,7 +134,12 @@ pub async fn city(
         let store = registry.store();
         let mut v = Vec::new();
         for id in store.layer_ids()? {
-            if let Some(mut c) = store.current(&id)?.filter(|c| caller.can_see(&c.meta)) {
+            // An unreadable layer is left out here (reported by /health).
+            let current = store.current(&id).unwrap_or_else(|e| {
+                tracing::warn!(layer = %id, error = %e, "unreadable layer left out of the report");
+                None
+            });
+            if let Some(mut c) = current.filter(|c| caller.can_see(&c.meta)) {
                 // Staleness depends on today's date, not the day it was diagnosed.
                 c.meta.diagnosis = c
                     .meta

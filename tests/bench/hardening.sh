@@ -84,7 +84,7 @@ done
 report() { # name assoc-name
   local -n m=$2
   for who in base new; do
-    echo "-- $1 $who ($( [ $who = base ] && echo "$BASE_REV" || git rev-parse --short HEAD)): round 1 ${m[${who}1]% *} | round 2 ${m[${who}2]% *} (req/s p50 p99)"
+    echo "-- $1 $who ($( [ $who = base ] && echo "$BASE_REV" || git rev-parse --short HEAD)): round 1 ${m[${who}1]} | round 2 ${m[${who}2]} (req/s p50 p99)"
   done
   python3 - "${m[base1]}" "${m[base2]}" "${m[new1]}" "${m[new2]}" "$1" <<'PY'
 import sys

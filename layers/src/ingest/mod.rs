@@ -64,10 +64,13 @@ pub struct IngestRequest {
     pub note: Option<String>,
     /// How to read a table (CSV, spreadsheet): header row, coordinate columns, join.
     pub table: crate::table::TableOptions,
-    /// `ministry` was asked for (the CLI's `--ministry`, an upload's metadata), not
-    /// just the layer's ministry when the upload was queued: only then does the new
-    /// version move the layer.
+    /// `ministry` was asked for (the CLI's `--ministry`, an admin's transfer in an
+    /// upload's metadata), not just the layer's ministry when the upload was queued:
+    /// only then does the new version move the layer.
     pub ministry_explicit: bool,
+    /// The ministry the publisher was authorised for: when the layer belongs to
+    /// another one at publish time (moved meanwhile), nothing is published.
+    pub expect_ministry: Option<String>,
 }
 
 impl IngestRequest {
@@ -92,6 +95,7 @@ impl IngestRequest {
             note: None,
             table: Default::default(),
             ministry_explicit: true,
+            expect_ministry: None,
         }
     }
 }
@@ -441,6 +445,15 @@ pub fn ingest(
     // this ingest ran (or was queued) is kept, with this ingest's own changes on top.
     let mut published = meta.clone();
     let version = store.publish_with(staging, meta, &mut |m, current| {
+        if let (Some(cur), Some(expected)) = (current, &req.expect_ministry) {
+            if &cur.ministry != expected {
+                return Err(Error::bad(format!(
+                    "layer '{}' was moved to '{}' while this upload ran; it was not \
+                     published: send it again if it still belongs there",
+                    req.layer_id, cur.ministry
+                )));
+            }
+        }
         if let Some(cur) = current {
             let ministry = m.ministry.clone();
             cur.copy_record_to(m);
@@ -460,6 +473,7 @@ pub fn ingest(
             }
         }
         published = m.clone();
+        Ok(())
     })?;
     Ok(IngestSummary {
         meta: LayerMeta {
@@ -494,7 +508,11 @@ pub fn rejoin_dependents(
         if id == zone || store.is_hidden(&id) {
             continue;
         }
-        let Some(cur) = store.current(&id)? else {
+        // One unreadable layer does not stop the others from following their zones.
+        let Some(cur) = store.current(&id).unwrap_or_else(|e| {
+            tracing::warn!(layer = %id, error = %e, "unreadable layer: not checked for a rejoin");
+            None
+        }) else {
             continue;
         };
         let m = &cur.meta;
@@ -542,6 +560,7 @@ pub fn rejoin_dependents(
             table: table.clone(),
             // A rebuild keeps the layer where it is at publish time.
             ministry_explicit: false,
+            expect_ministry: None,
         };
         out.push(Rejoined {
             layer: id.clone(),
@@ -1132,7 +1151,9 @@ fn write_one(
 /// files, and a URL in a hostile file (a .prj, a CRS, a reference inside a document)
 /// must not make the server connect anywhere. PROJ's grid downloads are switched off
 /// (`OSRSetPROJEnableNetwork`, and `PROJ_NETWORK=OFF` for the `proj` crate's own
-/// contexts); every HTTP fetch GDAL makes goes to a callback that refuses it.
+/// contexts); every HTTP fetch GDAL makes (`CPLHTTPFetch`: CRS URLs, GeoJSON `crs`
+/// links, …) goes to a process-wide callback that refuses it, whatever thread asks;
+/// and GDAL's curl-based readers (`/vsicurl/`) are sent to a proxy that does not exist.
 fn network_off() {
     // Before any thread starts (called first thing in main).
     std::env::set_var("PROJ_NETWORK", "OFF");
@@ -1140,7 +1161,19 @@ fn network_off() {
     // function that only allocates GDAL's result struct through GDAL's allocator.
     unsafe {
         gdal_sys::OSRSetPROJEnableNetwork(0);
-        CPLHTTPPushFetchCallback(Some(refuse_http), std::ptr::null_mut());
+        // The global one (every thread), not `CPLHTTPPushFetchCallback`, which
+        // applies to the calling thread only: ingests run on other threads.
+        CPLHTTPSetFetchCallback(Some(refuse_http), std::ptr::null_mut());
+    }
+    for (k, v) in [
+        // Port 9 (discard) of this host: a refused connection, never a remote one.
+        ("GDAL_HTTP_PROXY", "127.0.0.1:9"),
+        ("GDAL_HTTPS_PROXY", "127.0.0.1:9"),
+        ("GDAL_HTTP_TIMEOUT", "1"),
+    ] {
+        if let Err(e) = gdal::config::set_config_option(k, v) {
+            tracing::warn!(key = k, error = %e, "cannot set GDAL option");
+        }
     }
 }
 
@@ -1156,10 +1189,7 @@ type FetchCallback = unsafe extern "C" fn(
 
 extern "C" {
     /// cpl_http.h (GDAL >= 3.2), not in gdal-sys's bindings.
-    fn CPLHTTPPushFetchCallback(
-        func: Option<FetchCallback>,
-        user: *mut std::ffi::c_void,
-    ) -> std::ffi::c_int;
+    fn CPLHTTPSetFetchCallback(func: Option<FetchCallback>, user: *mut std::ffi::c_void);
 }
 
 /// cpl_http.h's `CPLHTTPResult` (unchanged since GDAL 2).
@@ -1220,8 +1250,7 @@ pub fn init_gdal() {
         ("OGR_GEOJSON_MAX_OBJ_SIZE", "200"),
         // Never rebuild a missing .shx silently: a broken Shapefile is reported.
         ("SHAPE_RESTORE_SHX", "NO"),
-        // No network access from inside GDAL.
-        ("GDAL_HTTP_TIMEOUT", "1"),
+        // No network access from inside GDAL (see `network_off`).
         ("CPL_VSIL_CURL_ALLOWED_EXTENSIONS", ".none"),
     ] {
         if let Err(e) = gdal::config::set_config_option(k, v) {
