@@ -560,6 +560,35 @@ fn races_between_processes_and_requests() {
     );
     assert_eq!(current_meta(&data, "parques").1["ministry"], "urbano");
 
+    // A token revoked while its upload waits publishes nothing.
+    let urbano = token(&data, &["--ministry", "urbano", "--role", "editor"]);
+    let (s, ja) = put_file(&base, &admin, "/api/layers/parques/data", &big, None);
+    assert_eq!(s, 202, "{ja}");
+    let ida = ja["id"].as_str().unwrap().to_string();
+    let t0 = Instant::now();
+    while send(
+        &base,
+        reqwest::Method::GET,
+        &format!("/api/jobs/{ida}"),
+        &[("authorization", format!("Bearer {admin}"))],
+        None,
+    )
+    .1["state"]
+        != "running"
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (s, jb) = put_file(&base, &urbano, "/api/layers/parques/data", &nc, None);
+    assert_eq!(s, 202, "{jb}");
+    let urbano_id = urbano.split('_').nth(1).unwrap();
+    let o = run(&data, &["token", "revoke", urbano_id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(wait_job(&base, &admin, &ja)["state"], "succeeded");
+    let rb = wait_job(&base, &admin, &jb);
+    assert_eq!(rb["state"], "failed", "{rb}");
+    assert!(rb["error"].as_str().unwrap().contains("revoked"), "{rb}");
+
     // The queue of one layer is bounded.
     let mut accepted = Vec::new();
     let mut refused = None;

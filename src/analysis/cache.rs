@@ -94,6 +94,22 @@ impl Cache {
         self.zones(layer, nf)
     }
 
+    /// The prepared zone layer and the aggregate when both are cached already
+    /// (nothing is computed): lets a request that only reads them skip the gate.
+    pub fn peek(
+        &self,
+        layer: &LoadedLayer,
+        wanted: Option<&str>,
+        key: impl FnOnce(&Zones) -> String,
+    ) -> Option<(Arc<Zones>, Arc<Aggregate>)> {
+        let nf = super::zones::name_field(layer, wanted).ok()?;
+        let zones = self
+            .zones
+            .get(&(layer.meta.id.clone(), layer.meta.version, nf))?;
+        let agg = self.results.get(&key(&zones))?;
+        Some((zones, agg))
+    }
+
     /// The aggregate under `key`, computed by `f` on a miss (concurrent misses for the
     /// same key compute once).
     pub fn aggregate(

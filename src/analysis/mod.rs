@@ -238,6 +238,22 @@ pub fn cached_aggregate(
     Ok((zones, agg))
 }
 
+/// [`cached_aggregate`]'s result when it is cached already; `None` computes nothing.
+pub fn peek_aggregate(
+    cache: &cache::Cache,
+    zones_layer: &LoadedLayer,
+    name_field: Option<&str>,
+    layer: &LoadedLayer,
+    stats: &[Stat],
+    filter: Option<&FilterSpec>,
+) -> Option<(Arc<Zones>, Arc<Aggregate>)> {
+    let keys: Vec<String> = stats.iter().map(Stat::key).collect();
+    let described = filter.map(FilterSpec::describe);
+    cache.peek(zones_layer, name_field, |zones| {
+        cache::key(zones, layer, &keys, described.as_deref())
+    })
+}
+
 /// Which features fall in which zone, with their measure there.
 pub struct Membership {
     /// Per zone (index into `Zones::zones`): (feature position, measure), by position.

@@ -436,25 +436,17 @@ pub async fn tile(
     );
     let cache = state.analysis.clone();
     let service = state.tiles.clone();
-    // Gated too: each new filter computes a new aggregate. Once cached, a tile is
-    // milliseconds, so a map's dozen tiles pass through the slots quickly.
-    let body = blocking(&state, &caller, move || {
-        let (zones, agg) = analysis::cached_aggregate(
-            &cache,
-            &zl,
-            name_field.as_deref(),
-            &ll,
-            std::slice::from_ref(&c.stat),
-            filter.as_ref(),
-        )?;
-        let column = agg.column(&c.stat.key()).unwrap_or_default();
-        let breaks = agg.breaks(&c.stat.key(), c.classes, c.method);
+    let stat_key = c.stat.key();
+    let (zl2, ll2) = (zl.clone(), ll.clone());
+    let render = move |zones: Arc<analysis::Zones>, agg: Arc<analysis::Aggregate>| {
+        let column = agg.column(&stat_key).unwrap_or_default();
+        let breaks = agg.breaks(&stat_key, c.classes, c.method);
         let (k_name, k_value, k_class): (Arc<str>, Arc<str>, Arc<str>) =
             (Arc::from("name"), Arc::from("value"), Arc::from("class"));
         service.zone_tile(
-            &zl,
-            &[&ll],
-            &tile_layer_name(&zl.meta.id),
+            &zl2,
+            &[&ll2],
+            &tile_layer_name(&zl2.meta.id),
             &variant,
             tile,
             |pos| {
@@ -474,8 +466,37 @@ pub async fn tile(
                 props
             },
         )
-    })
-    .await?;
+    };
+    let stats = std::slice::from_ref(&c.stat).to_vec();
+    // A map asks for a dozen tiles of one choropleth at once: when its aggregate is
+    // cached, a tile is a rendering and takes no slot of the gate; computing a new
+    // aggregate (a new filter) goes through it.
+    let body = match analysis::peek_aggregate(
+        &cache,
+        &zl,
+        name_field.as_deref(),
+        &ll,
+        &stats,
+        filter.as_ref(),
+    ) {
+        Some((zones, agg)) => tokio::task::spawn_blocking(move || render(zones, agg))
+            .await
+            .map_err(ApiError::internal)??,
+        None => {
+            blocking(&state, &caller, move || {
+                let (zones, agg) = analysis::cached_aggregate(
+                    &cache,
+                    &zl,
+                    name_field.as_deref(),
+                    &ll,
+                    &stats,
+                    filter.as_ref(),
+                )?;
+                render(zones, agg)
+            })
+            .await?
+        }
+    };
     Ok(super::tiles::tile_response(&state, &body, &headers))
 }
 

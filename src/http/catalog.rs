@@ -973,6 +973,28 @@ fn start_job(
     Ok(r)
 }
 
+/// Why the caller's token no longer authorises anything (revoked or expired since
+/// the request was accepted), if so.
+fn token_gone(state: &AppState, caller: &Caller) -> Option<String> {
+    let Caller::Token(p) = caller else {
+        return None;
+    };
+    let tokens = state.catalog.tokens().ok()?;
+    let t = tokens.iter().find(|t| t.id == p.token_id)?;
+    if t.revoked_at.is_some() {
+        return Some(format!(
+            "the token {} was revoked while this upload was queued; nothing was published",
+            t.id
+        ));
+    }
+    (!crate::catalog::sqlite::still_valid(p)).then(|| {
+        format!(
+            "the token {} expired while this upload was queued; nothing was published",
+            t.id
+        )
+    })
+}
+
 /// The ingest of one upload, on the blocking pool.
 fn run_job(
     state: AppState,
@@ -999,6 +1021,9 @@ fn run_job(
             "layer id '{}' was taken while this upload was queued; choose another id",
             job.layer
         )))
+    } else if let Some(why) = token_gone(&state, &caller) {
+        // A token revoked (or expired) while its upload waited publishes nothing.
+        Err(layers::Error::bad(why))
     } else if let Some(p) = previous.as_ref().filter(|p| !caller.can_write(&p.ministry)) {
         // Checked again now: the layer may have moved to another ministry while
         // this upload waited (and the upload's ministry is re-read at publish).
