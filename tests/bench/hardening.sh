@@ -2,7 +2,8 @@
 # What the hardening (issue 16) costs on the hot paths: cached tiles and 1,000-feature
 # item pages (bbox) of 300,000 points, wrk -t2 -c8 -d8s, served by the binary of
 # BASE_REV (built once into target/base) and by this tree's release binary, from the
-# same data folder, alternating base/new twice in the same run; medians and ratios.
+# same data folder, in the order base, new, new, base in the same run; the ratio of the
+# summed throughputs.
 # Usage: make bench-hardening (BASE_REV=883b14a by default: main before the issue).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -70,8 +71,10 @@ load() { # base list -> "req/s p50 p99"
 }
 
 declare -A tiles items
+# ABBA order: whatever drifts during the run (heat, other load) weighs on both alike.
 for round in 1 2; do
-  for who in base new; do
+  order="base new"; [ $round = 2 ] && order="new base"
+  for who in $order; do
     bin=$base; [ $who = new ] && bin=$new
     url=$(serve "$bin")
     # Warm the tile cache: every tile once.
