@@ -110,6 +110,15 @@ pub struct LayerMeta {
 }
 
 impl LayerMeta {
+    /// Brings the diagnosis's metadata checks in line with the record (after an edit
+    /// or when the record was taken from another version).
+    pub fn refresh_diagnosis_metadata(&mut self) {
+        let record = self.clone();
+        if let Some(d) = &mut self.diagnosis {
+            d.refresh_metadata(&record);
+        }
+    }
+
     /// Copies the catalogue record (what belongs to the layer, not to a version's data).
     pub fn copy_record_to(&self, to: &mut LayerMeta) {
         to.title = self.title.clone();
@@ -652,10 +661,7 @@ impl FsStore {
             if let Some(cur) = cur {
                 cur.copy_record_to(m);
             }
-            let record = m.clone();
-            if let Some(d) = &mut m.diagnosis {
-                d.refresh_metadata(&record);
-            }
+            m.refresh_diagnosis_metadata();
             published = m.clone();
             Ok(())
         })?;
@@ -675,10 +681,7 @@ impl FsStore {
             .meta;
         let after = self.rewrite_meta_locked(id, before.version, |m| {
             edit.apply(m);
-            let record = m.clone();
-            if let Some(d) = &mut m.diagnosis {
-                d.refresh_metadata(&record);
-            }
+            m.refresh_diagnosis_metadata();
         })?;
         Ok((before, after))
     }

@@ -228,14 +228,21 @@ pub fn cached_aggregate(
     filter: Option<&FilterSpec>,
 ) -> layers::Result<(Arc<Zones>, Arc<Aggregate>)> {
     let zones = cache.zones_named(zones_layer, name_field)?;
-    let keys: Vec<String> = stats.iter().map(Stat::key).collect();
-    let described = filter.map(FilterSpec::describe);
+    let (keys, described) = key_parts(stats, filter);
     let key = cache::key(&zones, layer, &keys, described.as_deref());
     let agg = cache.aggregate(key, || {
         let allow = filter.map(|f| f.allowed(layer)).transpose()?;
         aggregate(&zones, layer, stats, &allow, described.clone())
     })?;
     Ok((zones, agg))
+}
+
+/// The stats and the filter as they enter an aggregate's cache key.
+fn key_parts(stats: &[Stat], filter: Option<&FilterSpec>) -> (Vec<String>, Option<String>) {
+    (
+        stats.iter().map(Stat::key).collect(),
+        filter.map(FilterSpec::describe),
+    )
 }
 
 /// [`cached_aggregate`]'s result when it is cached already; `None` computes nothing.
@@ -247,8 +254,7 @@ pub fn peek_aggregate(
     stats: &[Stat],
     filter: Option<&FilterSpec>,
 ) -> Option<(Arc<Zones>, Arc<Aggregate>)> {
-    let keys: Vec<String> = stats.iter().map(Stat::key).collect();
-    let described = filter.map(FilterSpec::describe);
+    let (keys, described) = key_parts(stats, filter);
     cache.peek(zones_layer, name_field, |zones| {
         cache::key(zones, layer, &keys, described.as_deref())
     })

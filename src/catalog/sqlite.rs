@@ -118,6 +118,40 @@ fn row_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
     })
 }
 
+/// A token's row: its secret's hash, the principal it stands for, and whether it
+/// was revoked.
+fn token_row(c: &Connection, id: &str) -> Result<Option<(Vec<u8>, Principal, bool)>> {
+    let row = c
+        .query_row(
+            "SELECT secret_sha256, ministry, role, label, expires_at, revoked_at
+             FROM tokens WHERE id = ?1",
+            params![id],
+            |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(db)?;
+    let Some((stored, ministry, role, label, expires_at, revoked_at)) = row else {
+        return Ok(None);
+    };
+    let p = Principal {
+        token_id: id.to_string(),
+        ministry,
+        role: Role::parse(&role)?,
+        label,
+        expires_at,
+    };
+    Ok(Some((stored, p, revoked_at.is_some())))
+}
+
 impl CatalogStore for SqliteCatalog {
     fn ministries(&self) -> Result<Vec<Ministry>> {
         let c = self.conn();
@@ -243,41 +277,12 @@ impl CatalogStore for SqliteCatalog {
         else {
             return Ok(None);
         };
-        let c = self.conn();
-        let row = c
-            .query_row(
-                "SELECT secret_sha256, ministry, role, label, expires_at, revoked_at
-                 FROM tokens WHERE id = ?1",
-                params![id],
-                |r| {
-                    Ok((
-                        r.get::<_, Vec<u8>>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(db)?;
+        let row = token_row(&self.conn(), id)?;
         // Hash even when the id is unknown, so both paths cost the same.
         let presented = Sha256::digest(secret.as_bytes());
-        let Some((stored, ministry, role, label, expires_at, revoked_at)) = row else {
-            return Ok(None);
-        };
-        if !constant_time_eq(&stored, &presented) || revoked_at.is_some() {
-            return Ok(None);
-        }
-        let p = Principal {
-            token_id: id.to_string(),
-            ministry,
-            role: Role::parse(&role)?,
-            label,
-            expires_at,
-        };
-        Ok(still_valid(&p).then_some(p))
+        Ok(row.and_then(|(stored, p, revoked)| {
+            (constant_time_eq(&stored, &presented) && !revoked && still_valid(&p)).then_some(p)
+        }))
     }
 
     fn create_session(&self, token_id: &str, expires_at: &str) -> Result<String> {
@@ -315,44 +320,31 @@ impl CatalogStore for SqliteCatalog {
         let c = self.conn();
         let row = c
             .query_row(
-                "SELECT s.secret_sha256, s.expires_at, t.id, t.ministry, t.role, t.label,
-                        t.expires_at, t.revoked_at
-                 FROM sessions s JOIN tokens t ON t.id = s.token_id WHERE s.id = ?1",
+                "SELECT secret_sha256, expires_at, token_id FROM sessions WHERE id = ?1",
                 params![id],
                 |r| {
                     Ok((
                         r.get::<_, Vec<u8>>(0)?,
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                        r.get::<_, Option<String>>(7)?,
                     ))
                 },
             )
             .optional()
             .map_err(db)?;
         let presented = Sha256::digest(secret.as_bytes());
-        let Some((stored, s_exp, token_id, ministry, role, label, expires_at, revoked)) = row
-        else {
+        let Some((stored, expires, token_id)) = row else {
             return Ok(None);
         };
-        if !constant_time_eq(&stored, &presented) || revoked.is_some() {
-            return Ok(None);
-        }
-        let session_alive = chrono::DateTime::parse_from_rfc3339(&s_exp)
+        let alive = chrono::DateTime::parse_from_rfc3339(&expires)
             .map(|t| t > chrono::Utc::now())
             .unwrap_or(false);
-        let p = Principal {
-            token_id,
-            ministry,
-            role: Role::parse(&role)?,
-            label,
-            expires_at,
-        };
-        Ok((session_alive && still_valid(&p)).then_some(p))
+        if !constant_time_eq(&stored, &presented) || !alive {
+            return Ok(None);
+        }
+        // The session's token must still be valid: a revocation ends its sessions.
+        Ok(token_row(&c, &token_id)?
+            .and_then(|(_, p, revoked)| (!revoked && still_valid(&p)).then_some(p)))
     }
 
     fn end_session(&self, session: &str) -> Result<bool> {

@@ -467,10 +467,7 @@ pub fn ingest(
                 m.description = req.description.clone();
             }
             req.record.apply(m);
-            let record = m.clone();
-            if let Some(d) = &mut m.diagnosis {
-                d.refresh_metadata(&record);
-            }
+            m.refresh_diagnosis_metadata();
         }
         published = m.clone();
         Ok(())
