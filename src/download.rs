@@ -118,10 +118,23 @@ impl DownloadFormat {
 
 pub type Chunk = Result<Bytes, std::io::Error>;
 
+/// How long a download waits for its client to take the next chunk before it stops:
+/// a stalled (or deliberately slow) client must not hold a thread forever.
+pub const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Sends a chunk from a blocking thread; false when the client went away or took
+/// nothing for [`IDLE`].
+fn send(tx: &Sender<Chunk>, chunk: Chunk) -> bool {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => h.block_on(tx.send_timeout(chunk, IDLE)).is_ok(),
+        Err(_) => tx.blocking_send(chunk).is_ok(),
+    }
+}
+
 const CHUNK: usize = 256 * 1024;
 
 /// Streams the features at `positions` as one GeoJSON FeatureCollection into `tx`.
-/// Returns early (without error) when the client has gone away.
+/// Returns early (without error) when the client has gone away or stalled.
 pub fn stream_geojson(
     layer: &LoadedLayer,
     positions: &[u32],
@@ -141,13 +154,13 @@ pub fn stream_geojson(
         reproject.write_feature(layer, offset, &mut buf)?;
         if buf.len() >= CHUNK {
             let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK + 4096));
-            if tx.blocking_send(Ok(Bytes::from(full))).is_err() {
+            if !send(tx, Ok(Bytes::from(full))) {
                 return Ok(());
             }
         }
     }
     buf.extend_from_slice(b"]}");
-    let _ = tx.blocking_send(Ok(Bytes::from(buf)));
+    send(tx, Ok(Bytes::from(buf)));
     Ok(())
 }
 
@@ -161,7 +174,7 @@ pub fn stream_file(path: &Path, tx: &Sender<Chunk>) -> std::io::Result<()> {
             return Ok(());
         }
         buf.truncate(n);
-        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+        if !send(tx, Ok(Bytes::from(buf))) {
             return Ok(());
         }
     }

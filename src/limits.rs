@@ -37,6 +37,9 @@ pub struct LimitSettings {
     pub queue_wait_s: Option<u64>,
     /// Files (GeoPackage, Shapefile, CSV, …) written for downloads at once (default 2).
     pub downloads: Option<usize>,
+    /// Downloads being sent at once, each holding a thread while its client reads
+    /// (default 32; a client that reads nothing for 60 s is cut off).
+    pub streams: Option<usize>,
     /// Free space the data folder must keep; a download that would go below is
     /// refused (default 1024 MiB).
     pub min_free_disk_mb: Option<u64>,
@@ -58,6 +61,7 @@ pub struct Limits {
     pub anonymous_heavy: usize,
     pub queue_wait: Duration,
     pub downloads: usize,
+    pub streams: usize,
     pub min_free_disk: u64,
     pub queued_jobs_per_layer: usize,
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -74,6 +78,7 @@ impl From<&LimitSettings> for Limits {
             anonymous_heavy: s.anonymous_heavy_queries.unwrap_or(cpus.max(2)).max(1),
             queue_wait: Duration::from_secs(s.queue_wait_s.unwrap_or(10)),
             downloads: s.downloads.unwrap_or(2).max(1),
+            streams: s.streams.unwrap_or(32).max(1),
             min_free_disk: s.min_free_disk_mb.unwrap_or(1024) << 20,
             queued_jobs_per_layer: s.queued_jobs_per_layer.unwrap_or(3).max(1),
             trusted_proxies: s.trusted_proxies.clone().unwrap_or_default(),
@@ -215,6 +220,7 @@ pub struct Gate {
     all: Arc<Semaphore>,
     anonymous: Arc<Semaphore>,
     downloads: Arc<Semaphore>,
+    streams: Arc<Semaphore>,
     pub limits: Limits,
 }
 
@@ -239,6 +245,7 @@ impl Gate {
             all: Arc::new(Semaphore::new(limits.heavy)),
             anonymous: Arc::new(Semaphore::new(limits.anonymous_heavy)),
             downloads: Arc::new(Semaphore::new(limits.downloads)),
+            streams: Arc::new(Semaphore::new(limits.streams)),
             limits,
         }
     }
@@ -278,6 +285,20 @@ impl Gate {
             Work::Download => Budget::new(self.limits.download_budget, "download_budget_s"),
         };
         Ok(Pass { permits, budget })
+    }
+}
+
+impl Gate {
+    /// A slot for sending a download (held by the sending thread until it ends).
+    pub async fn enter_stream(&self) -> Result<OwnedSemaphorePermit, Busy> {
+        tokio::time::timeout(self.limits.queue_wait, self.streams.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(Busy {
+                setting: "streams",
+                n: self.limits.streams,
+            })
     }
 }
 

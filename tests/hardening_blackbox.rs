@@ -944,3 +944,60 @@ fn load_while_reuploading() {
         );
     }
 }
+
+/// Downloads being sent are bounded in number: a client that requests a large
+/// GeoJSON and reads nothing holds one slot (and is cut off after a minute), the
+/// next download waits, then gets a 503 naming the setting; pages still answer; the
+/// slot is freed when that client goes away.
+#[test]
+fn stalled_downloads_are_bounded() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ingest_ok(&data, &big_points(tmp.path(), 200_000), "puntos", &[]);
+    let config = tmp.path().join("datahub.toml");
+    std::fs::write(&config, "[limits]\nstreams = 1\nqueue_wait_s = 1\n").unwrap();
+    let server = Server::start_with(&data, &["--config", config.to_str().unwrap()]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stalled,
+        "GET /collections/puntos/items?f=geojson HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (s, v) = server.get("/collections/puntos/items?f=geojson&limit=5");
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["description"].as_str().unwrap().contains("streams"),
+        "{v}"
+    );
+    let (s, _) = server.get("/collections/puntos/items?limit=5");
+    assert_eq!(s, 200);
+    drop(stalled);
+    let t0 = Instant::now();
+    loop {
+        let r = client(Duration::from_secs(30))
+            .get(format!(
+                "{}/collections/puntos/items?f=geojson&limit=5",
+                server.base
+            ))
+            .send()
+            .unwrap();
+        if r.status().as_u16() == 200 {
+            assert_eq!(
+                r.json::<Value>().unwrap()["features"]
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                5
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the slot was never freed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -771,10 +771,18 @@ async fn download(
         features::download_positions(&l2, &q2)
     })
     .await?;
+    // Each download being sent holds a thread while its client reads: a bounded
+    // number at once (setting `streams`), each cut off when its client stalls.
+    let stream = state
+        .gate
+        .enter_stream()
+        .await
+        .map_err(|b| ApiError::unavailable(b.to_string()))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
     if fmt == DownloadFormat::GeoJson {
         let l2 = l.clone();
         tokio::task::spawn_blocking(move || {
+            let _stream = stream;
             if let Err(e) = stream_geojson(&l2, &positions, crs, &tx) {
                 tracing::error!(error = %e, "GeoJSON download failed midway");
                 let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
@@ -810,6 +818,7 @@ async fn download(
             .await
             .map_err(ApiError::internal)??;
         tokio::task::spawn_blocking(move || {
+            let _stream = stream;
             let (dir, owner, path) = written;
             if let Err(e) = stream_file(&path, &tx) {
                 let _ = tx.blocking_send(Err(e));
