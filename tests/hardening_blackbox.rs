@@ -13,6 +13,15 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
+/// Tests that measure time, and tests that load the machine (wrk, 300k-point
+/// uploads), never run at the same time (`cargo test` runs two tests at once, and
+/// CI has two cores).
+static EXCLUSIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    EXCLUSIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn client(timeout: Duration) -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(timeout)
@@ -44,6 +53,7 @@ fn url_encode(s: &str) -> String {
 /// goes away stops its query.
 #[test]
 fn expensive_filters_are_linear_bounded_and_cancelled() {
+    let _exclusive = exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let csv = big_points(tmp.path(), 200_000);
@@ -488,6 +498,7 @@ fn current_meta(data: &Path, layer: &str) -> (std::path::PathBuf, Value) {
 /// others (reported in /health); stale scratch folders are found by their lock.
 #[test]
 fn races_between_processes_and_requests() {
+    let _exclusive = exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     ensure_ministry(&data, "obras");
@@ -881,6 +892,7 @@ fn wrk_result(child: std::process::Child) -> (u64, String) {
 /// of it are uploaded and published one after another: every request answers.
 #[test]
 fn load_while_reuploading() {
+    let _exclusive = exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let csv = big_points(tmp.path(), 50_000);
@@ -951,6 +963,7 @@ fn load_while_reuploading() {
 /// slot is freed when that client goes away.
 #[test]
 fn stalled_downloads_are_bounded() {
+    let _exclusive = exclusive();
     use std::io::Write as _;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
