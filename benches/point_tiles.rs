@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
     }
     let store = FsStore::open(dir.path().join("data"), 3).expect("store");
     ingest(&store, &IngestRequest::new(csv, "puntos", "bench"), &|_| {}).expect("ingest");
-    let registry = Registry::new(store);
+    let registry = Registry::new(std::sync::Arc::new(store));
     registry.refresh().expect("load");
     let layer = registry.get("puntos").expect("loaded");
     let service = TileService::new(TileSettings::default());

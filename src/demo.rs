@@ -14,7 +14,7 @@ use gdal::vector::{
 use gdal::DriverManager;
 use layers::crs::FromStorage;
 use layers::ingest::{self, IngestRequest};
-use layers::store::{FsStore, LayerStore};
+use layers::store::LayerStore;
 
 pub use layers::ingest::init_gdal;
 
@@ -257,13 +257,13 @@ fn write_red_pluvial(dir: &Path) -> layers::Result<PathBuf> {
 }
 
 /// Ingests each demo layer that is not in the store yet; returns what it did.
-pub fn ensure_demo(store: &FsStore) -> layers::Result<Vec<String>> {
+pub fn ensure_demo(store: &dyn LayerStore) -> layers::Result<Vec<String>> {
     let existing = store.layer_ids()?;
     let wanted = ["colonias", "reportes", "red-pluvial"];
     if wanted.iter().all(|w| existing.iter().any(|e| e == w)) {
         return Ok(vec!["demo layers already present; nothing to do".into()]);
     }
-    let dir = store.root().join("demo-sources");
+    let dir = store.data_dir().join("demo-sources");
     let sources = write_sources(&dir)?;
     let mut out = Vec::new();
     for (path, id) in sources {

@@ -393,7 +393,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         _ => None,
     };
     let settings = Settings::resolve(file, addr, cli.data.clone(), cli.keep_versions);
-    let store = FsStore::open(&settings.data, settings.keep_versions)?;
+    // Every command goes through the store seam (`LayerStore`): the files and
+    // SQLite of the data folder are the one backend today.
+    let store: Arc<dyn LayerStore> =
+        Arc::new(FsStore::open(&settings.data, settings.keep_versions)?);
     store.clean_stale()?;
     match cli.cmd {
         Cmd::Ingest {
@@ -452,7 +455,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bar.set_position(p.read);
             };
             bar.set_message(format!("ingesting {}", req.layer_id));
-            let result = ingest::ingest(&store, &req, &progress);
+            let result = ingest::ingest(store.as_ref(), &req, &progress);
             bar.finish_and_clear();
             let summary = result?;
             let m = &summary.meta;
@@ -460,7 +463,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // Tables joined to this layer follow it.
             let rejoined = catalog::rejoin_after_publish(
                 &catalog,
-                &store,
+                store.as_ref(),
                 &m.id,
                 &req,
                 &cli_actor(),
@@ -712,7 +715,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let rejoined = catalog::rejoin_after_publish(
                 &catalog,
-                &store,
+                store.as_ref(),
                 &m.id,
                 &base,
                 &cli_actor(),
@@ -773,7 +776,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     })?;
                 }
             }
-            let made = datahub::demo::ensure_demo(&store)?;
+            let made = datahub::demo::ensure_demo(store.as_ref())?;
             for line in made {
                 println!("{line}");
             }
@@ -940,7 +943,7 @@ async fn shutdown_signal() {
 
 #[allow(clippy::too_many_arguments)]
 fn aggregate_cmd(
-    store: &FsStore,
+    store: &Arc<dyn LayerStore>,
     zones: &str,
     layer: &str,
     stat: &[String],
@@ -1035,7 +1038,7 @@ fn aggregate_cmd(
 }
 
 fn diagnose_cmd(
-    store: &FsStore,
+    store: &Arc<dyn LayerStore>,
     settings: &Settings,
     layer: &str,
     version: Option<u32>,

@@ -15,7 +15,7 @@ use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::{RTree, AABB};
 
 use crate::fgb::FgbView;
-use crate::store::{FsStore, LayerMeta, LayerStore, StoredVersion};
+use crate::store::{LayerMeta, LayerStore, StoredVersion};
 use crate::{Error, Result};
 
 type Entry = GeomWithData<Rectangle<[f64; 2]>, u32>;
@@ -221,7 +221,7 @@ impl LoadedLayer {
 
 /// The loaded current version of every layer.
 pub struct Registry {
-    store: FsStore,
+    store: Arc<dyn LayerStore>,
     layers: ArcSwap<HashMap<String, Arc<LoadedLayer>>>,
     /// Layers whose current version could not be read at the last refresh (a
     /// corrupt `meta.json`, a broken `CURRENT`), with why; the others are served.
@@ -229,7 +229,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(store: FsStore) -> Self {
+    pub fn new(store: Arc<dyn LayerStore>) -> Self {
         Registry {
             store,
             layers: ArcSwap::from_pointee(HashMap::new()),
@@ -245,8 +245,14 @@ impl Registry {
             .clone()
     }
 
-    pub fn store(&self) -> &FsStore {
-        &self.store
+    /// The store the layers are read from (and published to).
+    pub fn store(&self) -> &dyn LayerStore {
+        self.store.as_ref()
+    }
+
+    /// The store, shared (for work handed to other threads).
+    pub fn shared_store(&self) -> Arc<dyn LayerStore> {
+        self.store.clone()
     }
 
     /// A consistent snapshot of all loaded layers.
@@ -273,7 +279,7 @@ impl Registry {
                 let current = self.store.current_number(&id)?;
                 if let Some(l) = old.get(&id) {
                     if Some(l.meta.version) == current
-                        && self.store.meta_mtime(&id, l.meta.version) == l.meta_mtime
+                        && self.store.record_stamp(&id, l.meta.version) == l.meta_mtime
                     {
                         return Ok(Some(l.clone()));
                     }

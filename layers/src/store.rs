@@ -384,7 +384,8 @@ pub struct StoredVersion {
 }
 
 /// Where layer versions live. The filesystem store is the one backend today; the trait
-/// is the seam for a PostGIS backend.
+/// is the seam for a PostGIS backend: the registry, the HTTP handlers and the command
+/// line hold an `Arc<dyn LayerStore>` and call nothing else.
 pub trait LayerStore: Send + Sync {
     /// Ids of all layers with a published version.
     fn layer_ids(&self) -> Result<Vec<String>>;
@@ -412,6 +413,40 @@ pub trait LayerStore: Send + Sync {
     /// Replaces the diagnosis stored with a published version (a recomputation); the
     /// features are never touched.
     fn set_diagnosis(&self, id: &str, version: u32, d: crate::diagnose::Diagnosis) -> Result<()>;
+
+    // What the server and the command line need besides reading and publishing:
+    // every caller goes through this trait, so a second backend (PostGIS) only has
+    // to implement it.
+
+    /// The local folder of this DataHub (its catalogue database, usage counts).
+    fn data_dir(&self) -> &Path;
+    /// Local scratch space (uploads being received, unpacked archives, download
+    /// files), cleaned of what dead processes left by [`LayerStore::clean_stale`].
+    fn scratch_dir(&self) -> PathBuf;
+    /// Removes scratch left by processes that died; returns how many entries.
+    fn clean_stale(&self) -> Result<usize>;
+    /// The number of the served version, without reading its record.
+    fn current_number(&self, id: &str) -> Result<Option<u32>>;
+    /// When the record of a version was last written: a changed stamp means a
+    /// changed record (catalogue edits, recomputed diagnoses).
+    fn record_stamp(&self, id: &str, version: u32) -> Option<std::time::SystemTime>;
+    /// Rewrites the record of a published version under the layer's record lock.
+    fn rewrite_record(
+        &self,
+        id: &str,
+        version: u32,
+        f: &mut dyn FnMut(&mut LayerMeta),
+    ) -> Result<LayerMeta>;
+    /// A catalogue edit of the served version's record; the record before and after.
+    fn edit_record(&self, id: &str, edit: &RecordEdit) -> Result<(LayerMeta, LayerMeta)>;
+    /// Hides a layer (a delete that erases nothing).
+    fn hide(&self, id: &str) -> Result<()>;
+    /// Brings a hidden layer back.
+    fn unhide(&self, id: &str) -> Result<()>;
+    /// Layers hidden by a delete.
+    fn hidden_ids(&self) -> Result<Vec<String>>;
+    /// Publishes kept version `n` again as a new version; its record.
+    fn restore(&self, id: &str, n: u32, by: &str) -> Result<LayerMeta>;
 }
 
 /// The folder of a version that keeps its source table (joined layers only).
@@ -807,6 +842,55 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 }
 
 impl LayerStore for FsStore {
+    fn data_dir(&self) -> &Path {
+        &self.root
+    }
+
+    fn scratch_dir(&self) -> PathBuf {
+        FsStore::tmp_dir(self)
+    }
+
+    fn clean_stale(&self) -> Result<usize> {
+        FsStore::clean_stale(self)
+    }
+
+    fn current_number(&self, id: &str) -> Result<Option<u32>> {
+        FsStore::current_number(self, id)
+    }
+
+    fn record_stamp(&self, id: &str, version: u32) -> Option<std::time::SystemTime> {
+        self.meta_mtime(id, version)
+    }
+
+    fn rewrite_record(
+        &self,
+        id: &str,
+        version: u32,
+        f: &mut dyn FnMut(&mut LayerMeta),
+    ) -> Result<LayerMeta> {
+        self.rewrite_meta(id, version, f)
+    }
+
+    fn edit_record(&self, id: &str, edit: &RecordEdit) -> Result<(LayerMeta, LayerMeta)> {
+        FsStore::edit_record(self, id, edit)
+    }
+
+    fn hide(&self, id: &str) -> Result<()> {
+        FsStore::hide(self, id)
+    }
+
+    fn unhide(&self, id: &str) -> Result<()> {
+        FsStore::unhide(self, id)
+    }
+
+    fn hidden_ids(&self) -> Result<Vec<String>> {
+        FsStore::hidden_ids(self)
+    }
+
+    fn restore(&self, id: &str, n: u32, by: &str) -> Result<LayerMeta> {
+        FsStore::restore(self, id, n, by)
+    }
+
     fn layer_ids(&self) -> Result<Vec<String>> {
         let dir = self.root.join("layers");
         let mut ids = Vec::new();

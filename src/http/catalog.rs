@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use layers::store::{Access, LayerMeta, LayerStore, RecordEdit};
+use layers::store::{Access, LayerMeta, RecordEdit};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
@@ -131,7 +131,7 @@ fn record_doc(
 
 /// The layer's current record if the caller may see it (hidden layers: nobody).
 async fn visible_record(state: &AppState, caller: &Caller, id: &str) -> ApiResult<LayerMeta> {
-    let store = state.registry.store().clone();
+    let store = state.registry.shared_store();
     let id2 = id.to_string();
     let cur = tokio::task::spawn_blocking(move || {
         if layers::store::validate_id(&id2).is_err() || store.is_hidden(&id2) {
@@ -320,7 +320,7 @@ async fn list_layers(
                 ApiError::forbidden("listing deleted layers needs a city-wide admin token")
             });
         }
-        let store = state.registry.store().clone();
+        let store = state.registry.shared_store();
         let metas = tokio::task::spawn_blocking(move || {
             let mut v = Vec::new();
             for id in store.hidden_ids()? {
@@ -372,7 +372,7 @@ async fn record(
 }
 
 async fn first_issued(state: &AppState, id: &str) -> Option<String> {
-    let store = state.registry.store().clone();
+    let store = state.registry.shared_store();
     let id = id.to_string();
     tokio::task::spawn_blocking(move || {
         store
@@ -393,7 +393,7 @@ async fn versions(
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     let cur = visible_record(&state, &caller, &id).await?;
-    let store = state.registry.store().clone();
+    let store = state.registry.shared_store();
     let id2 = id.clone();
     let all = tokio::task::spawn_blocking(move || store.versions(&id2))
         .await
@@ -669,7 +669,7 @@ async fn receive_fields(
                     return Err(ApiError::bad_request("send one file per upload (zip a Shapefile's parts together)"));
                 }
                 let name = safe_file_name(field.file_name().unwrap_or(""));
-                let tmp_root = state.registry.store().tmp_dir();
+                let tmp_root = state.registry.store().scratch_dir();
                 // With its owner lock, so a crash leaves nothing that the next
                 // start's cleanup does not remove.
                 let dir = tempfile::Builder::new()
@@ -809,7 +809,7 @@ async fn create_layer(
     cat::check_ministry(&state.catalog.ministries()?, &ministry)?;
     require_write(&caller, &ministry)?;
     let exists = {
-        let store = state.registry.store().clone();
+        let store = state.registry.shared_store();
         let id = id.clone();
         tokio::task::spawn_blocking(move || store.current(&id).map(|c| c.is_some()))
             .await
@@ -1538,7 +1538,7 @@ async fn public_datasets(
         .iter()
         .map(|l| l.meta.clone())
         .collect();
-    let store = state.registry.store().clone();
+    let store = state.registry.shared_store();
     let with_issued = tokio::task::spawn_blocking(move || {
         metas
             .into_iter()

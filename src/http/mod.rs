@@ -77,7 +77,7 @@ pub struct Shared {
 }
 
 fn registry_root(r: &Registry) -> &std::path::Path {
-    r.store().root()
+    r.store().data_dir()
 }
 
 impl Shared {
@@ -795,7 +795,7 @@ async fn download(
         // delete it under GDAL (nor leave the task writing into a recreated one).
         // Files are written a few at a time (setting `downloads`), each within its
         // budget, and never into the data folder's last free space.
-        let tmp_root = state.registry.store().tmp_dir();
+        let tmp_root = state.registry.store().scratch_dir();
         let min_free = state.gate.limits.min_free_disk;
         crate::limits::free_space(&tmp_root, min_free)?;
         let mut pass = state

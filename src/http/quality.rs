@@ -6,7 +6,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use layers::store::LayerStore;
 
 use super::{base_url, query_params, ApiError, ApiResult, AppState};
 use crate::catalog::Caller;

@@ -338,7 +338,7 @@ mod tests {
         drop(f);
         let store = FsStore::open(dir.join("data"), 2).expect("store");
         ingest(&store, &IngestRequest::new(csv, "p", "pruebas"), &|_| {}).expect("ingest");
-        let registry = Registry::new(store);
+        let registry = Registry::new(std::sync::Arc::new(store));
         registry.refresh().expect("load");
         registry.get("p").expect("loaded")
     }
