@@ -20,11 +20,14 @@
 //!   nearest features, coverage, zone profiles, class breaks.
 //! - [`quality`]: the data-quality reports (one layer version; the city-wide report by
 //!   ministry) as JSON, CSV and HTML.
+//! - [`app`]: the publishing operations (publish, edit, restore, delete, undelete)
+//!   shared by the command line and the HTTP API.
 //! - [`limits`]: slots, time budgets and cancellation of expensive requests.
 //! - [`usage`]: requests per layer and day (tile, items, download, analysis).
 //! - [`demo`]: the generated (synthetic) Monterrey demo layers used by `make run`.
 
 pub mod analysis;
+pub mod app;
 pub mod catalog;
 pub mod config;
 pub mod cql2;

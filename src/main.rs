@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use datahub::app;
 use datahub::catalog::{self, CatalogStore, SqliteCatalog};
 use datahub::config::{FileSettings, Settings};
 use datahub::http::{self, AppState, Shared};
 use layers::index::Registry;
-use layers::ingest::{self, IngestRequest, Limits, Progress};
+use layers::ingest::{IngestRequest, Limits, Progress};
 use layers::store::{FsStore, LayerStore};
 
 #[global_allocator]
@@ -386,6 +387,20 @@ fn print_rejoined(
     Ok(())
 }
 
+/// The command line's context for the publishing operations.
+fn cli_ctx<'a>(
+    store: &'a dyn LayerStore,
+    catalog: &'a SqliteCatalog,
+    actor: &'a str,
+) -> app::Ctx<'a> {
+    app::Ctx {
+        store,
+        catalog,
+        actor,
+        remote: Some("cli"),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let file = FileSettings::load(cli.config.as_deref())?;
     let addr = match &cli.cmd {
@@ -416,7 +431,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let catalog = SqliteCatalog::open(&settings.data)?;
             catalog::check_ministry(&catalog.ministries()?, &ministry)?;
-            let previous = store.current(&layer).ok().flatten().map(|v| v.meta);
             let req = IngestRequest {
                 source,
                 layer_id: layer,
@@ -455,20 +469,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bar.set_position(p.read);
             };
             bar.set_message(format!("ingesting {}", req.layer_id));
-            let result = ingest::ingest(store.as_ref(), &req, &progress);
+            let actor = cli_actor();
+            let ctx = app::Ctx {
+                store: store.as_ref(),
+                catalog: &catalog,
+                actor: &actor,
+                remote: Some("cli"),
+            };
+            // Published, recorded, and the tables joined to this layer rebuilt.
+            let result = app::publish(&ctx, &req, &progress);
             bar.finish_and_clear();
-            let summary = result?;
+            let (summary, _, rejoined) = result?;
             let m = &summary.meta;
-            catalog::record_publish(&catalog, previous.as_ref(), m, &cli_actor(), Some("cli"))?;
-            // Tables joined to this layer follow it.
-            let rejoined = catalog::rejoin_after_publish(
-                &catalog,
-                store.as_ref(),
-                &m.id,
-                &req,
-                &cli_actor(),
-                Some("cli"),
-            );
             let mut out = std::io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, m)?;
@@ -670,10 +682,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if edit.is_empty() {
                 anyhow::bail!("nothing to change: give one or more of --title, --description, --keywords, --theme, --license, --contact-name, --contact-email, --update-frequency, --language, --temporal, --access");
             }
-            edit.validate()?;
-            let (before, m) = store.edit_record(&layer, &edit)?;
             let catalog = SqliteCatalog::open(&settings.data)?;
-            catalog::record_edit(&catalog, &before, &m, &cli_actor(), Some("cli"))?;
+            let actor = cli_actor();
+            let m = app::edit(&cli_ctx(store.as_ref(), &catalog, &actor), &layer, &edit)?;
             println!("layer {} v{}: record updated", m.id, m.version);
             println!("  access       {}", m.access.as_str());
             println!("  title        {}", m.title);
@@ -697,29 +708,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd: LayerCmd::Restore { layer, version },
         } => {
             let catalog = SqliteCatalog::open(&settings.data)?;
-            let m = store.restore(&layer, version, &cli_actor())?;
-            catalog::record_restore(&catalog, &m, version, &cli_actor(), Some("cli"))?;
-            println!(
-                "layer {layer}: version {version} restored as version {}",
-                m.version
-            );
-            // A restored zone layer is a new version too: the tables joined to it follow.
-            let base = IngestRequest {
+            let actor = cli_actor();
+            // The limits and diagnosis settings of the tables rebuilt after it.
+            let template = IngestRequest {
                 limits: Limits {
                     max_uncompressed: settings.max_unzipped_mb << 20,
                     ..Limits::default()
                 },
                 diagnose: settings.quality.clone(),
-                uploaded_by: Some(cli_actor()),
-                ..IngestRequest::new("", &m.id, &m.ministry)
+                uploaded_by: Some(actor.clone()),
+                ..IngestRequest::new("", &layer, "")
             };
-            let rejoined = catalog::rejoin_after_publish(
-                &catalog,
-                store.as_ref(),
-                &m.id,
-                &base,
-                &cli_actor(),
-                Some("cli"),
+            let (m, rejoined) = app::restore(
+                &cli_ctx(store.as_ref(), &catalog, &actor),
+                &layer,
+                version,
+                &template,
+            )?;
+            println!(
+                "layer {layer}: version {version} restored as version {}",
+                m.version
             );
             print_rejoined(&mut std::io::stdout().lock(), &rejoined)?;
             Ok(())
@@ -728,12 +736,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd: LayerCmd::Delete { layer },
         } => {
             let catalog = SqliteCatalog::open(&settings.data)?;
-            let m = store
-                .current(&layer)?
-                .ok_or_else(|| layers::Error::UnknownLayer(layer.clone()))?
-                .meta;
-            store.hide(&layer)?;
-            catalog::record_simple(&catalog, "layer.delete", &m, &cli_actor(), Some("cli"))?;
+            let actor = cli_actor();
+            app::delete(&cli_ctx(store.as_ref(), &catalog, &actor), &layer)?;
             println!(
                 "layer {layer} deleted (hidden; `datahub layer undelete {layer}` brings it back)"
             );
@@ -743,15 +747,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd: LayerCmd::Undelete { layer },
         } => {
             let catalog = SqliteCatalog::open(&settings.data)?;
-            store.unhide(&layer)?;
-            if let Some(v) = store.current(&layer)? {
-                catalog::record_simple(
-                    &catalog,
-                    "layer.undelete",
-                    &v.meta,
-                    &cli_actor(),
-                    Some("cli"),
-                )?;
+            let actor = cli_actor();
+            if app::undelete(&cli_ctx(store.as_ref(), &catalog, &actor), &layer)?.is_none() {
+                return Err(layers::Error::bad(format!("layer '{layer}' is not deleted")).into());
             }
             println!("layer {layer} restored");
             Ok(())

@@ -973,6 +973,16 @@ fn start_job(
     Ok(r)
 }
 
+/// The server's context for the publishing operations.
+fn app_ctx<'a>(st: &'a AppState, actor: &'a str, remote: Option<&'a str>) -> crate::app::Ctx<'a> {
+    crate::app::Ctx {
+        store: st.registry.store(),
+        catalog: st.catalog.as_ref(),
+        actor,
+        remote,
+    }
+}
+
 /// Why the caller's token no longer authorises anything (revoked or expired since
 /// the request was accepted), if so.
 fn token_gone(state: &AppState, caller: &Caller) -> Option<String> {
@@ -1039,34 +1049,20 @@ fn run_job(
                 job.total.store(t, Ordering::Relaxed);
             }
         };
-        layers::ingest::ingest(store, &req, &progress)
+        let ctx = crate::app::Ctx {
+            store,
+            catalog: state.catalog.as_ref(),
+            actor: &actor,
+            remote: remote.as_deref(),
+        };
+        // Published, recorded, and the tables joined to this layer rebuilt.
+        crate::app::publish(&ctx, &req, &progress)
     };
     drop(upload);
     match outcome {
-        Ok(summary) => {
+        Ok((summary, _, rejoined)) => {
             let m = summary.meta;
-            if let Err(e) = cat::record_publish(
-                state.catalog.as_ref(),
-                previous.as_ref(),
-                &m,
-                &actor,
-                remote.as_deref(),
-            ) {
-                tracing::error!(error = %e, "cannot write the audit log");
-            }
             reload(&state);
-            // Tables joined to this layer follow it.
-            let rejoined = cat::rejoin_after_publish(
-                state.catalog.as_ref(),
-                store,
-                &m.id,
-                &req,
-                &actor,
-                remote.as_deref(),
-            );
-            if !rejoined.is_empty() {
-                reload(&state);
-            }
             let rejoined = rejoined_json(&rejoined);
             job.set(jobs::State::Succeeded(json!({
                 "version": m.version,
@@ -1210,9 +1206,7 @@ async fn edit_layer(
         // publish a version from the record as it was before this edit.
         let lock = st.jobs.layer_lock(&id2);
         let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let store = st.registry.store();
-        let (before, m) = store.edit_record(&id2, &edit)?;
-        cat::record_edit(st.catalog.as_ref(), &before, &m, &actor, remote.as_deref())?;
+        let m = crate::app::edit(&app_ctx(&st, &actor, remote.as_deref()), &id2, &edit)?;
         reload(&st);
         Ok::<_, layers::Error>(m)
     })
@@ -1247,14 +1241,7 @@ async fn delete_layer(
     tokio::task::spawn_blocking(move || {
         let lock = st.jobs.layer_lock(&cur.id);
         let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-        st.registry.store().hide(&cur.id)?;
-        cat::record_simple(
-            st.catalog.as_ref(),
-            "layer.delete",
-            &cur,
-            &actor,
-            remote.as_deref(),
-        )?;
+        crate::app::delete(&app_ctx(&st, &actor, remote.as_deref()), &cur.id)?;
         reload(&st);
         Ok::<_, layers::Error>(())
     })
@@ -1283,21 +1270,7 @@ async fn undelete_layer(
 
     let id2 = id.clone();
     let m = tokio::task::spawn_blocking(move || {
-        let store = st.registry.store();
-        if layers::store::validate_id(&id2).is_err() || !store.is_hidden(&id2) {
-            return Ok(None);
-        }
-        store.unhide(&id2)?;
-        let m = store.current(&id2)?.map(|v| v.meta);
-        if let Some(m) = &m {
-            cat::record_simple(
-                st.catalog.as_ref(),
-                "layer.undelete",
-                m,
-                &actor,
-                remote.as_deref(),
-            )?;
-        }
+        let m = crate::app::undelete(&app_ctx(&st, &actor, remote.as_deref()), &id2)?;
         reload(&st);
         Ok::<_, layers::Error>(m)
     })
@@ -1336,28 +1309,21 @@ async fn restore(
     let m = tokio::task::spawn_blocking(move || {
         let lock = st.jobs.layer_lock(&cur.id);
         let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let m = st.registry.store().restore(&cur.id, n, &actor)?;
-        cat::record_restore(st.catalog.as_ref(), &m, n, &actor, remote.as_deref())?;
-        reload(&st);
-        // A restored zone layer is a new version too: the tables joined to it follow.
-        let base = layers::ingest::IngestRequest {
+        // The limits and diagnosis settings of the tables rebuilt after it.
+        let template = layers::ingest::IngestRequest {
             limits: st.limits,
             diagnose: (*st.quality).clone(),
             uploaded_by: Some(actor.clone()),
-            ..layers::ingest::IngestRequest::new("", &m.id, &m.ministry)
+            ..layers::ingest::IngestRequest::new("", &cur.id, &cur.ministry)
         };
-        let rejoined = cat::rejoin_after_publish(
-            st.catalog.as_ref(),
-            st.registry.store(),
-            &m.id,
-            &base,
-            &actor,
-            remote.as_deref(),
-        );
-        if !rejoined.is_empty() {
-            reload(&st);
-        }
-        Ok::<_, layers::Error>((m, rejoined))
+        let done = crate::app::restore(
+            &app_ctx(&st, &actor, remote.as_deref()),
+            &cur.id,
+            n,
+            &template,
+        )?;
+        reload(&st);
+        Ok::<_, layers::Error>(done)
     })
     .await
     .map_err(ApiError::internal)??;
