@@ -133,16 +133,16 @@ impl Jobs {
             .count()
     }
 
-    /// A new queued job, unless `layer` already has `cap` queued or running (each
-    /// waiting job holds a thread and its uploaded file: a client must not pile up
-    /// uploads of one layer).
+    /// A new queued job, unless `layer` already has `per_layer` jobs queued or
+    /// running, or all layers `total` (each waiting job holds a thread and its
+    /// uploaded file: uploads must not pile up).
     pub fn create(
         &self,
         layer: &str,
         ministry: &str,
         actor: &str,
         source_file: &str,
-        cap: usize,
+        (per_layer, total): (usize, usize),
     ) -> layers::Result<Arc<Job>> {
         let mut b = [0u8; 8];
         getrandom::getrandom(&mut b).map_err(|e| layers::Error::Internal(e.to_string()))?;
@@ -160,12 +160,18 @@ impl Jobs {
         });
         {
             let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            let active = jobs
+            let active: Vec<&Arc<Job>> = jobs
                 .values()
-                .filter(|j| j.layer == layer && matches!(j.state(), State::Queued | State::Running))
-                .count();
-            if active >= cap {
-                return Err(too_many_jobs(layer, cap));
+                .filter(|j| matches!(j.state(), State::Queued | State::Running))
+                .collect();
+            if active.iter().filter(|j| j.layer == layer).count() >= per_layer {
+                return Err(too_many_jobs(layer, per_layer));
+            }
+            if active.len() >= total {
+                return Err(layers::Error::Limit(format!(
+                    "{total} uploads are already queued or running (setting [limits] \
+                     queued_jobs); send again when some have finished"
+                )));
             }
             jobs.insert(job.id.clone(), job.clone());
         }

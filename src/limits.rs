@@ -45,6 +45,11 @@ pub struct LimitSettings {
     pub min_free_disk_mb: Option<u64>,
     /// Uploads of one layer waiting or running at once (default 3).
     pub queued_jobs_per_layer: Option<usize>,
+    /// Uploads waiting or running at once, all layers (default 32).
+    pub queued_jobs: Option<usize>,
+    /// Uploads ingested at once (default half the CPUs, at least 1: one ingest
+    /// already uses every core); the others wait as "queued".
+    pub ingests: Option<usize>,
     /// Reverse proxies whose `X-Forwarded-For` is believed (addresses); from anyone
     /// else the header is ignored.
     pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
@@ -64,6 +69,8 @@ pub struct Limits {
     pub streams: usize,
     pub min_free_disk: u64,
     pub queued_jobs_per_layer: usize,
+    pub queued_jobs: usize,
+    pub ingests: usize,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub analysis_cache: u64,
 }
@@ -81,6 +88,8 @@ impl From<&LimitSettings> for Limits {
             streams: s.streams.unwrap_or(32).max(1),
             min_free_disk: s.min_free_disk_mb.unwrap_or(1024) << 20,
             queued_jobs_per_layer: s.queued_jobs_per_layer.unwrap_or(3).max(1),
+            queued_jobs: s.queued_jobs.unwrap_or(32).max(1),
+            ingests: s.ingests.unwrap_or((cpus / 2).max(1)).max(1),
             trusted_proxies: s.trusted_proxies.clone().unwrap_or_default(),
             analysis_cache: s.analysis_cache_mb.unwrap_or(256).max(1) << 20,
         }
@@ -221,7 +230,20 @@ pub struct Gate {
     anonymous: Arc<Semaphore>,
     downloads: Arc<Semaphore>,
     streams: Arc<Semaphore>,
+    /// Ingests of uploads running now (taken by blocking threads: a plain counter).
+    ingests: Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
     pub limits: Limits,
+}
+
+/// One of the [`Gate`]'s ingest slots, held by a running upload.
+pub struct IngestSlot(Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>);
+
+impl Drop for IngestSlot {
+    fn drop(&mut self) {
+        let (n, cv) = &*self.0;
+        *n.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        cv.notify_one();
+    }
 }
 
 /// What kind of expensive work a request is (its budget and its slots).
@@ -246,6 +268,7 @@ impl Gate {
             anonymous: Arc::new(Semaphore::new(limits.anonymous_heavy)),
             downloads: Arc::new(Semaphore::new(limits.downloads)),
             streams: Arc::new(Semaphore::new(limits.streams)),
+            ingests: Arc::default(),
             limits,
         }
     }
@@ -289,6 +312,17 @@ impl Gate {
 }
 
 impl Gate {
+    /// Waits (blocking: called from an upload's thread) for a free ingest slot.
+    pub fn ingest_slot(&self) -> IngestSlot {
+        let (n, cv) = &*self.ingests;
+        let mut used = n.lock().unwrap_or_else(|p| p.into_inner());
+        while *used >= self.limits.ingests {
+            used = cv.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += 1;
+        IngestSlot(self.ingests.clone())
+    }
+
     /// A slot for sending a download (held by the sending thread until it ends).
     pub async fn enter_stream(&self) -> Result<OwnedSemaphorePermit, Busy> {
         tokio::time::timeout(self.limits.queue_wait, self.streams.clone().acquire_owned())

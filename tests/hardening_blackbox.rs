@@ -449,6 +449,17 @@ fn crs_inputs_never_fetch() {
 }
 
 fn put_file(base: &str, token: &str, path: &str, file: &Path, meta: Option<Value>) -> (u16, Value) {
+    send_file(reqwest::Method::PUT, base, token, path, file, meta)
+}
+
+fn send_file(
+    method: reqwest::Method,
+    base: &str,
+    token: &str,
+    path: &str,
+    file: &Path,
+    meta: Option<Value>,
+) -> (u16, Value) {
     let mut form = reqwest::blocking::multipart::Form::new()
         .file("file", file)
         .unwrap();
@@ -456,7 +467,7 @@ fn put_file(base: &str, token: &str, path: &str, file: &Path, meta: Option<Value
         form = form.text("metadata", m.to_string());
     }
     let r = client(Duration::from_secs(120))
-        .put(format!("{base}{path}"))
+        .request(method, format!("{base}{path}"))
         .bearer_auth(token)
         .multipart(form)
         .send()
@@ -1012,5 +1023,72 @@ fn stalled_downloads_are_bounded() {
             "the slot was never freed"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Uploads are bounded in total, not only per layer, and ingested a few at a time:
+/// with one ingest slot and two queue places, the second upload waits "queued"
+/// while the first runs, a third is refused naming the setting, both finish.
+#[test]
+fn uploads_are_bounded_in_total() {
+    let _exclusive = exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ensure_ministry(&data, "pruebas");
+    let editor = token(&data, &["--ministry", "pruebas", "--role", "editor"]);
+    let big = big_points(tmp.path(), 300_000);
+    let config = tmp.path().join("datahub.toml");
+    std::fs::write(&config, "[limits]\ningests = 1\nqueued_jobs = 2\n").unwrap();
+    let server = Server::start_with(&data, &["--config", config.to_str().unwrap()]);
+    let base = server.base.clone();
+    let post = |id: &str| {
+        send_file(
+            reqwest::Method::POST,
+            &base,
+            &editor,
+            "/api/layers",
+            &big,
+            Some(serde_json::json!({"id": id, "access": "public"})),
+        )
+    };
+    let (s, j1) = post("uno");
+    assert_eq!(s, 202, "{j1}");
+    let (s, j2) = post("dos");
+    assert_eq!(s, 202, "{j2}");
+    let (s, v) = post("tres");
+    assert_eq!(s, 503, "{v}");
+    assert!(v.to_string().contains("queued_jobs"), "{v}");
+    // While one runs, the other waits for the ingest slot.
+    let state = |j: &Value| {
+        let id = j["id"].as_str().unwrap();
+        send(
+            &base,
+            reqwest::Method::GET,
+            &format!("/api/jobs/{id}"),
+            &[("authorization", format!("Bearer {editor}"))],
+            None,
+        )
+        .1["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let t0 = Instant::now();
+    loop {
+        // Without the slot both would run at once and this never holds.
+        let (a, b) = (state(&j1), state(&j2));
+        if (a == "running" && b == "queued") || (a == "queued" && b == "running") {
+            // And it keeps waiting while the other runs (not just not started yet).
+            std::thread::sleep(Duration::from_millis(300));
+            let (a2, b2) = (state(&j1), state(&j2));
+            if (a2 == a) && (b2 == b) {
+                break;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{a} {b}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for j in [&j1, &j2] {
+        assert_eq!(wait_job(&base, &editor, j)["state"], "succeeded");
     }
 }

@@ -924,7 +924,10 @@ fn start_job(
         &ministry,
         &actor,
         &source_name,
-        state.gate.limits.queued_jobs_per_layer,
+        (
+            state.gate.limits.queued_jobs_per_layer,
+            state.gate.limits.queued_jobs,
+        ),
     )?;
     let req = layers::ingest::IngestRequest {
         title: meta.title.clone(),
@@ -1017,6 +1020,9 @@ fn run_job(
 ) {
     let lock = state.jobs.layer_lock(&job.layer);
     let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+    // Then one of the few ingest slots (the layer's lock first: a slot holder never
+    // waits for a layer, so the two cannot wait on each other).
+    let _slot = state.gate.ingest_slot();
     job.set(jobs::State::Running);
     state.jobs.persist(&job);
     let store = state.registry.store();
