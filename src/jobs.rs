@@ -36,6 +36,11 @@ pub struct Job {
 }
 
 impl Job {
+    /// Queued or running: it holds a place in the upload queues.
+    pub fn is_active(&self) -> bool {
+        matches!(self.state(), State::Queued | State::Running)
+    }
+
     pub fn state(&self) -> State {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -129,7 +134,7 @@ impl Jobs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .filter(|j| j.layer == layer && matches!(j.state(), State::Queued | State::Running))
+            .filter(|j| j.layer == layer && j.is_active())
             .count()
     }
 
@@ -160,10 +165,7 @@ impl Jobs {
         });
         {
             let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            let active: Vec<&Arc<Job>> = jobs
-                .values()
-                .filter(|j| matches!(j.state(), State::Queued | State::Running))
-                .collect();
+            let active: Vec<&Arc<Job>> = jobs.values().filter(|j| j.is_active()).collect();
             if active.iter().filter(|j| j.layer == layer).count() >= per_layer {
                 return Err(too_many_jobs(layer, per_layer));
             }

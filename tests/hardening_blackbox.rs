@@ -475,23 +475,44 @@ fn send_file(
     json(r)
 }
 
-fn wait_job(base: &str, token: &str, job: &Value) -> Value {
+/// The job's document now.
+fn job_doc(base: &str, token: &str, job: &Value) -> Value {
     let id = job["id"].as_str().unwrap();
+    let (s, v, _) = send(
+        base,
+        reqwest::Method::GET,
+        &format!("/api/jobs/{id}"),
+        &[("authorization", format!("Bearer {token}"))],
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+/// Polls a job until it finishes; returns its last document.
+fn wait_job(base: &str, token: &str, job: &Value) -> Value {
     let t0 = Instant::now();
     loop {
-        let (s, v, _) = send(
-            base,
-            reqwest::Method::GET,
-            &format!("/api/jobs/{id}"),
-            &[("authorization", format!("Bearer {token}"))],
-            None,
-        );
-        assert_eq!(s, 200, "{v}");
+        let v = job_doc(base, token, job);
         if v["state"] == "succeeded" || v["state"] == "failed" {
             return v;
         }
         assert!(t0.elapsed() < Duration::from_secs(120), "{v}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls a queued job until it runs (it then holds its layer's queue).
+fn wait_running(base: &str, token: &str, job: &Value) {
+    let t0 = Instant::now();
+    loop {
+        let v = job_doc(base, token, job);
+        if v["state"] == "running" {
+            return;
+        }
+        assert_eq!(v["state"], "queued", "{v}");
+        assert!(t0.elapsed() < Duration::from_secs(30), "{v}");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -547,23 +568,7 @@ fn races_between_processes_and_requests() {
     );
     assert_eq!(s, 202, "{j1}");
     // Once it runs (it holds the layer's queue), the editor's upload comes.
-    let id1 = j1["id"].as_str().unwrap().to_string();
-    let t0 = Instant::now();
-    loop {
-        let (_, v, _) = send(
-            &base,
-            reqwest::Method::GET,
-            &format!("/api/jobs/{id1}"),
-            &[("authorization", format!("Bearer {admin}"))],
-            None,
-        );
-        if v["state"] == "running" {
-            break;
-        }
-        assert_eq!(v["state"], "queued", "{v}");
-        assert!(t0.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_running(&base, &admin, &j1);
     let (s, j2) = put_file(&base, &editor, "/api/layers/parques/data", &nc, None);
     assert_eq!(
         s, 202,
@@ -586,21 +591,7 @@ fn races_between_processes_and_requests() {
     let urbano = token(&data, &["--ministry", "urbano", "--role", "editor"]);
     let (s, ja) = put_file(&base, &admin, "/api/layers/parques/data", &big, None);
     assert_eq!(s, 202, "{ja}");
-    let ida = ja["id"].as_str().unwrap().to_string();
-    let t0 = Instant::now();
-    while send(
-        &base,
-        reqwest::Method::GET,
-        &format!("/api/jobs/{ida}"),
-        &[("authorization", format!("Bearer {admin}"))],
-        None,
-    )
-    .1["state"]
-        != "running"
-    {
-        assert!(t0.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_running(&base, &admin, &ja);
     let (s, jb) = put_file(&base, &urbano, "/api/layers/parques/data", &nc, None);
     assert_eq!(s, 202, "{jb}");
     let urbano_id = urbano.split('_').nth(1).unwrap();
@@ -1060,15 +1051,7 @@ fn uploads_are_bounded_in_total() {
     assert!(v.to_string().contains("queued_jobs"), "{v}");
     // While one runs, the other waits for the ingest slot.
     let state = |j: &Value| {
-        let id = j["id"].as_str().unwrap();
-        send(
-            &base,
-            reqwest::Method::GET,
-            &format!("/api/jobs/{id}"),
-            &[("authorization", format!("Bearer {editor}"))],
-            None,
-        )
-        .1["state"]
+        job_doc(&base, &editor, j)["state"]
             .as_str()
             .unwrap()
             .to_string()

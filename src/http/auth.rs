@@ -232,11 +232,7 @@ impl Auth {
     /// Whether the client reached DataHub over HTTPS: only a trusted proxy's
     /// `X-Forwarded-Proto: https` says so (DataHub itself serves plain HTTP).
     pub fn is_https(&self, parts: &Parts) -> bool {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        peer.is_some_and(|p| self.trusted_proxies.contains(&p))
+        peer_ip(parts).is_some_and(|p| self.trusted_proxies.contains(&p))
             && parts
                 .headers
                 .get("x-forwarded-proto")
@@ -247,10 +243,7 @@ impl Auth {
     /// The client's address: the peer, or, when the peer is a trusted proxy, the
     /// last address in `X-Forwarded-For` that is not one of the trusted proxies.
     pub fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())?;
+        let peer = peer_ip(parts)?;
         if !self.trusted_proxies.contains(&peer) {
             return Some(peer);
         }
@@ -271,6 +264,14 @@ impl Auth {
                 .unwrap_or(peer),
         )
     }
+}
+
+/// The address of the connection's other end (a client, or a proxy).
+fn peer_ip(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// The credential a request presents: the Authorization header first, then the

@@ -189,6 +189,13 @@ impl From<BadParam> for ApiError {
     }
 }
 
+/// No slot of the gate came free in time: 503 naming the setting.
+impl From<crate::limits::Busy> for ApiError {
+    fn from(b: crate::limits::Busy) -> Self {
+        ApiError::unavailable(b.to_string())
+    }
+}
+
 impl From<layers::Error> for ApiError {
     fn from(e: layers::Error) -> Self {
         match e {
@@ -747,8 +754,7 @@ pub async fn heavy<T: Send + 'static>(
     let pass = state
         .gate
         .enter(matches!(caller, Caller::Anonymous), work)
-        .await
-        .map_err(|b| ApiError::unavailable(b.to_string()))?;
+        .await?;
     Ok(pass.run(f).await.map_err(ApiError::internal)??)
 }
 
@@ -773,11 +779,7 @@ async fn download(
     .await?;
     // Each download being sent holds a thread while its client reads: a bounded
     // number at once (setting `streams`), each cut off when its client stalls.
-    let stream = state
-        .gate
-        .enter_stream()
-        .await
-        .map_err(|b| ApiError::unavailable(b.to_string()))?;
+    let stream = state.gate.enter_stream().await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
     if fmt == DownloadFormat::GeoJson {
         let l2 = l.clone();
@@ -801,8 +803,7 @@ async fn download(
         let mut pass = state
             .gate
             .enter(matches!(caller, Caller::Anonymous), Work::Download)
-            .await
-            .map_err(|b| ApiError::unavailable(b.to_string()))?;
+            .await?;
         pass.budget_mut().keep_free(&tmp_root, min_free);
         let l2 = l.clone();
         let written = pass
