@@ -29,6 +29,11 @@ pub struct FileSettings {
     pub map: Option<MapSettings>,
     /// `[limits]`: budgets and slots of expensive requests, trusted proxies.
     pub limits: Option<crate::limits::LimitSettings>,
+    /// PostgreSQL/PostGIS shared by replicas (`postgres://user:pass@host/db`); absent:
+    /// the data folder is the store.
+    pub database: Option<String>,
+    /// How long a starting server waits for the database (default 600 s).
+    pub database_wait_s: Option<u64>,
 }
 
 /// The web map's basemap. Default: none (a plain background with the neighbourhood
@@ -96,6 +101,9 @@ pub struct Settings {
     pub quality: layers::diagnose::DiagnoseConfig,
     pub map: MapSettings,
     pub limits: crate::limits::Limits,
+    /// The PostgreSQL backend's connection string (None: the data folder).
+    pub database: Option<String>,
+    pub database_wait: std::time::Duration,
 }
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -119,6 +127,8 @@ impl Settings {
             quality: file.quality.unwrap_or_default(),
             map: file.map.unwrap_or_default(),
             limits: crate::limits::Limits::from(&file.limits.unwrap_or_default()),
+            database: file.database.filter(|d| !d.trim().is_empty()),
+            database_wait: std::time::Duration::from_secs(file.database_wait_s.unwrap_or(600)),
         }
     }
 }

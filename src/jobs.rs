@@ -195,7 +195,13 @@ impl Jobs {
             return Ok(Some(j.doc()));
         }
         Ok(self.catalog.job(id)?.map(|mut d| {
-            if matches!(d["state"].as_str(), Some("queued" | "running")) {
+            // A shared catalogue says whether the replica running it still lives.
+            let elsewhere = d["replica_alive"].as_bool() == Some(true);
+            if let Some(o) = d.as_object_mut() {
+                o.remove("replica_alive");
+                o.remove("replica");
+            }
+            if !elsewhere && matches!(d["state"].as_str(), Some("queued" | "running")) {
                 d["state"] = json!("failed");
                 d["error"] = json!("the server stopped before this upload was published; the previous version is still served: upload the file again");
             }

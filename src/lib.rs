@@ -28,6 +28,7 @@
 
 pub mod analysis;
 pub mod app;
+pub mod backend;
 pub mod catalog;
 pub mod config;
 pub mod cql2;

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use datahub::app;
-use datahub::catalog::{self, CatalogStore, SqliteCatalog};
+use datahub::catalog::{self, CatalogStore};
 use datahub::config::{FileSettings, Settings};
 use datahub::http::{self, AppState, Shared};
 use layers::index::Registry;
 use layers::ingest::{IngestRequest, Limits, Progress};
-use layers::store::{FsStore, LayerStore};
+use layers::store::LayerStore;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -36,6 +36,10 @@ struct Cli {
     /// Versions kept per layer (the current one included).
     #[arg(long, global = true, env = "DATAHUB_KEEP_VERSIONS")]
     keep_versions: Option<usize>,
+    /// PostgreSQL/PostGIS shared by several servers, e.g.
+    /// postgres://datahub:secret@db.local/datahub (default: the data folder alone)
+    #[arg(long, global = true, env = "DATAHUB_DATABASE", hide_env_values = true)]
+    database: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -390,7 +394,7 @@ fn print_rejoined(
 /// The command line's context for the publishing operations.
 fn cli_ctx<'a>(
     store: &'a dyn LayerStore,
-    catalog: &'a SqliteCatalog,
+    catalog: &'a dyn CatalogStore,
     actor: &'a str,
 ) -> app::Ctx<'a> {
     app::Ctx {
@@ -407,11 +411,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Serve { addr } => *addr,
         _ => None,
     };
-    let settings = Settings::resolve(file, addr, cli.data.clone(), cli.keep_versions);
-    // Every command goes through the store seam (`LayerStore`): the files and
-    // SQLite of the data folder are the one backend today.
-    let store: Arc<dyn LayerStore> =
-        Arc::new(FsStore::open(&settings.data, settings.keep_versions)?);
+    let mut settings = Settings::resolve(file, addr, cli.data.clone(), cli.keep_versions);
+    if let Some(d) = cli.database.clone().filter(|d| !d.trim().is_empty()) {
+        settings.database = Some(d);
+    }
+    // Every command goes through the two seams (`LayerStore`, `CatalogStore`): the
+    // data folder, or PostgreSQL with the data folder as this process's copy. A
+    // server waits long for a database that is down; a command, briefly.
+    let wait = match cli.cmd {
+        Cmd::Serve { .. } => settings.database_wait,
+        _ => Duration::from_secs(30),
+    };
+    let backend = datahub::backend::Backend::open(&settings, wait)?;
+    let store = backend.store.clone();
+    let catalog_handle = backend.catalog.clone();
     store.clean_stale()?;
     match cli.cmd {
         Cmd::Ingest {
@@ -429,7 +442,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             note,
             json,
         } => {
-            let catalog = SqliteCatalog::open(&settings.data)?;
+            let catalog = catalog_handle.clone();
             catalog::check_ministry(&catalog.ministries()?, &ministry)?;
             let req = IngestRequest {
                 source,
@@ -472,7 +485,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let actor = cli_actor();
             let ctx = app::Ctx {
                 store: store.as_ref(),
-                catalog: &catalog,
+                catalog: catalog.as_ref(),
                 actor: &actor,
                 remote: Some("cli"),
             };
@@ -566,7 +579,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 // Tests and scripts read the bound address (port 0 = any free port).
                 println!("listening on http://{local}");
                 std::io::stdout().flush()?;
-                let mut state = Shared::new(registry, tiles)?;
+                let mut state = Shared::new(registry, tiles, catalog_handle.clone())?;
+                state.pg = backend.pg.clone();
                 state.quality = Arc::new(settings.quality.clone());
                 state.map = Arc::new(settings.map.clone());
                 state.limits = Limits {
@@ -582,6 +596,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     state.catalog.clone(),
                     settings.limits.trusted_proxies.clone(),
                 ));
+                if let Some(pg) = &state.pg {
+                    // Other replicas' changes: a layer (refresh now), a revoked token
+                    // or ended session (forget cached verifications now); after a
+                    // lost connection (""), both.
+                    let (auth, changed) = (state.auth.clone(), state.changed.clone());
+                    pg.db.listen(Arc::new(move |what: String| {
+                        if what.is_empty() || what.starts_with("token:") || what == "session" {
+                            auth.forget_all();
+                        }
+                        if what.is_empty() || what.starts_with("layer:") {
+                            changed.notify_one();
+                        }
+                    }))?;
+                }
                 http::serve(
                     listener,
                     AppState::from(state),
@@ -682,9 +710,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if edit.is_empty() {
                 anyhow::bail!("nothing to change: give one or more of --title, --description, --keywords, --theme, --license, --contact-name, --contact-email, --update-frequency, --language, --temporal, --access");
             }
-            let catalog = SqliteCatalog::open(&settings.data)?;
+            let catalog = catalog_handle.clone();
             let actor = cli_actor();
-            let m = app::edit(&cli_ctx(store.as_ref(), &catalog, &actor), &layer, &edit)?;
+            let m = app::edit(&cli_ctx(store.as_ref(), catalog.as_ref(), &actor), &layer, &edit)?;
             println!("layer {} v{}: record updated", m.id, m.version);
             println!("  access       {}", m.access.as_str());
             println!("  title        {}", m.title);
@@ -707,7 +735,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Layer {
             cmd: LayerCmd::Restore { layer, version },
         } => {
-            let catalog = SqliteCatalog::open(&settings.data)?;
+            let catalog = catalog_handle.clone();
             let actor = cli_actor();
             // The limits and diagnosis settings of the tables rebuilt after it.
             let template = IngestRequest {
@@ -720,7 +748,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..IngestRequest::new("", &layer, "")
             };
             let (m, rejoined) = app::restore(
-                &cli_ctx(store.as_ref(), &catalog, &actor),
+                &cli_ctx(store.as_ref(), catalog.as_ref(), &actor),
                 &layer,
                 version,
                 &template,
@@ -735,9 +763,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Layer {
             cmd: LayerCmd::Delete { layer },
         } => {
-            let catalog = SqliteCatalog::open(&settings.data)?;
+            let catalog = catalog_handle.clone();
             let actor = cli_actor();
-            app::delete(&cli_ctx(store.as_ref(), &catalog, &actor), &layer)?;
+            app::delete(&cli_ctx(store.as_ref(), catalog.as_ref(), &actor), &layer)?;
             println!(
                 "layer {layer} deleted (hidden; `datahub layer undelete {layer}` brings it back)"
             );
@@ -746,16 +774,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Layer {
             cmd: LayerCmd::Undelete { layer },
         } => {
-            let catalog = SqliteCatalog::open(&settings.data)?;
+            let catalog = catalog_handle.clone();
             let actor = cli_actor();
-            if app::undelete(&cli_ctx(store.as_ref(), &catalog, &actor), &layer)?.is_none() {
+            if app::undelete(&cli_ctx(store.as_ref(), catalog.as_ref(), &actor), &layer)?.is_none() {
                 return Err(layers::Error::bad(format!("layer '{layer}' is not deleted")).into());
             }
             println!("layer {layer} restored");
             Ok(())
         }
-        Cmd::Ministry { cmd } => ministry_cmd(&settings, cmd),
-        Cmd::Token { cmd } => token_cmd(&settings, cmd),
+        Cmd::Ministry { cmd } => ministry_cmd(catalog_handle.as_ref(), cmd),
+        Cmd::Token { cmd } => token_cmd(catalog_handle.as_ref(), cmd),
         Cmd::Diagnose {
             layer,
             version,
@@ -763,7 +791,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => diagnose_cmd(&store, &settings, &layer, version, recompute, json),
         Cmd::Demo => {
-            let catalog = SqliteCatalog::open(&settings.data)?;
+            let catalog = catalog_handle.clone();
             let known = catalog.ministries()?;
             for (slug, name) in catalog::CITY_MINISTRIES {
                 if !known.iter().any(|m| m.slug == slug) {
@@ -793,8 +821,7 @@ fn cli_actor() -> String {
     )
 }
 
-fn ministry_cmd(settings: &Settings, cmd: MinistryCmd) -> anyhow::Result<()> {
-    let catalog = SqliteCatalog::open(&settings.data)?;
+fn ministry_cmd(catalog: &dyn CatalogStore, cmd: MinistryCmd) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match cmd {
         MinistryCmd::Add { slug, name, email } => {
@@ -829,8 +856,7 @@ fn ministry_cmd(settings: &Settings, cmd: MinistryCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn token_cmd(settings: &Settings, cmd: TokenCmd) -> anyhow::Result<()> {
-    let catalog = SqliteCatalog::open(&settings.data)?;
+fn token_cmd(catalog: &dyn CatalogStore, cmd: TokenCmd) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match cmd {
         TokenCmd::Create {

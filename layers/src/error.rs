@@ -39,6 +39,10 @@ pub enum Error {
     /// ask for less. The message names the setting.
     #[error("{0}")]
     Limit(String),
+    /// The shared database (PostgreSQL) cannot be reached: what is loaded keeps being
+    /// served, changes are refused until it is back.
+    #[error("the database is unavailable ({0}); layers already loaded are still served, changes are refused until it is back: try again shortly")]
+    Database(String),
 }
 
 impl Error {

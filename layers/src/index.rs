@@ -268,6 +268,11 @@ impl Registry {
     /// process) and drops layers that disappeared. Blocking: call from a blocking task.
     /// Returns the ids that were (re)loaded.
     pub fn refresh(&self) -> Result<Vec<String>> {
+        // A shared backend first brings this process's copy up to date; when it
+        // cannot (the database is away) what is here keeps being served.
+        if let Err(e) = self.store.sync() {
+            tracing::warn!(error = %e, "cannot bring the layers up to date; serving what is loaded");
+        }
         let old = self.layers.load_full();
         let mut next = HashMap::new();
         let mut changed = Vec::new();

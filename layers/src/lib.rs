@@ -26,6 +26,7 @@ pub mod diagnose;
 pub mod error;
 pub mod fgb;
 pub mod index;
+pub mod pg;
 pub mod ingest;
 pub mod quality;
 pub mod store;

@@ -7,6 +7,7 @@
 //! [`CatalogStore`] (SQLite in the data folder today, PostgreSQL later).
 
 pub mod dcat;
+pub mod postgres;
 pub mod search;
 pub mod sqlite;
 

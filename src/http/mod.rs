@@ -72,6 +72,10 @@ pub struct Shared {
     pub map: Arc<crate::config::MapSettings>,
     /// Slots, budgets and cancellation for expensive requests.
     pub gate: Arc<crate::limits::Gate>,
+    /// The PostgreSQL backend, when used: replication and readiness.
+    pub pg: Option<crate::backend::Pg>,
+    /// Woken when another replica announced a change (the refresh runs at once).
+    pub changed: Arc<tokio::sync::Notify>,
     /// Catalogue search index, rebuilt when the layers change.
     pub search: Arc<std::sync::Mutex<Option<Arc<catalog::SearchIndex>>>>,
 }
@@ -81,12 +85,15 @@ fn registry_root(r: &Registry) -> &std::path::Path {
 }
 
 impl Shared {
-    pub fn new(registry: Arc<Registry>, tiles: Arc<TileService>) -> layers::Result<Self> {
+    pub fn new(
+        registry: Arc<Registry>,
+        tiles: Arc<TileService>,
+        catalog: Arc<dyn CatalogStore>,
+    ) -> layers::Result<Self> {
         let usage = Arc::new(crate::usage::Usage::open(registry_root(&registry)));
-        let catalog: Arc<dyn CatalogStore> = Arc::new(crate::catalog::SqliteCatalog::open(
-            registry_root(&registry),
-        )?);
         Ok(Shared {
+            pg: None,
+            changed: Arc::default(),
             registry,
             tiles,
             temporal: Arc::default(),
@@ -201,6 +208,10 @@ impl From<layers::Error> for ApiError {
         match e {
             layers::Error::UnknownLayer(_) => ApiError::not_found(e.to_string()),
             layers::Error::Limit(m) => ApiError::unavailable(m),
+            e @ layers::Error::Database(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::unavailable(e.to_string())
+            }
             e if e.is_user_error() => ApiError::bad_request(e.to_string()),
             e => ApiError::internal(e),
         }
@@ -244,6 +255,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api", get(api))
         .route("/api.html", get(api_html))
         .route("/health", get(health))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
         .route("/collections", get(collections))
         .route("/collections/:id", get(collection))
         .route("/collections/:id/queryables", get(queryables))
@@ -366,11 +379,16 @@ pub async fn serve(
     let analysis = state.analysis.clone();
     let usage = state.usage.clone();
     let usage_at_exit = state.usage.clone();
+    let changed = state.changed.clone();
     let refresher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(refresh);
         tick.tick().await;
         loop {
-            tick.tick().await;
+            // Every `refresh`, or at once when another replica announced a change.
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = changed.notified() => {}
+            }
             let r = registry.clone();
             let u = usage.clone();
             if let Err(e) = tokio::task::spawn_blocking(move || u.flush())
@@ -596,6 +614,7 @@ async fn health(State(state): State<AppState>, caller: Caller) -> Json<Value> {
         "layers": sorted_layers(&state, &caller).len(),
         "unreadable_layers": problems.len(),
     });
+    doc["backend"] = json!(if state.pg.is_some() { "postgresql" } else { "files" });
     if caller.is_admin() && !problems.is_empty() {
         doc["problems"] = problems
             .iter()
@@ -603,6 +622,39 @@ async fn health(State(state): State<AppState>, caller: Caller) -> Json<Value> {
             .collect();
     }
     Json(doc)
+}
+
+/// `GET /health/live`: the process answers (a liveness probe: restart it if not).
+async fn live() -> Json<Value> {
+    Json(json!({"status": "live"}))
+}
+
+/// `GET /health/ready`: 200 when the layers are loaded (done before the server
+/// listens) and, with PostgreSQL, the database answers; 503 otherwise, so a load
+/// balancer sends traffic elsewhere while this replica cannot take writes.
+async fn ready(State(state): State<AppState>) -> Response {
+    let db = match state.pg.clone() {
+        None => None,
+        Some(pg) => Some(
+            tokio::task::spawn_blocking(move || pg.db.ping())
+                .await
+                .unwrap_or(false),
+        ),
+    };
+    let ok = db != Some(false);
+    let mut doc = json!({
+        "status": if ok { "ready" } else { "not ready" },
+        "layers": state.registry.snapshot().len(),
+    });
+    if let Some(up) = db {
+        doc["database"] = json!(if up { "ok" } else { "unreachable" });
+    }
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(doc)).into_response()
 }
 
 /// A collection document; the temporal extent may need a scan of the layer (once

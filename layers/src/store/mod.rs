@@ -25,6 +25,10 @@
 //! `v<n>` and then atomically replaces `CURRENT`: a reader sees version n or n+1,
 //! never half of one. A failed ingest drops its staging dir; one killed outright leaves
 //! it behind, and [`FsStore::clean_stale`] removes it at the next start or ingest.
+//!
+//! Two backends behind the [`LayerStore`] trait, each in its own file: [`FsStore`]
+//! here (the embedded default: a data folder), and [`postgres::PgStore`] (PostgreSQL +
+//! PostGIS shared by several replicas, each keeping a copy laid out as above).
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -38,6 +42,8 @@ use crate::crs::SourceCrs;
 use crate::fgb::Field;
 use crate::quality::IngestReport;
 use crate::{Error, Result};
+
+pub mod postgres;
 
 /// Catalogue record of one layer version.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -447,10 +453,20 @@ pub trait LayerStore: Send + Sync {
     fn hidden_ids(&self) -> Result<Vec<String>>;
     /// Publishes kept version `n` again as a new version; its record.
     fn restore(&self, id: &str, n: u32, by: &str) -> Result<LayerMeta>;
+    /// Brings what this process reads up to date with a shared backend (a replica's
+    /// copy of the database); nothing to do for the file store.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Where the layers are kept, for `/health` and logs.
+    fn describe_backend(&self) -> String {
+        format!("files {}", self.data_dir().display())
+    }
 }
 
 /// The folder of a version that keeps its source table (joined layers only).
 pub const SOURCE_DIR: &str = "source";
+
 
 /// The source table kept with a version, if any.
 pub fn kept_source(v: &StoredVersion) -> Option<PathBuf> {
@@ -489,6 +505,9 @@ pub struct Staging {
     /// The dir's owner lock (see [`hold_dir`]).
     _owner: File,
     published: bool,
+    /// What else a backend holds while the version is written (the PostgreSQL
+    /// store's advisory lock), released with the staging.
+    guard: Option<Box<dyn Send>>,
 }
 
 /// The file in a scratch folder under `tmp/` whose lock says its owner is alive.
@@ -524,6 +543,57 @@ impl Drop for Staging {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Restore for any backend: kept version `n` published again as a new version (its
+/// files linked into a staging, the layer's current record kept).
+pub(crate) fn restore_in(store: &dyn LayerStore, id: &str, n: u32, by: &str) -> Result<LayerMeta> {
+    let staging = store.begin(id)?;
+    if store.current(id)?.is_none() {
+        return Err(Error::UnknownLayer(id.to_string()));
+    }
+    let kept = store.versions(id)?;
+    let Some(old) = kept.iter().find(|v| v.meta.version == n).cloned() else {
+        return Err(Error::bad(format!(
+            "layer '{id}' has no kept version {n}; kept versions: {}",
+            kept.iter()
+                .map(|k| k.meta.version.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    let target = staging.fgb_path();
+    fs::hard_link(&old.fgb_path, &target)
+        .or_else(|_| fs::copy(&old.fgb_path, &target).map(|_| ()))
+        .map_err(|e| Error::io(&target, e))?;
+    if let Some(src) = kept_source(&old) {
+        // A joined table keeps its source, so the restored version can follow its
+        // zone layer too.
+        let to = staging.dir.join(SOURCE_DIR);
+        fs::create_dir_all(&to).map_err(|e| Error::io(&to, e))?;
+        if let Some(name) = src.file_name() {
+            let t = to.join(name);
+            fs::hard_link(&src, &t)
+                .or_else(|_| fs::copy(&src, &t).map(|_| ()))
+                .map_err(|e| Error::io(&t, e))?;
+        }
+    }
+    let mut meta = old.meta;
+    meta.uploaded_by = Some(by.to_string());
+    meta.note = Some(format!("restored from version {n}"));
+    meta.created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // The record is the layer's current one, read under the record lock.
+    let mut published = meta.clone();
+    let v = store.publish_with(staging, meta, &mut |m, cur| {
+        if let Some(cur) = cur {
+            cur.copy_record_to(m);
+        }
+        m.refresh_diagnosis_metadata();
+        published = m.clone();
+        Ok(())
+    })?;
+    published.version = v;
+    Ok(published)
 }
 
 #[derive(Debug, Clone)]
@@ -654,54 +724,7 @@ impl FsStore {
     /// hard-linked, not copied (versions are immutable); the catalogue record is the
     /// layer's current one.
     pub fn restore(&self, id: &str, n: u32, by: &str) -> Result<LayerMeta> {
-        let staging = self.begin(id)?;
-        let current = self
-            .current(id)?
-            .ok_or_else(|| Error::UnknownLayer(id.to_string()))?;
-        let kept: Vec<u32> = self.version_numbers(id)?;
-        if !kept.contains(&n) || current.meta.version < n {
-            return Err(Error::bad(format!(
-                "layer '{id}' has no kept version {n}; kept versions: {}",
-                kept.iter()
-                    .filter(|k| **k <= current.meta.version)
-                    .map(|k| k.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        let old = self.read_version(id, n)?;
-        let target = staging.fgb_path();
-        fs::hard_link(&old.fgb_path, &target)
-            .or_else(|_| fs::copy(&old.fgb_path, &target).map(|_| ()))
-            .map_err(|e| Error::io(&target, e))?;
-        if let Some(src) = kept_source(&old) {
-            // A joined table keeps its source, so the restored version can follow its
-            // zone layer too.
-            let to = staging.dir.join(SOURCE_DIR);
-            fs::create_dir_all(&to).map_err(|e| Error::io(&to, e))?;
-            if let Some(name) = src.file_name() {
-                let t = to.join(name);
-                fs::hard_link(&src, &t)
-                    .or_else(|_| fs::copy(&src, &t).map(|_| ()))
-                    .map_err(|e| Error::io(&t, e))?;
-            }
-        }
-        let mut meta = old.meta;
-        meta.uploaded_by = Some(by.to_string());
-        meta.note = Some(format!("restored from version {n}"));
-        meta.created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        // The record is the layer's current one, read under the record lock.
-        let mut published = meta.clone();
-        let v = self.publish_with(staging, meta, &mut |m, cur| {
-            if let Some(cur) = cur {
-                cur.copy_record_to(m);
-            }
-            m.refresh_diagnosis_metadata();
-            published = m.clone();
-            Ok(())
-        })?;
-        published.version = v;
-        Ok(published)
+        restore_in(self, id, n, by)
     }
 
     /// Applies a catalogue edit to the served version's record (the diagnosis's
@@ -970,6 +993,7 @@ impl LayerStore for FsStore {
             _lock: lock,
             _owner: owner,
             published: false,
+            guard: None,
         })
     }
 

@@ -1,0 +1,1230 @@
+//! [`LayerStore`] on PostgreSQL/PostGIS: the store any number of DataHub replicas share.
+//!
+//! What lives in the database (schema `datahub`): each layer's current version and
+//! deleted flag (`layers`), each kept version's record (`versions.meta`, JSONB, with a
+//! stamp that changes on every edit), and the version's files (`blobs`: the FlatGeobuf
+//! that replicas serve and a joined table's source, in 4 MiB parts). Each kept
+//! version's features are also a PostGIS table in `datahub_data` (typed columns,
+//! EPSG:4326 geometry, GiST index, loaded with COPY), and the current version of every
+//! public layer is a view in `datahub_public` that a read-only role (`datahub_reader`)
+//! may select: what QGIS and other SQL clients connect to.
+//!
+//! What lives on each replica: its data folder, laid out like the file store's, is a
+//! *materialized copy* of the database ([`PgStore::sync`]); every read goes to it, so a
+//! replica keeps serving what it has loaded while the database is away. The FlatGeobuf
+//! is kept in the database byte for byte rather than rebuilt from the rows: every
+//! replica serves the same file (same spatial order, same ids), and a replica starts by
+//! copying files instead of re-encoding a million features.
+//!
+//! Writes go to the database first, in a transaction under a per-layer advisory lock
+//! (the record lock), then announce themselves (`NOTIFY datahub_changes`); the writer
+//! installs its own result locally at once and the other replicas copy it when told
+//! (or at their periodic refresh, if a notification was lost). An ingest holds a
+//! session-level advisory lock on the layer for its whole length, so two replicas
+//! never ingest the same layer at once; a replica that dies loses its connection and
+//! with it the lock, and its half-written parts are removed by [`PgStore::clean_stale`].
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{
+    fsync_dir, validate_id, write_atomically, FsStore, LayerMeta, LayerStore,
+    RecordEdit, Staging, StoredVersion, OWNER_LOCK, SOURCE_DIR,
+};
+use crate::fgb::{FgbView, FieldType, RawValue};
+use crate::pg::{db_err, ident, lock_key, Client, Db, CHANNEL};
+use crate::{Error, Result};
+
+/// Parts of a stored file (a row each): small enough for one message, large enough
+/// that a 1 GB layer is 250 rows.
+const PART: usize = 4 << 20;
+
+const SCHEMA: &str = r#"
+CREATE SCHEMA IF NOT EXISTS datahub;
+CREATE SCHEMA IF NOT EXISTS datahub_data;
+CREATE SCHEMA IF NOT EXISTS datahub_public;
+CREATE SEQUENCE IF NOT EXISTS datahub.stamps;
+CREATE TABLE IF NOT EXISTS datahub.layers (
+    id text PRIMARY KEY,
+    current integer,
+    hidden boolean NOT NULL DEFAULT false
+);
+CREATE TABLE IF NOT EXISTS datahub.versions (
+    layer text NOT NULL REFERENCES datahub.layers(id),
+    version integer NOT NULL,
+    meta jsonb NOT NULL,
+    stamp bigint NOT NULL,
+    features_table text NOT NULL,
+    blob text NOT NULL,
+    PRIMARY KEY (layer, version)
+);
+CREATE TABLE IF NOT EXISTS datahub.blobs (
+    blob text NOT NULL,
+    name text NOT NULL,
+    part integer NOT NULL,
+    bytes bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (blob, name, part)
+);
+"#;
+
+/// The read-only role SQL users (QGIS) are given: it sees `datahub_public` only.
+pub const READER_ROLE: &str = "datahub_reader";
+
+/// Creates the schema if it is missing (idempotent; replicas starting together wait
+/// for each other on an advisory lock).
+pub fn ensure_schema(db: &Db) -> Result<()> {
+    db.run(|mut c| async move {
+        let tx = c.transaction().await.map_err(db_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key("datahub:schema")])
+            .await
+            .map_err(db_err)?;
+        let has_postgis = tx
+            .query_opt("SELECT 1 FROM pg_extension WHERE extname = 'postgis'", &[])
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if !has_postgis {
+            tx.batch_execute("CREATE EXTENSION IF NOT EXISTS postgis")
+                .await
+                .map_err(|e| {
+                    Error::bad(format!(
+                        "PostGIS is not installed in this database and this user may not \
+                         install it ({}); as the database owner run: CREATE EXTENSION postgis;",
+                        e.as_db_error().map(|d| d.message()).unwrap_or("refused")
+                    ))
+                })?;
+        }
+        tx.batch_execute(SCHEMA).await.map_err(db_err)?;
+        let has_role = tx
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&READER_ROLE])
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if !has_role {
+            // Creating roles needs CREATEROLE: without it the views still exist and
+            // the DBA creates the role (README, "Deployment").
+            tx.batch_execute("SAVEPOINT role").await.map_err(db_err)?;
+            if tx
+                .batch_execute(&format!("CREATE ROLE {READER_ROLE} NOLOGIN"))
+                .await
+                .is_err()
+            {
+                tracing::warn!("cannot create role {READER_ROLE}: ask the DBA (README, Deployment)");
+                tx.batch_execute("ROLLBACK TO SAVEPOINT role")
+                    .await
+                    .map_err(db_err)?;
+            }
+        }
+        tx.batch_execute(&format!(
+            "DO $$ BEGIN
+               IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{READER_ROLE}') THEN
+                 GRANT USAGE ON SCHEMA datahub_public TO {READER_ROLE};
+               END IF;
+             END $$"
+        ))
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
+    })
+}
+
+/// The layer store on PostgreSQL, with this replica's materialized copy.
+pub struct PgStore {
+    db: Arc<Db>,
+    local: FsStore,
+    keep_versions: usize,
+    /// One materialization at a time (the refresh loop, a notification, a write).
+    sync_lock: Mutex<()>,
+}
+
+/// A version as the database lists it.
+#[derive(Debug, Clone)]
+struct Row {
+    layer: String,
+    version: u32,
+    stamp: i64,
+    blob: String,
+}
+
+/// The stamp of the record a local copy was made from.
+const STAMP_FILE: &str = ".stamp";
+
+impl PgStore {
+    /// Opens the store: `db` shared, `local` this replica's data folder.
+    pub fn open(db: Arc<Db>, local: impl Into<PathBuf>, keep_versions: usize) -> Result<Self> {
+        ensure_schema(&db)?;
+        let store = PgStore {
+            db,
+            local: FsStore::open(local, keep_versions)?,
+            keep_versions: keep_versions.max(1),
+            sync_lock: Mutex::new(()),
+        };
+        Ok(store)
+    }
+
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
+    /// Brings the local copy to the database's state: new versions copied, edited
+    /// records rewritten, dropped versions and layers removed, `CURRENT` and the
+    /// deleted flag followed. Returns the layers whose local copy changed.
+    pub fn sync(&self) -> Result<Vec<String>> {
+        let _g = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (layers, rows) = self.db.run(|c| async move {
+            let layers = c
+                .query("SELECT id, current, hidden FROM datahub.layers", &[])
+                .await
+                .map_err(db_err)?
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.get::<_, String>(0),
+                        r.get::<_, Option<i32>>(1),
+                        r.get::<_, bool>(2),
+                    )
+                })
+                .collect::<Vec<_>>();
+            let rows = c
+                .query(
+                    "SELECT layer, version, stamp, blob FROM datahub.versions ORDER BY layer, version",
+                    &[],
+                )
+                .await
+                .map_err(db_err)?
+                .into_iter()
+                .map(|r| Row {
+                    layer: r.get(0),
+                    version: r.get::<_, i32>(1).max(0) as u32,
+                    stamp: r.get(2),
+                    blob: r.get(3),
+                })
+                .collect::<Vec<_>>();
+            Ok((layers, rows))
+        })?;
+        let mut changed = Vec::new();
+        let root = self.local.root().join("layers");
+        for (id, current, hidden) in &layers {
+            if validate_id(id).is_err() {
+                continue;
+            }
+            let dir = root.join(id);
+            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let mut touched = false;
+            let wanted: Vec<&Row> = rows.iter().filter(|r| &r.layer == id).collect();
+            // The current version first: it is what will be served.
+            let mut order = wanted.clone();
+            order.sort_by_key(|r| Some(r.version as i32) != *current);
+            for r in order {
+                let vdir = dir.join(format!("v{}", r.version));
+                if !vdir.join("meta.json").exists() {
+                    self.materialize(r, &dir)?;
+                    touched = true;
+                } else if local_stamp(&vdir) != Some(r.stamp) {
+                    self.copy_record(r, &vdir)?;
+                    touched = true;
+                }
+            }
+            // Versions the database no longer keeps.
+            for n in self.local.version_numbers(id)? {
+                if !wanted.iter().any(|r| r.version == n) {
+                    let p = dir.join(format!("v{n}"));
+                    let _ = fs::remove_dir_all(&p);
+                    touched = true;
+                }
+            }
+            let want_current = current.map(|c| c.max(0) as u32);
+            if self.local.current_number(id).ok().flatten() != want_current {
+                match want_current {
+                    Some(n) => write_atomically(&dir, "CURRENT", format!("{n}\n").as_bytes())?,
+                    None => {
+                        let _ = fs::remove_file(dir.join("CURRENT"));
+                    }
+                }
+                touched = true;
+            }
+            let hidden_file = dir.join("HIDDEN");
+            if *hidden != hidden_file.exists() {
+                if *hidden {
+                    File::create(&hidden_file).map_err(|e| Error::io(&hidden_file, e))?;
+                } else {
+                    let _ = fs::remove_file(&hidden_file);
+                }
+                touched = true;
+            }
+            if touched {
+                changed.push(id.clone());
+            }
+        }
+        // Layers the database does not have (a local folder of another database).
+        if let Ok(entries) = fs::read_dir(&root) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if validate_id(&name).is_ok() && !layers.iter().any(|(id, _, _)| *id == name) {
+                    let _ = fs::remove_dir_all(e.path());
+                    changed.push(name);
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Copies one version's files and record from the database into `layer_dir`.
+    fn materialize(&self, r: &Row, layer_dir: &Path) -> Result<()> {
+        let tmp = self
+            .local
+            .tmp_dir()
+            .join(format!("sync-{}-v{}.{}", r.layer, r.version, std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let owner = super::hold_dir(&tmp)?;
+        let result = (|| {
+            let blob = r.blob.clone();
+            let names: Vec<String> = self.db.run(move |c| async move {
+                Ok(c.query(
+                    "SELECT DISTINCT name FROM datahub.blobs WHERE blob = $1",
+                    &[&blob],
+                )
+                .await
+                .map_err(db_err)?
+                .into_iter()
+                .map(|row| row.get(0))
+                .collect())
+            })?;
+            for name in names {
+                let Some(rel) = safe_relative(&name) else {
+                    return Err(Error::Corrupt(format!("stored file name '{name}'")));
+                };
+                let path = tmp.join(rel);
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                }
+                self.download(&r.blob, &name, &path)?;
+            }
+            self.copy_record(r, &tmp)?;
+            let _ = fs::remove_file(tmp.join(OWNER_LOCK));
+            fsync_dir(&tmp)?;
+            let target = layer_dir.join(format!("v{}", r.version));
+            let _ = fs::remove_dir_all(&target);
+            fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
+            fsync_dir(layer_dir)
+        })();
+        drop(owner);
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        tracing::info!(layer = %r.layer, version = r.version, "copied from the database");
+        result
+    }
+
+    /// Streams one stored file to `path`, part by part.
+    fn download(&self, blob: &str, name: &str, path: &Path) -> Result<()> {
+        let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
+        let (blob, name) = (blob.to_string(), name.to_string());
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        // Parts are written here while the next one is read.
+        let reader = {
+            let db = self.db.clone();
+            std::thread::spawn(move || {
+                db.run(move |c| async move {
+                    use futures_util::TryStreamExt;
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&blob, &name];
+                    let rows = c
+                        .query_raw(
+                            "SELECT bytes FROM datahub.blobs WHERE blob = $1 AND name = $2 ORDER BY part",
+                            params,
+                        )
+                        .await
+                        .map_err(db_err)?;
+                    futures_util::pin_mut!(rows);
+                    while let Some(row) = rows.try_next().await.map_err(db_err)? {
+                        if tx.send(row.get::<_, Vec<u8>>(0)).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+        };
+        let mut written = Ok(());
+        for part in rx {
+            if written.is_ok() {
+                written = f.write_all(&part).map_err(|e| Error::io(path, e));
+            }
+        }
+        reader
+            .join()
+            .map_err(|_| Error::Internal("database reader panicked".into()))??;
+        written?;
+        f.sync_all().map_err(|e| Error::io(path, e))
+    }
+
+    /// Writes a version's record (and its stamp) from the database into `vdir`.
+    fn copy_record(&self, r: &Row, vdir: &Path) -> Result<()> {
+        let (layer, version) = (r.layer.clone(), r.version as i32);
+        let (meta, stamp): (String, i64) = self.db.run(move |c| async move {
+            let row = c
+                .query_one(
+                    "SELECT meta::text, stamp FROM datahub.versions WHERE layer = $1 AND version = $2",
+                    &[&layer, &version],
+                )
+                .await
+                .map_err(db_err)?;
+            Ok((row.get(0), row.get(1)))
+        })?;
+        let pretty = serde_json::from_str::<serde_json::Value>(&meta)
+            .and_then(|v| serde_json::to_vec_pretty(&v))
+            .map_err(|e| Error::Corrupt(format!("record of {} v{}: {e}", r.layer, r.version)))?;
+        write_atomically(vdir, "meta.json", &pretty)?;
+        write_atomically(vdir, STAMP_FILE, stamp.to_string().as_bytes())
+    }
+
+    /// Stores the files of a staged version under a new blob id; returns it.
+    fn upload(&self, dir: &Path) -> Result<String> {
+        let blob = format!("{}_{}", unix_now(), random_hex(8)?);
+        let mut files = vec![("layer.fgb".to_string(), dir.join("layer.fgb"))];
+        let src = dir.join(SOURCE_DIR);
+        if let Ok(entries) = fs::read_dir(&src) {
+            for e in entries.flatten() {
+                if e.path().is_file() {
+                    files.push((
+                        format!("{SOURCE_DIR}/{}", e.file_name().to_string_lossy()),
+                        e.path(),
+                    ));
+                }
+            }
+        }
+        for (name, path) in files {
+            let mut f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let mut part = 0i32;
+            loop {
+                let mut buf = Vec::with_capacity(PART);
+                (&mut f)
+                    .take(PART as u64)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| Error::io(&path, e))?;
+                if buf.is_empty() && part > 0 {
+                    break;
+                }
+                let last = buf.len() < PART;
+                let (b, n) = (blob.clone(), name.clone());
+                self.db.run(move |c| async move {
+                    c.execute(
+                        "INSERT INTO datahub.blobs (blob, name, part, bytes) VALUES ($1, $2, $3, $4)",
+                        &[&b, &n, &part, &buf],
+                    )
+                    .await
+                    .map_err(db_err)
+                })?;
+                part += 1;
+                if last {
+                    break;
+                }
+            }
+        }
+        Ok(blob)
+    }
+
+    /// Loads the features of a staged version into a new PostGIS table (named after
+    /// the blob until published) with COPY; its GiST index built after the load.
+    fn load_features(&self, fgb: &Path, meta: &LayerMeta, table: &str) -> Result<()> {
+        let file = File::open(fgb).map_err(|e| Error::io(fgb, e))?;
+        // SAFETY: the staged file is private to this ingest and not modified while mapped.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(fgb, e))?;
+        let view = FgbView::open(mmap)?;
+        let columns = column_names(meta);
+        let mut ddl = format!("CREATE TABLE datahub_data.{} (fid bigint PRIMARY KEY", ident(table));
+        for (f, name) in meta.schema.iter().zip(&columns) {
+            ddl.push_str(&format!(", {} {}", ident(name), pg_type(f.ftype)));
+        }
+        ddl.push_str(", geom geometry(Geometry, 4326))");
+        let copy = format!(
+            "COPY datahub_data.{} ({}) FROM STDIN",
+            ident(table),
+            std::iter::once("fid".to_string())
+                .chain(columns.iter().map(|c| ident(c)))
+                .chain(std::iter::once("geom".to_string()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+        let index = format!(
+            "CREATE INDEX ON datahub_data.{t} USING gist (geom); ANALYZE datahub_data.{t}",
+            t = ident(table)
+        );
+        let db = self.db.clone();
+        let loader = std::thread::spawn(move || {
+            db.run(move |c| async move {
+                use futures_util::SinkExt;
+                c.batch_execute(&ddl).await.map_err(db_err)?;
+                let sink = c.copy_in::<_, bytes::Bytes>(&copy).await.map_err(db_err)?;
+                futures_util::pin_mut!(sink);
+                while let Some(chunk) = rx.recv().await {
+                    sink.send(chunk).await.map_err(db_err)?;
+                }
+                sink.as_mut().finish().await.map_err(db_err)?;
+                c.batch_execute(&index).await.map_err(db_err)?;
+                Ok(())
+            })
+        });
+        let types: Vec<FieldType> = meta.schema.iter().map(|f| f.ftype).collect();
+        let mut produced = (|| -> Result<()> {
+            let mut buf = Vec::with_capacity(1 << 20);
+            let mut cells: Vec<Option<Vec<u8>>> = vec![None; types.len()];
+            let mut leaves = view.leaves()?;
+            leaves.sort_by_key(|l| l.offset);
+            for leaf in leaves {
+                let fid = view.fid(leaf.offset)?;
+                for c in cells.iter_mut() {
+                    *c = None;
+                }
+                view.for_each_value(leaf.offset, |i, v| {
+                    if let Some(slot) = cells.get_mut(i) {
+                        *slot = Some(copy_value(v));
+                    }
+                })?;
+                buf.extend_from_slice(itoa::Buffer::new().format(fid).as_bytes());
+                for c in &cells {
+                    buf.push(b'\t');
+                    match c {
+                        Some(v) => buf.extend_from_slice(v),
+                        None => buf.extend_from_slice(b"\\N"),
+                    }
+                }
+                buf.push(b'\t');
+                match view.geometry(leaf.offset)? {
+                    Some(g) => {
+                        use geozero::ToWkb;
+                        let wkb = g
+                            .to_ewkb(geozero::CoordDimensions::xy(), Some(4326))
+                            .map_err(|e| Error::Internal(format!("WKB: {e}")))?;
+                        buf.extend_from_slice(hex::encode(wkb).as_bytes());
+                    }
+                    None => buf.extend_from_slice(b"\\N"),
+                }
+                buf.push(b'\n');
+                if buf.len() >= 1 << 20 {
+                    let chunk = bytes::Bytes::from(std::mem::take(&mut buf));
+                    if tx.blocking_send(chunk).is_err() {
+                        // The loader failed: its error is the one to report.
+                        return Ok(());
+                    }
+                }
+            }
+            if !buf.is_empty() {
+                let _ = tx.blocking_send(bytes::Bytes::from(buf));
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let loaded = loader
+            .join()
+            .map_err(|_| Error::Internal("database loader panicked".into()))?;
+        if produced.is_ok() {
+            produced = loaded;
+        }
+        produced
+    }
+
+    /// Runs `f` on the record of `id` v`version` inside a transaction holding the
+    /// layer's record lock; stores the result with a new stamp and announces it.
+    fn change_record(
+        &self,
+        id: &str,
+        version: Option<u32>,
+        f: &mut dyn FnMut(&mut LayerMeta) -> Result<()>,
+    ) -> Result<(LayerMeta, LayerMeta)> {
+        validate_id(id)?;
+        let mut t = self.db.begin()?;
+        let key = lock_key(&format!("record:{id}"));
+        let lid = id.to_string();
+        let wanted = version.map(|v| v as i32);
+        let current: Option<(i32, String)> = t.step(move |c| async move {
+            let r = async {
+                c.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+                    .await
+                    .map_err(db_err)?;
+                let row = c
+                    .query_opt(
+                        "SELECT v.version, v.meta::text FROM datahub.versions v
+                         JOIN datahub.layers l ON l.id = v.layer
+                         WHERE v.layer = $1 AND v.version = coalesce($2, l.current)",
+                        &[&lid, &wanted],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                Ok(row.map(|r| (r.get(0), r.get(1))))
+            }
+            .await;
+            (c, r)
+        })?;
+        let Some((n, text)) = current else {
+            return Err(match version {
+                Some(v) => Error::bad(format!("layer '{id}' has no kept version {v}")),
+                None => Error::UnknownLayer(id.to_string()),
+            });
+        };
+        let before: LayerMeta = serde_json::from_str(&text)
+            .map_err(|e| Error::Corrupt(format!("record of {id} v{n}: {e}")))?;
+        let mut after = before.clone();
+        f(&mut after)?;
+        let json = serde_json::to_string(&after).map_err(|e| Error::Internal(e.to_string()))?;
+        let lid = id.to_string();
+        t.step(move |c| async move {
+            let r = async {
+                c.execute(
+                    "UPDATE datahub.versions SET meta = ($3::text)::jsonb,
+                       stamp = nextval('datahub.stamps') WHERE layer = $1 AND version = $2",
+                    &[&lid, &n, &json],
+                )
+                .await
+                .map_err(db_err)?;
+                refresh_view(&c, &lid).await?;
+                announce(&c, &lid).await
+            }
+            .await;
+            (c, r)
+        })?;
+        t.commit()?;
+        self.sync()?;
+        Ok((before, after))
+    }
+
+    fn set_hidden(&self, id: &str, hidden: bool) -> Result<()> {
+        validate_id(id)?;
+        let lid = id.to_string();
+        let key = lock_key(&format!("record:{id}"));
+        let found = self.db.run(move |mut c| async move {
+            let tx = c.transaction().await.map_err(db_err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+                .await
+                .map_err(db_err)?;
+            let row = tx
+                .query_opt(
+                    "SELECT hidden FROM datahub.layers WHERE id = $1 AND current IS NOT NULL",
+                    &[&lid],
+                )
+                .await
+                .map_err(db_err)?;
+            let Some(row) = row else { return Ok(None) };
+            let was: bool = row.get(0);
+            if was != hidden {
+                tx.execute(
+                    "UPDATE datahub.layers SET hidden = $2 WHERE id = $1",
+                    &[&lid, &hidden],
+                )
+                .await
+                .map_err(db_err)?;
+                refresh_view(&tx, &lid).await?;
+                announce(&tx, &lid).await?;
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(Some(was))
+        })?;
+        match found {
+            None => Err(Error::UnknownLayer(id.to_string())),
+            Some(was) if was == hidden => Err(if hidden {
+                Error::UnknownLayer(id.to_string())
+            } else {
+                Error::bad(format!("layer '{id}' is not deleted"))
+            }),
+            Some(_) => self.sync().map(|_| ()),
+        }
+    }
+
+    /// Imports a version of another store as version `n` of `id`, unchanged (its
+    /// number, record and files): `datahub migrate`. Returns false when the database
+    /// already has it (a migration run again goes on where it stopped).
+    pub fn import_version(&self, v: &StoredVersion, current: bool) -> Result<bool> {
+        let id = v.meta.id.clone();
+        validate_id(&id)?;
+        let n = v.meta.version as i32;
+        let (lid, key) = (id.clone(), lock_key(&format!("record:{id}")));
+        let exists = self.db.run(move |c| async move {
+            Ok(c.query_opt(
+                "SELECT 1 FROM datahub.versions WHERE layer = $1 AND version = $2",
+                &[&lid, &n],
+            )
+            .await
+            .map_err(db_err)?
+            .is_some())
+        })?;
+        if !exists {
+            let dir = v
+                .fgb_path
+                .parent()
+                .ok_or_else(|| Error::Internal("version without a folder".into()))?;
+            let blob = self.upload(dir)?;
+            let staged = format!("_s_{blob}");
+            self.load_features(&v.fgb_path, &v.meta, &staged)?;
+            let table = features_table(&id, v.meta.version);
+            let json =
+                serde_json::to_string(&v.meta).map_err(|e| Error::Internal(e.to_string()))?;
+            let lid = id.clone();
+            self.db.run(move |mut c| async move {
+                let tx = c.transaction().await.map_err(db_err)?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+                    .await
+                    .map_err(db_err)?;
+                tx.execute(
+                    "INSERT INTO datahub.layers (id) VALUES ($1) ON CONFLICT DO NOTHING",
+                    &[&lid],
+                )
+                .await
+                .map_err(db_err)?;
+                tx.batch_execute(&format!(
+                    "DROP TABLE IF EXISTS datahub_data.{t}; ALTER TABLE datahub_data.{s} RENAME TO {t}",
+                    s = ident(&staged),
+                    t = ident(&table)
+                ))
+                .await
+                .map_err(db_err)?;
+                tx.execute(
+                    "INSERT INTO datahub.versions (layer, version, meta, stamp, features_table, blob)
+                     VALUES ($1, $2, ($3::text)::jsonb, nextval('datahub.stamps'), $4, $5)",
+                    &[&lid, &n, &json, &table, &blob],
+                )
+                .await
+                .map_err(db_err)?;
+                tx.commit().await.map_err(db_err)?;
+                Ok(())
+            })?;
+        }
+        if current {
+            let (lid, hidden) = (id.clone(), self.local_hidden_hint(v));
+            self.db.run(move |mut c| async move {
+                let tx = c.transaction().await.map_err(db_err)?;
+                tx.execute(
+                    "UPDATE datahub.layers SET current = $2, hidden = $3 WHERE id = $1",
+                    &[&lid, &n, &hidden],
+                )
+                .await
+                .map_err(db_err)?;
+                refresh_view(&tx, &lid).await?;
+                announce(&tx, &lid).await?;
+                tx.commit().await.map_err(db_err)?;
+                Ok(())
+            })?;
+        }
+        Ok(!exists)
+    }
+
+    /// Whether the folder a migrated version comes from marks its layer deleted.
+    fn local_hidden_hint(&self, v: &StoredVersion) -> bool {
+        v.fgb_path
+            .parent()
+            .and_then(Path::parent)
+            .is_some_and(|layer_dir| layer_dir.join("HIDDEN").exists())
+    }
+
+    /// Features stored for `id` v`n` in PostGIS (for checks after a migration).
+    pub fn feature_rows(&self, id: &str, n: u32) -> Result<i64> {
+        let table = features_table(id, n);
+        self.db.run(move |c| async move {
+            let row = c
+                .query_one(
+                    &format!("SELECT count(*) FROM datahub_data.{}", ident(&table)),
+                    &[],
+                )
+                .await
+                .map_err(db_err)?;
+            Ok(row.get(0))
+        })
+    }
+}
+
+/// Recreates the public view of `id`: present when its current version is public and
+/// the layer is not deleted, absent otherwise.
+async fn refresh_view(c: &impl deadpool_postgres::GenericClient, id: &str) -> Result<()> {
+    let row = c
+        .query_opt(
+            "SELECT v.features_table, v.meta->>'access', l.hidden FROM datahub.layers l
+             JOIN datahub.versions v ON v.layer = l.id AND v.version = l.current WHERE l.id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(db_err)?;
+    let view = format!("datahub_public.{}", ident(id));
+    let mut sql = format!("DROP VIEW IF EXISTS {view};");
+    if let Some(r) = row {
+        let (table, access, hidden): (String, Option<String>, bool) = (r.get(0), r.get(1), r.get(2));
+        if access.as_deref() == Some("public") && !hidden {
+            sql.push_str(&format!(
+                "CREATE VIEW {view} AS SELECT * FROM datahub_data.{};
+                 DO $$ BEGIN
+                   IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{READER_ROLE}') THEN
+                     GRANT SELECT ON {view} TO {READER_ROLE};
+                   END IF;
+                 END $$;",
+                ident(&table)
+            ));
+        }
+    }
+    c.batch_execute(&sql).await.map_err(db_err)
+}
+
+async fn announce(c: &impl deadpool_postgres::GenericClient, id: &str) -> Result<()> {
+    c.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANNEL, &format!("layer:{id}")],
+    )
+    .await
+    .map_err(db_err)
+    .map(|_| ())
+}
+
+fn local_stamp(vdir: &Path) -> Option<i64> {
+    fs::read_to_string(vdir.join(STAMP_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// `source/x.csv` → a relative path with no way out of the version folder.
+fn safe_relative(name: &str) -> Option<PathBuf> {
+    let p = Path::new(name);
+    p.components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+        .then(|| p.to_path_buf())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    let mut b = vec![0u8; bytes];
+    getrandom(&mut b)?;
+    Ok(hex::encode(b))
+}
+
+fn getrandom(buf: &mut [u8]) -> Result<()> {
+    // /dev/urandom: the crate has no randomness dependency and needs only names.
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .map_err(|e| Error::io("/dev/urandom", e))
+}
+
+/// The PostGIS table of a version: `<id>_v<n>`, shortened with a hash when that would
+/// pass PostgreSQL's 63-byte identifiers.
+pub fn features_table(id: &str, n: u32) -> String {
+    let t = format!("{id}_v{n}");
+    if t.len() <= 63 {
+        t
+    } else {
+        let h = format!("{:016x}", lock_key(id));
+        format!("{}_{}_v{n}", &id[..30], &h[..8])
+    }
+}
+
+/// Column names of the PostGIS table, one per schema field: the field's own name
+/// unless it is too long for PostgreSQL, clashes with `fid`/`geom` or with another
+/// field once shortened (then `campo_<k>`).
+pub fn column_names(meta: &LayerMeta) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    seen.insert("fid".to_string());
+    seen.insert("geom".to_string());
+    meta.schema
+        .iter()
+        .enumerate()
+        .map(|(k, f)| {
+            let n = if f.name.len() <= 63 && !f.name.is_empty() && !f.name.contains('\0') {
+                f.name.clone()
+            } else {
+                format!("campo_{}", k + 1)
+            };
+            let n = if seen.contains(&n) {
+                format!("campo_{}", k + 1)
+            } else {
+                n
+            };
+            seen.insert(n.clone());
+            n
+        })
+        .collect()
+}
+
+fn pg_type(t: FieldType) -> &'static str {
+    match t {
+        FieldType::Bool => "boolean",
+        FieldType::Int => "integer",
+        FieldType::Long => "bigint",
+        FieldType::Float => "double precision",
+        FieldType::String => "text",
+        FieldType::Date => "date",
+        FieldType::Datetime => "timestamp",
+    }
+}
+
+/// One value in COPY's text format (backslash escapes; NaN and infinities spelled as
+/// PostgreSQL reads them).
+fn copy_value(v: RawValue<'_>) -> Vec<u8> {
+    match v {
+        RawValue::Bool(b) => if b { b"t".to_vec() } else { b"f".to_vec() },
+        RawValue::I64(n) => itoa::Buffer::new().format(n).as_bytes().to_vec(),
+        RawValue::U64(n) => itoa::Buffer::new().format(n).as_bytes().to_vec(),
+        RawValue::F64(x) if x.is_nan() => b"NaN".to_vec(),
+        RawValue::F64(x) if x.is_infinite() => {
+            if x > 0.0 { b"Infinity".to_vec() } else { b"-Infinity".to_vec() }
+        }
+        RawValue::F64(x) => format!("{x}").into_bytes(),
+        RawValue::Str(s) => {
+            let mut out = Vec::with_capacity(s.len());
+            for &b in s {
+                match b {
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    b'\t' => out.extend_from_slice(b"\\t"),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    b'\r' => out.extend_from_slice(b"\\r"),
+                    // PostgreSQL text cannot hold NUL.
+                    0 => {}
+                    b => out.push(b),
+                }
+            }
+            out
+        }
+    }
+}
+
+impl LayerStore for PgStore {
+    fn layer_ids(&self) -> Result<Vec<String>> {
+        self.local.layer_ids()
+    }
+
+    fn current(&self, id: &str) -> Result<Option<StoredVersion>> {
+        self.local.current(id)
+    }
+
+    fn versions(&self, id: &str) -> Result<Vec<StoredVersion>> {
+        self.local.versions(id)
+    }
+
+    fn is_hidden(&self, id: &str) -> bool {
+        self.local.is_hidden(id)
+    }
+
+    fn begin(&self, id: &str) -> Result<Staging> {
+        validate_id(id)?;
+        // The ingest lock across replicas: a session-level advisory lock on a
+        // connection held for the whole ingest (released at the end, or by the
+        // database when this process dies).
+        let key = lock_key(&format!("ingest:{id}"));
+        let mut held = None;
+        for _ in 0..20 {
+            let got = self.db.run(move |c| async move {
+                let row = c
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                    .await
+                    .map_err(db_err)?;
+                Ok(if row.get::<_, bool>(0) { Some(c) } else { None })
+            })?;
+            if let Some(c) = got {
+                held = Some(c);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let Some(client) = held else {
+            return Err(Error::Busy(id.to_string()));
+        };
+        let guard = IngestLock {
+            db: self.db.clone(),
+            client: Some(client),
+            key,
+        };
+        let mut staging = self.local.begin(id)?;
+        staging.guard = Some(Box::new(guard));
+        Ok(staging)
+    }
+
+    fn publish_with(
+        &self,
+        mut staging: Staging,
+        mut meta: LayerMeta,
+        refresh: &mut dyn FnMut(&mut LayerMeta, Option<&LayerMeta>) -> Result<()>,
+    ) -> Result<u32> {
+        let id = staging.id.clone();
+        let fgb = staging.fgb_path();
+        File::open(&fgb)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&fgb, e))?;
+        // The bulk of the work happens before the record lock: files and features
+        // under a staging name, found and removed by clean_stale if we die.
+        let blob = self.upload(&staging.dir)?;
+        let staged = format!("_s_{blob}");
+        self.load_features(&fgb, &meta, &staged)?;
+
+        let mut t = self.db.begin()?;
+        let key = lock_key(&format!("record:{id}"));
+        let lid = id.clone();
+        let (current, next): (Option<String>, i32) = t.step(move |c| async move {
+            let r = async {
+                c.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+                    .await
+                    .map_err(db_err)?;
+                c.execute(
+                    "INSERT INTO datahub.layers (id) VALUES ($1) ON CONFLICT DO NOTHING",
+                    &[&lid],
+                )
+                .await
+                .map_err(db_err)?;
+                let cur = c
+                    .query_opt(
+                        "SELECT v.meta::text FROM datahub.layers l
+                         JOIN datahub.versions v ON v.layer = l.id AND v.version = l.current
+                         WHERE l.id = $1",
+                        &[&lid],
+                    )
+                    .await
+                    .map_err(db_err)?
+                    .map(|r| r.get::<_, String>(0));
+                let next: i32 = c
+                    .query_one(
+                        "SELECT coalesce(max(version), 0) + 1 FROM datahub.versions WHERE layer = $1",
+                        &[&lid],
+                    )
+                    .await
+                    .map_err(db_err)?
+                    .get(0);
+                Ok((cur, next))
+            }
+            .await;
+            (c, r)
+        })?;
+        let current: Option<LayerMeta> = match current {
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| Error::Corrupt(format!("record of {id}: {e}")))?,
+            ),
+            None => None,
+        };
+        refresh(&mut meta, current.as_ref())?;
+        let n = next.max(1) as u32;
+        meta.version = n;
+        let json = serde_json::to_string(&meta).map_err(|e| Error::Internal(e.to_string()))?;
+        let table = features_table(&id, n);
+        let keep = self.keep_versions as i64;
+        let lid = id.clone();
+        let (tb, bl) = (table.clone(), blob.clone());
+        let stamp: i64 = t.step(move |c| async move {
+            let r = async {
+                c.batch_execute(&format!(
+                    "DROP TABLE IF EXISTS datahub_data.{t}; ALTER TABLE datahub_data.{s} RENAME TO {t}",
+                    s = ident(&staged),
+                    t = ident(&tb)
+                ))
+                .await
+                .map_err(db_err)?;
+                let stamp: i64 = c
+                    .query_one(
+                        "INSERT INTO datahub.versions (layer, version, meta, stamp, features_table, blob)
+                         VALUES ($1, $2, ($3::text)::jsonb, nextval('datahub.stamps'), $4, $5)
+                         RETURNING stamp",
+                        &[&lid, &next, &json, &tb, &bl],
+                    )
+                    .await
+                    .map_err(db_err)?
+                    .get(0);
+                c.execute(
+                    "UPDATE datahub.layers SET current = $2 WHERE id = $1",
+                    &[&lid, &next],
+                )
+                .await
+                .map_err(db_err)?;
+                refresh_view(&c, &lid).await?;
+                // Retention: the newest `keep` versions.
+                let old = c
+                    .query(
+                        "SELECT version, features_table, blob FROM datahub.versions
+                         WHERE layer = $1 ORDER BY version DESC OFFSET $2",
+                        &[&lid, &keep],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                for r in old {
+                    let (v, t, b): (i32, String, String) = (r.get(0), r.get(1), r.get(2));
+                    c.batch_execute(&format!("DROP TABLE IF EXISTS datahub_data.{}", ident(&t)))
+                        .await
+                        .map_err(db_err)?;
+                    c.execute("DELETE FROM datahub.blobs WHERE blob = $1", &[&b])
+                        .await
+                        .map_err(db_err)?;
+                    c.execute(
+                        "DELETE FROM datahub.versions WHERE layer = $1 AND version = $2",
+                        &[&lid, &v],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                }
+                announce(&c, &lid).await?;
+                Ok(stamp)
+            }
+            .await;
+            (c, r)
+        })?;
+        t.commit()?;
+
+        // Installed locally at once (the files are already here); the other replicas
+        // copy it when notified.
+        let layer_dir = self.local.layer_dir(&id);
+        fs::create_dir_all(&layer_dir).map_err(|e| Error::io(&layer_dir, e))?;
+        let pretty = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomically(&staging.dir, "meta.json", &pretty)?;
+        write_atomically(&staging.dir, STAMP_FILE, stamp.to_string().as_bytes())?;
+        let owner = staging.dir.join(OWNER_LOCK);
+        let _ = fs::remove_file(&owner);
+        let target = layer_dir.join(format!("v{n}"));
+        let _ = fs::remove_dir_all(&target);
+        match fs::rename(&staging.dir, &target) {
+            Ok(()) => staging.published = true,
+            Err(e) => tracing::warn!(error = %e, "published version not installed locally; copying it"),
+        }
+        drop(staging);
+        self.sync()?;
+        Ok(n)
+    }
+
+    fn set_diagnosis(&self, id: &str, version: u32, d: crate::diagnose::Diagnosis) -> Result<()> {
+        let mut d = Some(d);
+        self.change_record(id, Some(version), &mut |m| {
+            m.diagnosis = d.take();
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    fn data_dir(&self) -> &Path {
+        self.local.root()
+    }
+
+    fn scratch_dir(&self) -> PathBuf {
+        self.local.tmp_dir()
+    }
+
+    fn clean_stale(&self) -> Result<usize> {
+        let mut n = self.local.clean_stale()?;
+        // Parts of publishes that never finished (their process died): blobs no
+        // version refers to and staged tables, both older than an hour.
+        let cutoff = unix_now().saturating_sub(3600);
+        n += self.db.run(move |c| async move {
+            let removed = c
+                .execute(
+                    "DELETE FROM datahub.blobs b WHERE created_at < now() - interval '1 hour'
+                     AND NOT EXISTS (SELECT 1 FROM datahub.versions v WHERE v.blob = b.blob)",
+                    &[],
+                )
+                .await
+                .map_err(db_err)?;
+            let staged = c
+                .query(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'datahub_data'
+                     AND tablename LIKE '\\_s\\_%'",
+                    &[],
+                )
+                .await
+                .map_err(db_err)?;
+            let mut dropped = 0;
+            for r in staged {
+                let t: String = r.get(0);
+                let born = t
+                    .strip_prefix("_s_")
+                    .and_then(|s| s.split('_').next())
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or(0);
+                if born < cutoff {
+                    c.batch_execute(&format!("DROP TABLE IF EXISTS datahub_data.{}", ident(&t)))
+                        .await
+                        .map_err(db_err)?;
+                    dropped += 1;
+                }
+            }
+            Ok(removed as usize + dropped)
+        })?;
+        Ok(n)
+    }
+
+    fn current_number(&self, id: &str) -> Result<Option<u32>> {
+        self.local.current_number(id)
+    }
+
+    fn record_stamp(&self, id: &str, version: u32) -> Option<std::time::SystemTime> {
+        self.local.meta_mtime(id, version)
+    }
+
+    fn rewrite_record(
+        &self,
+        id: &str,
+        version: u32,
+        f: &mut dyn FnMut(&mut LayerMeta),
+    ) -> Result<LayerMeta> {
+        self.change_record(id, Some(version), &mut |m| {
+            f(m);
+            Ok(())
+        })
+        .map(|(_, after)| after)
+    }
+
+    fn edit_record(&self, id: &str, edit: &RecordEdit) -> Result<(LayerMeta, LayerMeta)> {
+        self.change_record(id, None, &mut |m| {
+            edit.apply(m);
+            m.refresh_diagnosis_metadata();
+            Ok(())
+        })
+    }
+
+    fn hide(&self, id: &str) -> Result<()> {
+        self.set_hidden(id, true)
+    }
+
+    fn unhide(&self, id: &str) -> Result<()> {
+        self.set_hidden(id, false)
+    }
+
+    fn hidden_ids(&self) -> Result<Vec<String>> {
+        self.local.hidden_ids()
+    }
+
+    fn restore(&self, id: &str, n: u32, by: &str) -> Result<LayerMeta> {
+        super::restore_in(self, id, n, by)
+    }
+
+    fn sync(&self) -> Result<()> {
+        PgStore::sync(self).map(|_| ())
+    }
+
+    fn describe_backend(&self) -> String {
+        format!("postgresql {}", self.db.describe())
+    }
+}
+
+/// The advisory lock an ingest holds; released on drop (or by the database when the
+/// connection dies with its process).
+struct IngestLock {
+    db: Arc<Db>,
+    client: Option<Client>,
+    key: i64,
+}
+
+impl Drop for IngestLock {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            let key = self.key;
+            let r = self.db.block(async move {
+                c.execute("SELECT pg_advisory_unlock($1)", &[&key])
+                    .await
+                    .map_err(db_err)
+                    .map(|_| ())
+            });
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cannot release an ingest lock (the connection will)");
+            }
+        }
+    }
+}

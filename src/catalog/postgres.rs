@@ -1,0 +1,531 @@
+//! [`CatalogStore`] on PostgreSQL: ministries, tokens, sessions, the audit log and job
+//! records shared by every replica (schema `datahub`, next to the layer store's
+//! tables). The same rules as the SQLite catalogue: secrets stored as SHA-256 only and
+//! compared in constant time, an audit table that refuses UPDATE, DELETE and TRUNCATE
+//! (triggers), sessions that end with their token.
+//!
+//! Replicas: a revoked token or an ended session is announced (`NOTIFY`), so every
+//! replica drops its short verification cache at once. Each process holds an advisory
+//! lock named after its instance id for as long as it lives (its *lease*); a job
+//! record says which instance runs it, so a job whose replica died (its lock gone with
+//! its connection) is reported failed by whichever replica is asked.
+
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use super::sqlite::still_valid;
+use super::{AuditEntry, AuditQuery, CatalogStore, Ministry, Principal, Role, TokenInfo};
+use layers::pg::{db_err, lock_key, Client, Db, CHANNEL};
+use layers::{Error, Result};
+
+const SCHEMA: &str = r#"
+CREATE SCHEMA IF NOT EXISTS datahub;
+CREATE TABLE IF NOT EXISTS datahub.ministries (
+    slug text PRIMARY KEY,
+    name text NOT NULL,
+    email text,
+    created_at text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS datahub.tokens (
+    id text PRIMARY KEY,
+    secret_sha256 bytea NOT NULL,
+    ministry text REFERENCES datahub.ministries(slug),
+    role text NOT NULL CHECK (role IN ('viewer', 'editor', 'admin')),
+    label text NOT NULL,
+    created_at text NOT NULL,
+    expires_at text,
+    revoked_at text
+);
+CREATE TABLE IF NOT EXISTS datahub.audit (
+    seq bigserial PRIMARY KEY,
+    at text NOT NULL,
+    actor text NOT NULL,
+    ministry text,
+    action text NOT NULL,
+    layer text,
+    detail jsonb NOT NULL,
+    remote text
+);
+CREATE INDEX IF NOT EXISTS audit_layer ON datahub.audit(layer, seq);
+CREATE OR REPLACE FUNCTION datahub.audit_append_only() RETURNS trigger
+    LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
+DROP TRIGGER IF EXISTS audit_no_change ON datahub.audit;
+CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON datahub.audit
+    FOR EACH ROW EXECUTE FUNCTION datahub.audit_append_only();
+DROP TRIGGER IF EXISTS audit_no_truncate ON datahub.audit;
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON datahub.audit
+    FOR EACH STATEMENT EXECUTE FUNCTION datahub.audit_append_only();
+CREATE TABLE IF NOT EXISTS datahub.sessions (
+    id text PRIMARY KEY,
+    secret_sha256 bytea NOT NULL,
+    token_id text NOT NULL REFERENCES datahub.tokens(id),
+    created_at text NOT NULL,
+    expires_at text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS datahub.jobs (
+    id text PRIMARY KEY,
+    doc jsonb NOT NULL,
+    owner text
+);
+CREATE TABLE IF NOT EXISTS datahub.usage (
+    layer text NOT NULL,
+    day text NOT NULL,
+    requests bigint NOT NULL,
+    PRIMARY KEY (layer, day)
+);
+"#;
+
+pub struct PgCatalog {
+    db: Arc<Db>,
+    /// This process's instance id (its job lease is the advisory lock of that name).
+    instance: String,
+    /// The connection holding the lease; re-taken if the database restarted.
+    lease: Mutex<Option<Client>>,
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    let mut b = vec![0u8; bytes];
+    getrandom::getrandom(&mut b).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+    Ok(hex::encode(b))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+impl PgCatalog {
+    pub fn open(db: Arc<Db>) -> Result<Self> {
+        db.run(|mut c| async move {
+            let tx = c.transaction().await.map_err(db_err)?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&lock_key("datahub:catalog-schema")],
+            )
+            .await
+            .map_err(db_err)?;
+            tx.batch_execute(SCHEMA).await.map_err(db_err)?;
+            tx.commit().await.map_err(db_err)
+        })?;
+        let cat = PgCatalog {
+            db,
+            instance: random_hex(8)?,
+            lease: Mutex::new(None),
+        };
+        cat.hold_lease()?;
+        Ok(cat)
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Takes (again) the advisory lock that says this process is alive.
+    fn hold_lease(&self) -> Result<()> {
+        let mut lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        if lease.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(());
+        }
+        let key = lock_key(&format!("replica:{}", self.instance));
+        let c = self.db.run(move |c| async move {
+            c.execute("SELECT pg_advisory_lock($1)", &[&key])
+                .await
+                .map_err(db_err)?;
+            Ok(c)
+        })?;
+        // Kept out of the pool for the process's life.
+        *lease = Some(c);
+        Ok(())
+    }
+
+    fn announce(&self, what: String) -> Result<()> {
+        self.db.run(move |c| async move {
+            c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &what])
+                .await
+                .map_err(db_err)
+                .map(|_| ())
+        })
+    }
+
+    /// Adds `n` requests of `layer` on `day` to the shared usage counts.
+    pub fn add_usage(&self, counts: Vec<(String, String, i64)>) -> Result<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        self.db.run(move |mut c| async move {
+            let tx = c.transaction().await.map_err(db_err)?;
+            for (layer, day, n) in counts {
+                tx.execute(
+                    "INSERT INTO datahub.usage (layer, day, requests) VALUES ($1, $2, $3)
+                     ON CONFLICT (layer, day) DO UPDATE SET requests = datahub.usage.requests + $3",
+                    &[&layer, &day, &n],
+                )
+                .await
+                .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)
+        })
+    }
+}
+
+type TokenRow = (Vec<u8>, Principal, bool);
+
+async fn token_row(c: &Client, id: &str) -> Result<Option<TokenRow>> {
+    let row = c
+        .query_opt(
+            "SELECT secret_sha256, ministry, role, label, expires_at, revoked_at
+             FROM datahub.tokens WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(db_err)?;
+    let Some(r) = row else { return Ok(None) };
+    let role: String = r.get(2);
+    let p = Principal {
+        token_id: id.to_string(),
+        ministry: r.get(1),
+        role: Role::parse(&role)?,
+        label: r.get(3),
+        expires_at: r.get(4),
+    };
+    Ok(Some((r.get(0), p, r.get::<_, Option<String>>(5).is_some())))
+}
+
+fn split(s: &str, prefix: &str) -> Option<(String, String)> {
+    s.strip_prefix(prefix)
+        .and_then(|rest| rest.split_once('_'))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+}
+
+impl CatalogStore for PgCatalog {
+    fn ministries(&self) -> Result<Vec<Ministry>> {
+        self.db.run(|c| async move {
+            Ok(c.query(
+                "SELECT slug, name, email FROM datahub.ministries ORDER BY slug",
+                &[],
+            )
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(|r| Ministry {
+                slug: r.get(0),
+                name: r.get(1),
+                email: r.get(2),
+            })
+            .collect())
+        })
+    }
+
+    fn add_ministry(&self, m: &Ministry) -> Result<()> {
+        layers::store::validate_id(&m.slug).map_err(|_| {
+            Error::bad(format!(
+                "invalid ministry slug '{}': use lowercase letters, digits and '-', e.g. obras-publicas",
+                m.slug
+            ))
+        })?;
+        if m.name.trim().is_empty() {
+            return Err(Error::bad(
+                "the ministry needs a name (--name \"Obras Públicas\")",
+            ));
+        }
+        let (slug, name, email) = (m.slug.clone(), m.name.trim().to_string(), m.email.clone());
+        let n = self.db.run(move |c| async move {
+            c.execute(
+                "INSERT INTO datahub.ministries (slug, name, email, created_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (slug) DO NOTHING",
+                &[&slug, &name, &email, &super::now()],
+            )
+            .await
+            .map_err(db_err)
+        })?;
+        if n == 0 {
+            return Err(Error::bad(format!("ministry '{}' already exists", m.slug)));
+        }
+        Ok(())
+    }
+
+    fn create_token(
+        &self,
+        ministry: Option<&str>,
+        role: Role,
+        label: &str,
+        expires_at: Option<&str>,
+    ) -> Result<(TokenInfo, String)> {
+        if let Some(m) = ministry {
+            super::check_ministry(&self.ministries()?, m)?;
+        } else if role != Role::Admin {
+            return Err(Error::bad(
+                "a viewer or editor token belongs to a ministry: give --ministry (only city-wide admins have none)",
+            ));
+        }
+        if let Some(e) = expires_at {
+            chrono::DateTime::parse_from_rfc3339(e).map_err(|_| {
+                Error::bad(format!(
+                    "expiry '{e}' is not an RFC 3339 time like 2027-01-31T23:59:59Z"
+                ))
+            })?;
+        }
+        let id = random_hex(6)?;
+        let secret = random_hex(32)?;
+        let hash = Sha256::digest(secret.as_bytes()).to_vec();
+        let info = TokenInfo {
+            id: id.clone(),
+            ministry: ministry.map(str::to_string),
+            role,
+            label: label.to_string(),
+            created_at: super::now(),
+            expires_at: expires_at.map(str::to_string),
+            revoked_at: None,
+        };
+        let i = info.clone();
+        self.db.run(move |c| async move {
+            c.execute(
+                "INSERT INTO datahub.tokens (id, secret_sha256, ministry, role, label, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&i.id, &hash, &i.ministry, &i.role.as_str(), &i.label, &i.created_at, &i.expires_at],
+            )
+            .await
+            .map_err(db_err)
+        })?;
+        Ok((info, format!("dh_{id}_{secret}")))
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        self.db.run(|c| async move {
+            Ok(c.query(
+                "SELECT id, ministry, role, label, created_at, expires_at, revoked_at
+                 FROM datahub.tokens ORDER BY created_at, id",
+                &[],
+            )
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(|r| TokenInfo {
+                id: r.get(0),
+                ministry: r.get(1),
+                role: Role::parse(r.get::<_, &str>(2)).unwrap_or(Role::Viewer),
+                label: r.get(3),
+                created_at: r.get(4),
+                expires_at: r.get(5),
+                revoked_at: r.get(6),
+            })
+            .collect())
+        })
+    }
+
+    fn revoke_token(&self, id: &str) -> Result<bool> {
+        let tid = id.to_string();
+        let n = self.db.run(move |c| async move {
+            c.execute(
+                "UPDATE datahub.tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                &[&tid, &super::now()],
+            )
+            .await
+            .map_err(db_err)
+        })?;
+        if n > 0 {
+            // Every replica forgets its cached verifications now, not in 15 s.
+            self.announce(format!("token:{id}"))?;
+        }
+        Ok(n > 0)
+    }
+
+    fn verify(&self, token: &str) -> Result<Option<Principal>> {
+        let Some((id, secret)) = split(token, "dh_") else {
+            return Ok(None);
+        };
+        let row = self
+            .db
+            .run(move |c| async move { token_row(&c, &id).await })?;
+        let presented = Sha256::digest(secret.as_bytes());
+        Ok(row.and_then(|(stored, p, revoked)| {
+            (constant_time_eq(&stored, &presented) && !revoked && still_valid(&p)).then_some(p)
+        }))
+    }
+
+    fn create_session(&self, token_id: &str, expires_at: &str) -> Result<String> {
+        let id = random_hex(8)?;
+        let secret = random_hex(32)?;
+        let hash = Sha256::digest(secret.as_bytes()).to_vec();
+        let (sid, tid, exp) = (id.clone(), token_id.to_string(), expires_at.to_string());
+        self.db.run(move |c| async move {
+            let now = super::now();
+            c.execute("DELETE FROM datahub.sessions WHERE expires_at < $1", &[&now])
+                .await
+                .map_err(db_err)?;
+            c.execute(
+                "INSERT INTO datahub.sessions (id, secret_sha256, token_id, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&sid, &hash, &tid, &now, &exp],
+            )
+            .await
+            .map_err(db_err)
+        })?;
+        Ok(format!("ds_{id}_{secret}"))
+    }
+
+    fn verify_session(&self, session: &str) -> Result<Option<Principal>> {
+        let Some((id, secret)) = split(session, "ds_") else {
+            return Ok(None);
+        };
+        let found = self.db.run(move |c| async move {
+            let row = c
+                .query_opt(
+                    "SELECT secret_sha256, expires_at, token_id FROM datahub.sessions WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(db_err)?;
+            let Some(r) = row else { return Ok(None) };
+            let token_id: String = r.get(2);
+            let token = token_row(&c, &token_id).await?;
+            Ok(Some((r.get::<_, Vec<u8>>(0), r.get::<_, String>(1), token)))
+        })?;
+        let Some((stored, expires, token)) = found else {
+            return Ok(None);
+        };
+        let presented = Sha256::digest(secret.as_bytes());
+        let alive = chrono::DateTime::parse_from_rfc3339(&expires)
+            .map(|t| t > chrono::Utc::now())
+            .unwrap_or(false);
+        if !constant_time_eq(&stored, &presented) || !alive {
+            return Ok(None);
+        }
+        Ok(token.and_then(|(_, p, revoked)| (!revoked && still_valid(&p)).then_some(p)))
+    }
+
+    fn end_session(&self, session: &str) -> Result<bool> {
+        if self.verify_session(session)?.is_none() {
+            return Ok(false);
+        }
+        let Some((id, _)) = split(session, "ds_") else {
+            return Ok(false);
+        };
+        let n = self.db.run(move |c| async move {
+            c.execute("DELETE FROM datahub.sessions WHERE id = $1", &[&id])
+                .await
+                .map_err(db_err)
+        })?;
+        if n > 0 {
+            self.announce("session".into())?;
+        }
+        Ok(n > 0)
+    }
+
+    fn append_audit(&self, e: &AuditEntry) -> Result<i64> {
+        let e = e.clone();
+        self.db.run(move |c| async move {
+            let detail = e.detail.to_string();
+            Ok(c.query_one(
+                "INSERT INTO datahub.audit (at, actor, ministry, action, layer, detail, remote)
+                 VALUES ($1, $2, $3, $4, $5, ($6::text)::jsonb, $7) RETURNING seq",
+                &[&e.at, &e.actor, &e.ministry, &e.action, &e.layer, &detail, &e.remote],
+            )
+            .await
+            .map_err(db_err)?
+            .get(0))
+        })
+    }
+
+    fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let q = q.clone();
+        self.db.run(move |c| async move {
+            let ministries: Option<Vec<String>> = q.ministries.clone();
+            let limit = q.limit.max(1) as i64;
+            let rows = c
+                .query(
+                    "SELECT seq, at, actor, ministry, action, layer, detail::text, remote
+                     FROM datahub.audit
+                     WHERE ($1::text IS NULL OR layer = $1)
+                       AND ($2::text IS NULL OR action = $2)
+                       AND ($3::text IS NULL OR at >= $3)
+                       AND ($4::bigint IS NULL OR seq < $4)
+                       AND ($5::text[] IS NULL OR ministry = ANY($5))
+                     ORDER BY seq DESC LIMIT $6",
+                    &[&q.layer, &q.action, &q.since, &q.before, &ministries, &limit],
+                )
+                .await
+                .map_err(db_err)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| AuditEntry {
+                    seq: r.get(0),
+                    at: r.get(1),
+                    actor: r.get(2),
+                    ministry: r.get(3),
+                    action: r.get(4),
+                    layer: r.get(5),
+                    detail: serde_json::from_str(r.get::<_, &str>(6))
+                        .unwrap_or(serde_json::Value::Null),
+                    remote: r.get(7),
+                })
+                .collect())
+        })
+    }
+
+    fn save_job(&self, j: &serde_json::Value) -> Result<()> {
+        if let Err(e) = self.hold_lease() {
+            tracing::warn!(error = %e, "cannot renew this replica's job lease");
+        }
+        let id = j["id"].as_str().unwrap_or_default().to_string();
+        let doc = j.to_string();
+        let owner = self.instance.clone();
+        self.db.run(move |c| async move {
+            c.execute(
+                "INSERT INTO datahub.jobs (id, doc, owner) VALUES ($1, ($2::text)::jsonb, $3)
+                 ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, owner = excluded.owner",
+                &[&id, &doc, &owner],
+            )
+            .await
+            .map_err(db_err)
+            .map(|_| ())
+        })
+    }
+
+    fn job(&self, id: &str) -> Result<Option<serde_json::Value>> {
+        let id = id.to_string();
+        let row: Option<(String, Option<String>)> = self.db.run(move |c| async move {
+            Ok(c.query_opt("SELECT doc::text, owner FROM datahub.jobs WHERE id = $1", &[&id])
+                .await
+                .map_err(db_err)?
+                .map(|r| (r.get(0), r.get(1))))
+        })?;
+        let Some((doc, owner)) = row else {
+            return Ok(None);
+        };
+        let mut d: serde_json::Value =
+            serde_json::from_str(&doc).map_err(|e| Error::Corrupt(format!("job record: {e}")))?;
+        if let Some(owner) = owner {
+            d["replica"] = serde_json::json!(owner);
+            d["replica_alive"] = serde_json::json!(self.instance_alive(&owner)?);
+        }
+        Ok(Some(d))
+    }
+}
+
+impl PgCatalog {
+    /// Whether the process `instance` still holds its lease (its advisory lock).
+    pub fn instance_alive(&self, instance: &str) -> Result<bool> {
+        if instance == self.instance {
+            return Ok(true);
+        }
+        let key = lock_key(&format!("replica:{instance}"));
+        self.db.run(move |c| async move {
+            let got: bool = c
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .await
+                .map_err(db_err)?
+                .get(0);
+            if got {
+                c.execute("SELECT pg_advisory_unlock($1)", &[&key])
+                    .await
+                    .map_err(db_err)?;
+            }
+            Ok(!got)
+        })
+    }
+}
