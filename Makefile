@@ -10,7 +10,7 @@ ADDR ?= 127.0.0.1:8080
 TESTDATA ?= ../shared/data
 FETCHED := tests/.testdata
 
-APT_PKGS := libgdal-dev gdal-bin libclang-dev clang pkg-config zip unzip curl ca-certificates bc python3 python3-pip python3-venv wrk chromium
+APT_PKGS := libgdal-dev gdal-bin libclang-dev clang pkg-config zip unzip curl ca-certificates bc python3 python3-pip python3-venv wrk chromium postgresql-15 postgresql-15-postgis-3 postgresql-client-15 nginx-light
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help deps build run test testdata bench bench-peers bench-hardening lint lint-js fmt clean fuzz
@@ -68,6 +68,8 @@ testdata:
 # several sheets, dates), from Debian's r-cran-readxl package: always fetched, since
 # ../shared/data has none.
 SHEETS := tests/.sheets
+# The black-box suites that run a second time on the PostgreSQL backend (tests/pg-suites.sh).
+PG_SUITES := ogc_blackbox tiles_blackbox catalog_blackbox analysis_blackbox http_blackbox quality_blackbox ingest_tables ingest_cases ingest_real web_blackbox
 $(SHEETS)/deaths.xlsx:
 	@rm -rf $(SHEETS).tmp && mkdir -p $(SHEETS).tmp
 	cd $(SHEETS).tmp && apt-get download r-cran-readxl >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && cd $(CURDIR)/$(SHEETS).tmp && apt-get download r-cran-readxl; }
@@ -77,6 +79,7 @@ $(SHEETS)/deaths.xlsx:
 
 test: deps lint lint-js tests/node_modules tests/.venv/bin/python web/node_modules $(SHEETS)/deaths.xlsx
 	DATAHUB_TEST_DATA="$$($(MAKE) -s testdata)" DATAHUB_TEST_SHEETS="$(abspath $(SHEETS))" cargo test --workspace -- --test-threads=2
+	DATAHUB_TEST_DATA="$$($(MAKE) -s testdata)" DATAHUB_TEST_SHEETS="$(abspath $(SHEETS))" bash tests/pg-suites.sh $(PG_SUITES)
 
 # The fuzz targets (src/fuzz.rs, layers/src/fuzz.rs) for a long run; `make test` runs
 # them briefly. Failing inputs are saved under proptest-regressions/ (commit them).

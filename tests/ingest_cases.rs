@@ -443,10 +443,8 @@ fn killed_ingest_leaves_previous_version_and_is_cleaned() {
         .unwrap();
     }
     drop(f);
-    let mut child = bin()
+    let mut child = bin_for(&data)
         .args([
-            "--data",
-            data.to_str().unwrap(),
             "ingest",
             big.to_str().unwrap(),
             "--layer",

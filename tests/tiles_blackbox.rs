@@ -504,10 +504,8 @@ fn size_cap_thins_with_honest_header() {
     ingest_ok(&data, &csv, "densa", &[]);
     let cfg = tmp.path().join("datahub.toml");
     fs::write(&cfg, "[tiles]\nmax_bytes = 200000\n").unwrap();
-    let mut child = bin()
+    let mut child = bin_for(&data)
         .args([
-            "--data",
-            data.to_str().unwrap(),
             "--config",
             cfg.to_str().unwrap(),
             "serve",

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
+pub mod pg;
+
 /// The real data of ../shared/data (or the same files fetched by `make test`).
 /// Never skipped: a missing folder is a failure with instructions.
 pub fn testdata() -> PathBuf {
@@ -66,10 +68,20 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_datahub"))
 }
 
+/// `datahub --data DATA`, on the suite's backend: the data folder alone, or with
+/// `DATAHUB_TEST_PG` a PostgreSQL database of its own with DATA as the local copy.
+pub fn bin_for(data: &Path) -> Command {
+    let mut c = bin();
+    c.arg("--data").arg(data);
+    match pg::database_for(data) {
+        Some(url) => c.env("DATAHUB_DATABASE", url),
+        None => c.env_remove("DATAHUB_DATABASE"),
+    };
+    c
+}
+
 pub fn run(data: &Path, args: &[&str]) -> Output {
-    bin()
-        .arg("--data")
-        .arg(data)
+    bin_for(data)
         .args(args)
         .env("DATAHUB_LOG", "warn")
         .output()
@@ -382,12 +394,10 @@ impl Server {
 
     /// Logging at `info` into `log` (for tests that read what the server did).
     pub fn start_logged(data: &Path, global: &[&str], log: Option<&Path>) -> Server {
-        let mut cmd = bin();
+        let mut cmd = bin_for(data);
         // Not the repository: the binary must carry everything it serves (the map's
         // MapLibre included), wherever it is started.
         cmd.current_dir(std::env::temp_dir())
-            .arg("--data")
-            .arg(data)
             .args(global)
             .args(["serve", "--addr", "127.0.0.1:0"])
             .stdout(Stdio::piped());
