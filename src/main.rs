@@ -307,6 +307,13 @@ enum Cmd {
     },
     /// Generate and ingest the synthetic Monterrey demo layers (skips existing ones).
     Demo,
+    /// Copy this data folder (every kept version, the catalogue, tokens, the audit log)
+    /// into PostgreSQL/PostGIS; run again, it adds only what is missing
+    Migrate {
+        /// The database, e.g. postgres://datahub:secret@db.local/datahub
+        #[arg(long)]
+        to: String,
+    },
     /// The data-quality diagnosis of a layer version, in full.
     Diagnose {
         layer: String,
@@ -790,6 +797,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             recompute,
             json,
         } => diagnose_cmd(&store, &settings, &layer, version, recompute, json),
+        Cmd::Migrate { to } => migrate_cmd(&settings, store.as_ref(), &to),
         Cmd::Demo => {
             let catalog = catalog_handle.clone();
             let known = catalog.ministries()?;
@@ -809,6 +817,86 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `datahub migrate --to URL`: the data folder into PostgreSQL, version by version
+/// (numbers, records and files unchanged), then the counts compared.
+fn migrate_cmd(settings: &Settings, store: &dyn LayerStore, to: &str) -> anyhow::Result<()> {
+    use layers::store::postgres::PgStore;
+    if settings.database.is_some() {
+        anyhow::bail!(
+            "migrate copies the data folder: run it without --database / DATAHUB_DATABASE (the target is --to)"
+        );
+    }
+    let db = Arc::new(layers::pg::Db::connect(to, Duration::from_secs(30))?);
+    // The target store's local copy is not needed: a scratch folder, removed after.
+    let scratch = tempfile::Builder::new()
+        .prefix("migrate.")
+        .tempdir_in(store.scratch_dir())?;
+    let target = PgStore::open(db.clone(), scratch.path(), settings.keep_versions)?;
+    let pg_catalog = datahub::catalog::postgres::PgCatalog::open(db.clone())?;
+    let dump = datahub::catalog::SqliteCatalog::open(&settings.data)?.dump()?;
+    let want = [
+        dump.ministries.len(),
+        dump.tokens.len(),
+        dump.audit.len(),
+        dump.jobs.len(),
+    ];
+    let added = pg_catalog.import(dump)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "catalogue    ministries {} (+{}), tokens {} (+{}), audit entries {} (+{}), jobs {} (+{})",
+        want[0], added[0], want[1], added[1], want[2], added[2], want[3], added[3]
+    )?;
+    let mut ids = store.layer_ids()?;
+    ids.extend(store.hidden_ids()?);
+    ids.sort();
+    ids.dedup();
+    let mut problems = Vec::new();
+    let (mut versions_n, mut copied) = (0, 0);
+    for id in &ids {
+        let current = store.current_number(id)?;
+        for v in store.versions(id)? {
+            let n = v.meta.version;
+            let new = target.import_version(&v, Some(n) == current)?;
+            let rows = target.feature_rows(id, n)?;
+            versions_n += 1;
+            copied += usize::from(new);
+            let check = if rows as u64 == v.meta.feature_count {
+                "ok"
+            } else {
+                problems.push(format!(
+                    "{id} v{n}: {rows} rows in PostGIS, {} features in the folder",
+                    v.meta.feature_count
+                ));
+                "MISMATCH"
+            };
+            writeln!(
+                out,
+                "layer        {id} v{n}{} {}: {rows} features {check}",
+                if Some(n) == current { " (current)" } else { "" },
+                if new { "copied" } else { "already there" }
+            )?;
+        }
+    }
+    let have = pg_catalog.counts()?;
+    for (i, what) in ["ministries", "tokens", "audit entries", "jobs"].iter().enumerate() {
+        if (have[i] as usize) < want[i] {
+            problems.push(format!("{what}: {} in the database, {} in the folder", have[i], want[i]));
+        }
+    }
+    writeln!(
+        out,
+        "migrated     {} layers, {versions_n} versions ({copied} copied now) to {}",
+        ids.len(),
+        db.describe()
+    )?;
+    if !problems.is_empty() {
+        anyhow::bail!("the counts differ after the migration:\n  {}", problems.join("\n  "));
+    }
+    writeln!(out, "checked      every version's feature count and the catalogue's rows match")?;
+    Ok(())
 }
 
 /// Who runs the command line, for the audit log and version history.

@@ -14,7 +14,7 @@ pub mod sqlite;
 use layers::store::{Access, LayerMeta};
 use serde::{Deserialize, Serialize};
 
-pub use sqlite::SqliteCatalog;
+pub use sqlite::{CatalogDump, SqliteCatalog};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

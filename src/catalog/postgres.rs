@@ -508,6 +508,83 @@ impl CatalogStore for PgCatalog {
 }
 
 impl PgCatalog {
+    /// Copies a catalogue's rows (a migration): rows already here are left as they are,
+    /// so a migration run again adds only what is missing. Audit entries keep their
+    /// sequence numbers. Returns the rows added per table.
+    pub fn import(&self, d: super::CatalogDump) -> Result<[u64; 4]> {
+        self.db.run(move |mut c| async move {
+            let tx = c.transaction().await.map_err(db_err)?;
+            let mut n = [0u64; 4];
+            for (slug, name, email, at) in &d.ministries {
+                n[0] += tx
+                    .execute(
+                        "INSERT INTO datahub.ministries (slug, name, email, created_at)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (slug) DO NOTHING",
+                        &[slug, name, email, at],
+                    )
+                    .await
+                    .map_err(db_err)?;
+            }
+            for (id, hash, ministry, role, label, created, expires, revoked) in &d.tokens {
+                n[1] += tx
+                    .execute(
+                        "INSERT INTO datahub.tokens (id, secret_sha256, ministry, role, label,
+                           created_at, expires_at, revoked_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+                        &[id, hash, ministry, role, label, created, expires, revoked],
+                    )
+                    .await
+                    .map_err(db_err)?;
+            }
+            for e in &d.audit {
+                let detail = e.detail.to_string();
+                n[2] += tx
+                    .execute(
+                        "INSERT INTO datahub.audit (seq, at, actor, ministry, action, layer, detail, remote)
+                         VALUES ($1, $2, $3, $4, $5, $6, ($7::text)::jsonb, $8)
+                         ON CONFLICT (seq) DO NOTHING",
+                        &[&e.seq, &e.at, &e.actor, &e.ministry, &e.action, &e.layer, &detail, &e.remote],
+                    )
+                    .await
+                    .map_err(db_err)?;
+            }
+            // New entries continue after the copied ones.
+            tx.batch_execute(
+                "SELECT setval(pg_get_serial_sequence('datahub.audit', 'seq'),
+                   greatest((SELECT max(seq) FROM datahub.audit), 1))",
+            )
+            .await
+            .map_err(db_err)?;
+            for (id, doc) in &d.jobs {
+                n[3] += tx
+                    .execute(
+                        "INSERT INTO datahub.jobs (id, doc) VALUES ($1, ($2::text)::jsonb)
+                         ON CONFLICT (id) DO NOTHING",
+                        &[id, doc],
+                    )
+                    .await
+                    .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(n)
+        })
+    }
+
+    /// Rows per catalogue table: ministries, tokens, audit entries, jobs.
+    pub fn counts(&self) -> Result<[i64; 4]> {
+        self.db.run(|c| async move {
+            let mut out = [0i64; 4];
+            for (i, t) in ["ministries", "tokens", "audit", "jobs"].iter().enumerate() {
+                out[i] = c
+                    .query_one(&format!("SELECT count(*) FROM datahub.{t}"), &[])
+                    .await
+                    .map_err(db_err)?
+                    .get(0);
+            }
+            Ok(out)
+        })
+    }
+
     /// Whether the process `instance` still holds its lease (its advisory lock).
     pub fn instance_alive(&self, instance: &str) -> Result<bool> {
         if instance == self.instance {

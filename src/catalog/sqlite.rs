@@ -458,6 +458,81 @@ impl CatalogStore for SqliteCatalog {
     }
 }
 
+/// Everything a catalogue holds, rows as they are (token and session secrets as
+/// their hashes): what `datahub migrate` copies to PostgreSQL.
+#[derive(Debug, Default)]
+pub struct CatalogDump {
+    pub ministries: Vec<(String, String, Option<String>, String)>,
+    /// id, secret hash, ministry, role, label, created, expires, revoked.
+    #[allow(clippy::type_complexity)]
+    pub tokens: Vec<(
+        String,
+        Vec<u8>,
+        Option<String>,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+    )>,
+    pub audit: Vec<AuditEntry>,
+    pub jobs: Vec<(String, String)>,
+}
+
+impl SqliteCatalog {
+    /// Every row, for a migration.
+    pub fn dump(&self) -> Result<CatalogDump> {
+        let c = self.conn();
+        let mut d = CatalogDump::default();
+        let mut st = c
+            .prepare("SELECT slug, name, email, created_at FROM ministries ORDER BY slug")
+            .map_err(db)?;
+        d.ministries = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(db)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db)?;
+        drop(st);
+        let mut st = c
+            .prepare(
+                "SELECT id, secret_sha256, ministry, role, label, created_at, expires_at, revoked_at
+                 FROM tokens ORDER BY created_at, id",
+            )
+            .map_err(db)?;
+        d.tokens = st
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })
+            .map_err(db)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db)?;
+        drop(st);
+        drop(c);
+        d.audit = self.audit(&AuditQuery {
+            limit: i64::MAX as usize,
+            ..Default::default()
+        })?;
+        d.audit.reverse();
+        let c = self.conn();
+        let mut st = c.prepare("SELECT id, doc FROM jobs ORDER BY id").map_err(db)?;
+        d.jobs = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db)?;
+        Ok(d)
+    }
+}
+
 /// Not expired (now). Checked again on every request, cached verifications included.
 pub fn still_valid(p: &Principal) -> bool {
     match &p.expires_at {
