@@ -719,7 +719,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let catalog = catalog_handle.clone();
             let actor = cli_actor();
-            let m = app::edit(&cli_ctx(store.as_ref(), catalog.as_ref(), &actor), &layer, &edit)?;
+            let m = app::edit(
+                &cli_ctx(store.as_ref(), catalog.as_ref(), &actor),
+                &layer,
+                &edit,
+            )?;
             println!("layer {} v{}: record updated", m.id, m.version);
             println!("  access       {}", m.access.as_str());
             println!("  title        {}", m.title);
@@ -783,7 +787,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let catalog = catalog_handle.clone();
             let actor = cli_actor();
-            if app::undelete(&cli_ctx(store.as_ref(), catalog.as_ref(), &actor), &layer)?.is_none() {
+            if app::undelete(&cli_ctx(store.as_ref(), catalog.as_ref(), &actor), &layer)?.is_none()
+            {
                 return Err(layers::Error::bad(format!("layer '{layer}' is not deleted")).into());
             }
             println!("layer {layer} restored");
@@ -881,9 +886,15 @@ fn migrate_cmd(settings: &Settings, store: &dyn LayerStore, to: &str) -> anyhow:
         }
     }
     let have = pg_catalog.counts()?;
-    for (i, what) in ["ministries", "tokens", "audit entries", "jobs"].iter().enumerate() {
+    for (i, what) in ["ministries", "tokens", "audit entries", "jobs"]
+        .iter()
+        .enumerate()
+    {
         if (have[i] as usize) < want[i] {
-            problems.push(format!("{what}: {} in the database, {} in the folder", have[i], want[i]));
+            problems.push(format!(
+                "{what}: {} in the database, {} in the folder",
+                have[i], want[i]
+            ));
         }
     }
     writeln!(
@@ -893,9 +904,15 @@ fn migrate_cmd(settings: &Settings, store: &dyn LayerStore, to: &str) -> anyhow:
         db.describe()
     )?;
     if !problems.is_empty() {
-        anyhow::bail!("the counts differ after the migration:\n  {}", problems.join("\n  "));
+        anyhow::bail!(
+            "the counts differ after the migration:\n  {}",
+            problems.join("\n  ")
+        );
     }
-    writeln!(out, "checked      every version's feature count and the catalogue's rows match")?;
+    writeln!(
+        out,
+        "checked      every version's feature count and the catalogue's rows match"
+    )?;
     Ok(())
 }
 

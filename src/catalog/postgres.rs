@@ -354,9 +354,12 @@ impl CatalogStore for PgCatalog {
         let (sid, tid, exp) = (id.clone(), token_id.to_string(), expires_at.to_string());
         self.db.run(move |c| async move {
             let now = super::now();
-            c.execute("DELETE FROM datahub.sessions WHERE expires_at < $1", &[&now])
-                .await
-                .map_err(db_err)?;
+            c.execute(
+                "DELETE FROM datahub.sessions WHERE expires_at < $1",
+                &[&now],
+            )
+            .await
+            .map_err(db_err)?;
             c.execute(
                 "INSERT INTO datahub.sessions (id, secret_sha256, token_id, created_at, expires_at)
                  VALUES ($1, $2, $3, $4, $5)",
@@ -423,7 +426,15 @@ impl CatalogStore for PgCatalog {
             Ok(c.query_one(
                 "INSERT INTO datahub.audit (at, actor, ministry, action, layer, detail, remote)
                  VALUES ($1, $2, $3, $4, $5, ($6::text)::jsonb, $7) RETURNING seq",
-                &[&e.at, &e.actor, &e.ministry, &e.action, &e.layer, &detail, &e.remote],
+                &[
+                    &e.at,
+                    &e.actor,
+                    &e.ministry,
+                    &e.action,
+                    &e.layer,
+                    &detail,
+                    &e.remote,
+                ],
             )
             .await
             .map_err(db_err)?
@@ -446,7 +457,14 @@ impl CatalogStore for PgCatalog {
                        AND ($4::bigint IS NULL OR seq < $4)
                        AND ($5::text[] IS NULL OR ministry = ANY($5))
                      ORDER BY seq DESC LIMIT $6",
-                    &[&q.layer, &q.action, &q.since, &q.before, &ministries, &limit],
+                    &[
+                        &q.layer,
+                        &q.action,
+                        &q.since,
+                        &q.before,
+                        &ministries,
+                        &limit,
+                    ],
                 )
                 .await
                 .map_err(db_err)?;
@@ -489,10 +507,13 @@ impl CatalogStore for PgCatalog {
     fn job(&self, id: &str) -> Result<Option<serde_json::Value>> {
         let id = id.to_string();
         let row: Option<(String, Option<String>)> = self.db.run(move |c| async move {
-            Ok(c.query_opt("SELECT doc::text, owner FROM datahub.jobs WHERE id = $1", &[&id])
-                .await
-                .map_err(db_err)?
-                .map(|r| (r.get(0), r.get(1))))
+            Ok(c.query_opt(
+                "SELECT doc::text, owner FROM datahub.jobs WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(db_err)?
+            .map(|r| (r.get(0), r.get(1))))
         })?;
         let Some((doc, owner)) = row else {
             return Ok(None);

@@ -523,7 +523,9 @@ impl SqliteCatalog {
         })?;
         d.audit.reverse();
         let c = self.conn();
-        let mut st = c.prepare("SELECT id, doc FROM jobs ORDER BY id").map_err(db)?;
+        let mut st = c
+            .prepare("SELECT id, doc FROM jobs ORDER BY id")
+            .map_err(db)?;
         d.jobs = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(db)?

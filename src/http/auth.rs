@@ -215,7 +215,8 @@ impl Auth {
                 Ok(Caller::Token(p))
             }
             Ok(None) => Err(self.failed(ip, c)),
-            Err(e) => Err(ApiError::internal(e)),
+            // The database is away: 503 "try again", not a refusal of the credential.
+            Err(e) => Err(ApiError::from(e)),
         }
     }
 

@@ -614,7 +614,11 @@ async fn health(State(state): State<AppState>, caller: Caller) -> Json<Value> {
         "layers": sorted_layers(&state, &caller).len(),
         "unreadable_layers": problems.len(),
     });
-    doc["backend"] = json!(if state.pg.is_some() { "postgresql" } else { "files" });
+    doc["backend"] = json!(if state.pg.is_some() {
+        "postgresql"
+    } else {
+        "files"
+    });
     if caller.is_admin() && !problems.is_empty() {
         doc["problems"] = problems
             .iter()

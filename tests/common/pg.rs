@@ -25,7 +25,10 @@ fn is_root() -> bool {
 /// Runs a PostgreSQL server program as the user that may run it.
 fn as_pg(program: &str, args: &[&str]) -> std::process::Output {
     let line = std::iter::once(format!("{PGBIN}/{program}"))
-        .chain(args.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))))
+        .chain(
+            args.iter()
+                .map(|a| format!("'{}'", a.replace('\'', "'\\''"))),
+        )
         .collect::<Vec<_>>()
         .join(" ");
     let mut cmd = if is_root() {
@@ -37,7 +40,9 @@ fn as_pg(program: &str, args: &[&str]) -> std::process::Output {
         c.args(["-c", &line]);
         c
     };
-    cmd.stdin(Stdio::null()).output().expect("run a PostgreSQL program")
+    cmd.stdin(Stdio::null())
+        .output()
+        .expect("run a PostgreSQL program")
 }
 
 fn free_port() -> u16 {
@@ -77,8 +82,15 @@ impl PgCluster {
                 .expect("chown");
         }
         let p = pgdata.to_string_lossy().into_owned();
-        let o = as_pg("initdb", &["-D", &p, "-A", "trust", "-U", "postgres", "-E", "UTF8"]);
-        assert!(o.status.success(), "initdb: {}", String::from_utf8_lossy(&o.stderr));
+        let o = as_pg(
+            "initdb",
+            &["-D", &p, "-A", "trust", "-U", "postgres", "-E", "UTF8"],
+        );
+        assert!(
+            o.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let c = PgCluster {
             _dir: dir,
             pgdata,
@@ -95,7 +107,10 @@ impl PgCluster {
             "-p {} -k {p} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
             self.port
         );
-        let o = as_pg("pg_ctl", &["-D", &p, "-l", &log, "-w", "-o", &opts, "start"]);
+        let o = as_pg(
+            "pg_ctl",
+            &["-D", &p, "-l", &log, "-w", "-o", &opts, "start"],
+        );
         assert!(
             o.status.success(),
             "pg_ctl start: {}{}",
@@ -143,24 +158,38 @@ pub fn psql(url: &str, sql: &str) -> String {
         .args([url, "-v", "ON_ERROR_STOP=1", "-XAtq", "-c", sql])
         .output()
         .expect("psql");
-    assert!(o.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn create_database(base: &str, name: &str) {
     let o = Command::new("psql")
-        .args([&format!("{base}/postgres"), "-XAtq", "-c", &format!("CREATE DATABASE \"{name}\"")])
+        .args([
+            &format!("{base}/postgres"),
+            "-XAtq",
+            "-c",
+            &format!("CREATE DATABASE \"{name}\""),
+        ])
         .output()
         .expect("psql");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success() || err.contains("already exists"), "create database: {err}");
+    assert!(
+        o.status.success() || err.contains("already exists"),
+        "create database: {err}"
+    );
 }
 
 /// The database a data folder uses when the suites run on PostgreSQL
 /// (`DATAHUB_TEST_PG`), created on first use; None on the file backend.
 pub fn database_for(data: &Path) -> Option<String> {
     static MADE: Mutex<Option<HashSet<String>>> = Mutex::new(None);
-    let base = std::env::var("DATAHUB_TEST_PG").ok().filter(|s| !s.is_empty())?;
+    let base = std::env::var("DATAHUB_TEST_PG")
+        .ok()
+        .filter(|s| !s.is_empty())?;
     // One database per data folder: a stable name from its path.
     let key = std::fs::canonicalize(data)
         .or_else(|_| {

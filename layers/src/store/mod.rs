@@ -467,7 +467,6 @@ pub trait LayerStore: Send + Sync {
 /// The folder of a version that keeps its source table (joined layers only).
 pub const SOURCE_DIR: &str = "source";
 
-
 /// The source table kept with a version, if any.
 pub fn kept_source(v: &StoredVersion) -> Option<PathBuf> {
     let dir = v.fgb_path.parent()?.join(SOURCE_DIR);

@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    fsync_dir, validate_id, write_atomically, FsStore, LayerMeta, LayerStore,
-    RecordEdit, Staging, StoredVersion, OWNER_LOCK, SOURCE_DIR,
+    fsync_dir, validate_id, write_atomically, FsStore, LayerMeta, LayerStore, RecordEdit, Staging,
+    StoredVersion, OWNER_LOCK, SOURCE_DIR,
 };
 use crate::fgb::{FgbView, FieldType, RawValue};
 use crate::pg::{db_err, ident, lock_key, Client, Db, CHANNEL};
@@ -79,9 +79,12 @@ pub const READER_ROLE: &str = "datahub_reader";
 pub fn ensure_schema(db: &Db) -> Result<()> {
     db.run(|mut c| async move {
         let tx = c.transaction().await.map_err(db_err)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key("datahub:schema")])
-            .await
-            .map_err(db_err)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&lock_key("datahub:schema")],
+        )
+        .await
+        .map_err(db_err)?;
         let has_postgis = tx
             .query_opt("SELECT 1 FROM pg_extension WHERE extname = 'postgis'", &[])
             .await
@@ -113,7 +116,9 @@ pub fn ensure_schema(db: &Db) -> Result<()> {
                 .await
                 .is_err()
             {
-                tracing::warn!("cannot create role {READER_ROLE}: ask the DBA (README, Deployment)");
+                tracing::warn!(
+                    "cannot create role {READER_ROLE}: ask the DBA (README, Deployment)"
+                );
                 tx.batch_execute("ROLLBACK TO SAVEPOINT role")
                     .await
                     .map_err(db_err)?;
@@ -276,10 +281,12 @@ impl PgStore {
 
     /// Copies one version's files and record from the database into `layer_dir`.
     fn materialize(&self, r: &Row, layer_dir: &Path) -> Result<()> {
-        let tmp = self
-            .local
-            .tmp_dir()
-            .join(format!("sync-{}-v{}.{}", r.layer, r.version, std::process::id()));
+        let tmp = self.local.tmp_dir().join(format!(
+            "sync-{}-v{}.{}",
+            r.layer,
+            r.version,
+            std::process::id()
+        ));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let owner = super::hold_dir(&tmp)?;
@@ -438,7 +445,10 @@ impl PgStore {
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(fgb, e))?;
         let view = FgbView::open(mmap)?;
         let columns = column_names(meta);
-        let mut ddl = format!("CREATE TABLE datahub_data.{} (fid bigint PRIMARY KEY", ident(table));
+        let mut ddl = format!(
+            "CREATE TABLE datahub_data.{} (fid bigint PRIMARY KEY",
+            ident(table)
+        );
         for (f, name) in meta.schema.iter().zip(&columns) {
             ddl.push_str(&format!(", {} {}", ident(name), pg_type(f.ftype)));
         }
@@ -752,7 +762,8 @@ async fn refresh_view(c: &impl deadpool_postgres::GenericClient, id: &str) -> Re
     let view = format!("datahub_public.{}", ident(id));
     let mut sql = format!("DROP VIEW IF EXISTS {view};");
     if let Some(r) = row {
-        let (table, access, hidden): (String, Option<String>, bool) = (r.get(0), r.get(1), r.get(2));
+        let (table, access, hidden): (String, Option<String>, bool) =
+            (r.get(0), r.get(1), r.get(2));
         if access.as_deref() == Some("public") && !hidden {
             sql.push_str(&format!(
                 "CREATE VIEW {view} AS SELECT * FROM datahub_data.{};
@@ -867,12 +878,22 @@ fn pg_type(t: FieldType) -> &'static str {
 /// PostgreSQL reads them).
 fn copy_value(v: RawValue<'_>) -> Vec<u8> {
     match v {
-        RawValue::Bool(b) => if b { b"t".to_vec() } else { b"f".to_vec() },
+        RawValue::Bool(b) => {
+            if b {
+                b"t".to_vec()
+            } else {
+                b"f".to_vec()
+            }
+        }
         RawValue::I64(n) => itoa::Buffer::new().format(n).as_bytes().to_vec(),
         RawValue::U64(n) => itoa::Buffer::new().format(n).as_bytes().to_vec(),
         RawValue::F64(x) if x.is_nan() => b"NaN".to_vec(),
         RawValue::F64(x) if x.is_infinite() => {
-            if x > 0.0 { b"Infinity".to_vec() } else { b"-Infinity".to_vec() }
+            if x > 0.0 {
+                b"Infinity".to_vec()
+            } else {
+                b"-Infinity".to_vec()
+            }
         }
         RawValue::F64(x) => format!("{x}").into_bytes(),
         RawValue::Str(s) => {
@@ -1075,7 +1096,8 @@ impl LayerStore for PgStore {
         // copy it when notified.
         let layer_dir = self.local.layer_dir(&id);
         fs::create_dir_all(&layer_dir).map_err(|e| Error::io(&layer_dir, e))?;
-        let pretty = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Internal(e.to_string()))?;
+        let pretty =
+            serde_json::to_vec_pretty(&meta).map_err(|e| Error::Internal(e.to_string()))?;
         write_atomically(&staging.dir, "meta.json", &pretty)?;
         write_atomically(&staging.dir, STAMP_FILE, stamp.to_string().as_bytes())?;
         let owner = staging.dir.join(OWNER_LOCK);
@@ -1084,7 +1106,9 @@ impl LayerStore for PgStore {
         let _ = fs::remove_dir_all(&target);
         match fs::rename(&staging.dir, &target) {
             Ok(()) => staging.published = true,
-            Err(e) => tracing::warn!(error = %e, "published version not installed locally; copying it"),
+            Err(e) => {
+                tracing::warn!(error = %e, "published version not installed locally; copying it")
+            }
         }
         drop(staging);
         self.sync()?;
