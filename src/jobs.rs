@@ -128,6 +128,16 @@ impl Jobs {
             .clone()
     }
 
+    /// Jobs queued or running, all layers.
+    pub fn active_all(&self) -> usize {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|j| j.is_active())
+            .count()
+    }
+
     /// Jobs of `layer` queued or running.
     pub fn active(&self, layer: &str) -> usize {
         self.jobs

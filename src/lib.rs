@@ -38,6 +38,7 @@ pub mod features;
 pub mod http;
 pub mod jobs;
 pub mod limits;
+pub mod metrics;
 pub mod ogc;
 pub mod quality;
 pub mod tileserve;

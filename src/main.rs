@@ -588,6 +588,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 std::io::stdout().flush()?;
                 let mut state = Shared::new(registry, tiles, catalog_handle.clone())?;
                 state.pg = backend.pg.clone();
+                if let Some(pg) = &backend.pg {
+                    // Usage counted by every replica, added up in the database.
+                    state.usage = Arc::new(
+                        datahub::usage::Usage::open(&settings.data).with_shared(pg.catalog.clone()),
+                    );
+                }
                 state.quality = Arc::new(settings.quality.clone());
                 state.map = Arc::new(settings.map.clone());
                 state.limits = Limits {

@@ -30,10 +30,26 @@ type Totals = (BTreeMap<String, u64>, BTreeMap<String, u64>, u64, String);
 pub struct Usage {
     path: PathBuf,
     inner: Mutex<Inner>,
+    /// With several replicas: where the counts of all of them are added up.
+    shared: Option<Arc<dyn SharedUsage>>,
+}
+
+/// One count: day, layer, kind, audience, requests.
+pub type Row = (String, String, String, String, i64);
+
+/// Usage counts kept in a database shared by replicas (PostgreSQL): each replica adds
+/// what it counted since its last flush and reads back everyone's totals.
+pub trait SharedUsage: Send + Sync {
+    /// Adds these counts, and forgets days before `oldest`.
+    fn add_usage(&self, rows: Vec<Row>, oldest: &str) -> layers::Result<()>;
+    /// Every count from `since` on.
+    fn usage_since(&self, since: &str) -> layers::Result<Vec<Row>>;
 }
 
 struct Inner {
     file: File,
+    /// Counted since the last flush to the shared store (unused without one).
+    pending: Counts,
     dirty: bool,
     /// Today as (days since the epoch, YYYY-MM-DD): formatted once a day, not per
     /// request (every tile request is counted).
@@ -61,10 +77,18 @@ impl Usage {
             path,
             inner: Mutex::new(Inner {
                 file,
+                pending: Counts::new(),
                 dirty: false,
                 today: (u64::MAX, String::new()),
             }),
+            shared: None,
         }
+    }
+
+    /// Counts added up across replicas in `shared` (flushed there by the refresh loop).
+    pub fn with_shared(mut self, shared: Arc<dyn SharedUsage>) -> Usage {
+        self.shared = Some(shared);
+        self
     }
 
     pub fn record(&self, layer: &str, kind: &str, audience: &str) {
@@ -76,6 +100,10 @@ impl Usage {
             g.today = (now, chrono::Utc::now().format("%Y-%m-%d").to_string());
         }
         g.dirty = true;
+        if self.shared.is_some() {
+            let Inner { pending, today, .. } = &mut *g;
+            bump(pending, &today.1, layer, kind, audience);
+        }
         let Inner { file, today, .. } = &mut *g;
         // The usual case, an existing counter: found without allocating.
         if let Some(n) = file
@@ -100,8 +128,12 @@ impl Usage {
             .or_default() += 1;
     }
 
-    /// Writes the counts if they changed (temp file + rename: never half a file).
+    /// Writes the counts if they changed (temp file + rename: never half a file); with
+    /// a shared store, adds this replica's new counts there and reads everyone's back.
     pub fn flush(&self) -> std::io::Result<()> {
+        if let Some(shared) = &self.shared {
+            return self.flush_shared(shared.as_ref());
+        }
         let bytes = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             if !g.dirty {
@@ -122,6 +154,35 @@ impl Usage {
             .with_extension(format!("json.{}.tmp", std::process::id()));
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, &self.path)
+    }
+
+    fn flush_shared(&self, shared: &dyn SharedUsage) -> std::io::Result<()> {
+        let oldest = (chrono::Utc::now() - chrono::Duration::days(KEEP_DAYS))
+            .format("%Y-%m-%d")
+            .to_string();
+        let pending =
+            std::mem::take(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()).pending);
+        let rows = flatten(&pending);
+        if let Err(e) = shared.add_usage(rows, &oldest) {
+            // Kept for the next flush (the database may be back by then).
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            for (day, layer, kind, aud, n) in flatten(&pending) {
+                add(&mut g.pending, &day, &layer, &kind, &aud, n.max(0) as u64);
+            }
+            return Err(std::io::Error::other(e.to_string()));
+        }
+        let all = shared
+            .usage_since(&oldest)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut days = Counts::new();
+        // What was counted here meanwhile is not in the database yet: added on top.
+        for (day, layer, kind, aud, n) in all.into_iter().chain(flatten(&g.pending)) {
+            add(&mut days, &day, &layer, &kind, &aud, n.max(0) as u64);
+        }
+        g.file.days = days;
+        g.dirty = false;
+        Ok(())
     }
 
     /// Per layer, the totals of the last `days` days (today included): by kind, by
@@ -166,6 +227,41 @@ impl Usage {
             .collect();
         json!(sel)
     }
+}
+
+fn bump(c: &mut Counts, day: &str, layer: &str, kind: &str, audience: &str) {
+    add(c, day, layer, kind, audience, 1);
+}
+
+fn add(c: &mut Counts, day: &str, layer: &str, kind: &str, audience: &str, n: u64) {
+    *c.entry(day.to_string())
+        .or_default()
+        .entry(layer.to_string())
+        .or_default()
+        .entry(kind.to_string())
+        .or_default()
+        .entry(audience.to_string())
+        .or_default() += n;
+}
+
+fn flatten(c: &Counts) -> Vec<Row> {
+    let mut out = Vec::new();
+    for (day, layers) in c {
+        for (layer, kinds) in layers {
+            for (kind, auds) in kinds {
+                for (aud, n) in auds {
+                    out.push((
+                        day.clone(),
+                        layer.clone(),
+                        kind.clone(),
+                        aud.clone(),
+                        *n as i64,
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Which layers a request path uses, and how.

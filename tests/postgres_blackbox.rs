@@ -305,6 +305,45 @@ fn replicas_share_publishes_revocations_and_sql_views() {
     let (s, v) = get(&proxy.base, "/health/ready");
     assert_eq!((s, v["database"].as_str()), (200, Some("ok")), "{v}");
 
+    // Usage counted on both replicas is added up in the database (the tile through
+    // nginx above, and three on each replica).
+    for base in [&a.base, &b.base] {
+        for _ in 0..3 {
+            assert_eq!(get(base, "/tiles/obras/10/226/436.mvt").0, 200);
+        }
+    }
+    let t0 = Instant::now();
+    loop {
+        let (_, u) = get(&a.base, "/api/usage?days=1");
+        if u["by_layer"]["obras"]["by_kind"]["tile"].as_u64() == Some(7) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(8),
+            "usage not added up: {u}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Metrics: what an operator scrapes from each replica.
+    let text = client()
+        .get(format!("{}/metrics", b.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for needle in [
+        "datahub_http_requests_total{class=\"tiles\",code=\"200\"}",
+        "datahub_tile_cache_hits_total",
+        "datahub_db_up 1",
+        "datahub_db_pool_connections",
+        "datahub_refresh_age_seconds",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle} missing from /metrics:\n{text}"
+        );
+    }
+
     // A record edit on B is on A at once.
     let (s, v) = send(
         &b.base,

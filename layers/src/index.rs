@@ -226,6 +226,8 @@ pub struct Registry {
     /// Layers whose current version could not be read at the last refresh (a
     /// corrupt `meta.json`, a broken `CURRENT`), with why; the others are served.
     problems: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Whether the last refresh could reach the shared store (always, for files).
+    in_sync: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
@@ -234,6 +236,7 @@ impl Registry {
             store,
             layers: ArcSwap::from_pointee(HashMap::new()),
             problems: Default::default(),
+            in_sync: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -243,6 +246,11 @@ impl Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Whether the last refresh brought the layers up to date with the store.
+    pub fn in_sync(&self) -> bool {
+        self.in_sync.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The store the layers are read from (and published to).
@@ -270,9 +278,12 @@ impl Registry {
     pub fn refresh(&self) -> Result<Vec<String>> {
         // A shared backend first brings this process's copy up to date; when it
         // cannot (the database is away) what is here keeps being served.
-        if let Err(e) = self.store.sync() {
+        let synced = self.store.sync();
+        if let Err(e) = &synced {
             tracing::warn!(error = %e, "cannot bring the layers up to date; serving what is loaded");
         }
+        self.in_sync
+            .store(synced.is_ok(), std::sync::atomic::Ordering::Relaxed);
         let old = self.layers.load_full();
         let mut next = HashMap::new();
         let mut changed = Vec::new();

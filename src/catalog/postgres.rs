@@ -69,10 +69,12 @@ CREATE TABLE IF NOT EXISTS datahub.jobs (
     owner text
 );
 CREATE TABLE IF NOT EXISTS datahub.usage (
-    layer text NOT NULL,
     day text NOT NULL,
+    layer text NOT NULL,
+    kind text NOT NULL,
+    audience text NOT NULL,
     requests bigint NOT NULL,
-    PRIMARY KEY (layer, day)
+    PRIMARY KEY (day, layer, kind, audience)
 );
 "#;
 
@@ -148,26 +150,6 @@ impl PgCatalog {
                 .await
                 .map_err(db_err)
                 .map(|_| ())
-        })
-    }
-
-    /// Adds `n` requests of `layer` on `day` to the shared usage counts.
-    pub fn add_usage(&self, counts: Vec<(String, String, i64)>) -> Result<()> {
-        if counts.is_empty() {
-            return Ok(());
-        }
-        self.db.run(move |mut c| async move {
-            let tx = c.transaction().await.map_err(db_err)?;
-            for (layer, day, n) in counts {
-                tx.execute(
-                    "INSERT INTO datahub.usage (layer, day, requests) VALUES ($1, $2, $3)
-                     ON CONFLICT (layer, day) DO UPDATE SET requests = datahub.usage.requests + $3",
-                    &[&layer, &day, &n],
-                )
-                .await
-                .map_err(db_err)?;
-            }
-            tx.commit().await.map_err(db_err)
         })
     }
 }
@@ -525,6 +507,45 @@ impl CatalogStore for PgCatalog {
             d["replica_alive"] = serde_json::json!(self.instance_alive(&owner)?);
         }
         Ok(Some(d))
+    }
+}
+
+impl crate::usage::SharedUsage for PgCatalog {
+    fn add_usage(&self, rows: Vec<crate::usage::Row>, oldest: &str) -> Result<()> {
+        let oldest = oldest.to_string();
+        self.db.run(move |mut c| async move {
+            let tx = c.transaction().await.map_err(db_err)?;
+            for (day, layer, kind, aud, n) in &rows {
+                tx.execute(
+                    "INSERT INTO datahub.usage (day, layer, kind, audience, requests)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (day, layer, kind, audience)
+                     DO UPDATE SET requests = datahub.usage.requests + excluded.requests",
+                    &[day, layer, kind, aud, n],
+                )
+                .await
+                .map_err(db_err)?;
+            }
+            tx.execute("DELETE FROM datahub.usage WHERE day < $1", &[&oldest])
+                .await
+                .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)
+        })
+    }
+
+    fn usage_since(&self, since: &str) -> Result<Vec<crate::usage::Row>> {
+        let since = since.to_string();
+        self.db.run(move |c| async move {
+            Ok(c.query(
+                "SELECT day, layer, kind, audience, requests FROM datahub.usage WHERE day >= $1",
+                &[&since],
+            )
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect())
+        })
     }
 }
 

@@ -74,6 +74,8 @@ pub struct Shared {
     pub gate: Arc<crate::limits::Gate>,
     /// The PostgreSQL backend, when used: replication and readiness.
     pub pg: Option<crate::backend::Pg>,
+    /// Request counters and latencies, for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Woken when another replica announced a change (the refresh runs at once).
     pub changed: Arc<tokio::sync::Notify>,
     /// Catalogue search index, rebuilt when the layers change.
@@ -94,6 +96,7 @@ impl Shared {
         Ok(Shared {
             pg: None,
             changed: Arc::default(),
+            metrics: Arc::default(),
             registry,
             tiles,
             temporal: Arc::default(),
@@ -283,6 +286,12 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(catalog::routes(&state))
         .route("/web/maplibre/:file", get(web::maplibre))
+        .route("/metrics", get(metrics))
+        // After routing (route_layer): the matched route names the class.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track,
+        ))
         .fallback(|| async { ApiError::not_found("no such endpoint; see / for the links") })
         .layer(axum::middleware::from_fn_with_state(
             (state.usage.clone(), state.registry.clone()),
@@ -380,6 +389,8 @@ pub async fn serve(
     let usage = state.usage.clone();
     let usage_at_exit = state.usage.clone();
     let changed = state.changed.clone();
+    let metrics = state.metrics.clone();
+    metrics.refreshed(true);
     let refresher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(refresh);
         tick.tick().await;
@@ -404,7 +415,9 @@ pub async fn serve(
                 t.reloaded(&changed, &r);
                 Ok::<_, layers::Error>(changed)
             });
-            match loaded.await {
+            let loaded = loaded.await;
+            metrics.refreshed(matches!(loaded, Ok(Ok(_))) && registry.in_sync());
+            match loaded {
                 Ok(Ok(changed)) if !changed.is_empty() => {
                     analysis.invalidate(&changed);
                     tracing::info!(?changed, "new layer versions loaded")
@@ -626,6 +639,38 @@ async fn health(State(state): State<AppState>, caller: Caller) -> Json<Value> {
             .collect();
     }
     Json(doc)
+}
+
+/// `GET /metrics`: Prometheus text exposition (see [`crate::metrics`]).
+async fn metrics(State(state): State<AppState>) -> Response {
+    let st = state.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let (tile_hits, tile_misses, tile_entries, tile_bytes) = st.tiles.cache_stats();
+        let pool = st.pg.as_ref().map(|pg| {
+            let (size, idle, max) = pg.db.pool_status();
+            (size, idle, max, pg.db.ping())
+        });
+        st.metrics.render(&crate::metrics::Gauges {
+            layers: st.registry.snapshot().len(),
+            unreadable: st.registry.problems().len(),
+            tile_hits,
+            tile_misses,
+            tile_entries,
+            tile_bytes,
+            jobs_active: st.jobs.active_all(),
+            pool,
+        })
+    })
+    .await
+    .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// `GET /health/live`: the process answers (a liveness probe: restart it if not).

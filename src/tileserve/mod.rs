@@ -150,6 +150,9 @@ type PointCells = HashMap<(String, u32), Arc<OnceLock<Arc<PointTiles>>>>;
 pub struct TileService {
     pub settings: TileSettings,
     cache: moka::sync::Cache<TileKey, Arc<TileBody>>,
+    /// Cache hits and misses, for `/metrics`.
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
     /// Point layers' tile indexes per (layer, version): built once (on load, see
     /// [`TileService::prepare`], or by the first tile), then every point tile is a few
     /// binary searches and a scan — no R-tree walk, projection or hashing per point.
@@ -171,6 +174,8 @@ impl TileService {
         TileService {
             settings,
             cache,
+            hits: Default::default(),
+            misses: Default::default(),
             points: Mutex::new(HashMap::new()),
             renders: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
@@ -278,7 +283,7 @@ impl TileService {
             tile: (tile.z, tile.x, tile.y),
             variant: Some(Arc::from(variant)),
         };
-        if let Some(hit) = self.cache.get(&key) {
+        if let Some(hit) = self.lookup(&key) {
             return Ok(hit);
         }
         let opts = self.render_options(&zones.meta.id, tile);
@@ -305,13 +310,43 @@ impl TileService {
 
     /// A cached tile, without rendering (cheap: callers may try it on the executor).
     pub fn cached(&self, layers: &[Arc<LoadedLayer>], tile: TileId) -> Option<Arc<TileBody>> {
-        self.cache.get(&Self::key(layers, tile))
+        let hit = self.cache.get(&Self::key(layers, tile));
+        if hit.is_some() {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        hit
+    }
+
+    /// The cache, counted: hit or miss.
+    fn lookup(&self, key: &TileKey) -> Option<Arc<TileBody>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let hit = self.cache.get(key);
+        if hit.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        }
+        .fetch_add(1, Relaxed);
+        hit
+    }
+
+    /// Hits, misses, cached tiles and their bytes (for `/metrics`).
+    pub fn cache_stats(&self) -> (u64, u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        // moka counts lazily: settle what is pending so the figures are current.
+        self.cache.run_pending_tasks();
+        (
+            self.hits.load(Relaxed),
+            self.misses.load(Relaxed),
+            self.cache.entry_count(),
+            self.cache.weighted_size(),
+        )
     }
 
     /// The tile of these layers (one MVT layer each, in the given order).
     pub fn tile(&self, layers: &[Arc<LoadedLayer>], tile: TileId) -> layers::Result<Arc<TileBody>> {
         let key = Self::key(layers, tile);
-        if let Some(hit) = self.cache.get(&key) {
+        if let Some(hit) = self.lookup(&key) {
             return Ok(hit);
         }
         let body = self.render_keyed(&key, layers, tile)?;

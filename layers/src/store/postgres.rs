@@ -47,6 +47,12 @@ CREATE SCHEMA IF NOT EXISTS datahub;
 CREATE SCHEMA IF NOT EXISTS datahub_data;
 CREATE SCHEMA IF NOT EXISTS datahub_public;
 CREATE SEQUENCE IF NOT EXISTS datahub.stamps;
+CREATE TABLE IF NOT EXISTS datahub.hub (
+    key text PRIMARY KEY,
+    value text NOT NULL
+);
+INSERT INTO datahub.hub (key, value)
+    VALUES ('id', md5(random()::text || clock_timestamp()::text)) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS datahub.layers (
     id text PRIMARY KEY,
     current integer,
@@ -163,6 +169,8 @@ impl PgStore {
     /// Opens the store: `db` shared, `local` this replica's data folder.
     pub fn open(db: Arc<Db>, local: impl Into<PathBuf>, keep_versions: usize) -> Result<Self> {
         ensure_schema(&db)?;
+        let local = local.into();
+        claim_folder(&db, &local)?;
         let store = PgStore {
             db,
             local: FsStore::open(local, keep_versions)?,
@@ -746,6 +754,45 @@ impl PgStore {
             Ok(row.get(0))
         })
     }
+}
+
+/// The file in a replica's data folder naming the database hub it is a copy of.
+const REPLICA_MARK: &str = "REPLICA_OF";
+
+/// Makes sure `local` is this database's copy before anything in it is replaced: a
+/// folder holding another hub's layers (a files hub not yet migrated, or a copy of
+/// another database) is refused, never overwritten.
+fn claim_folder(db: &Db, local: &Path) -> Result<()> {
+    let hub: String = db.run(|c| async move {
+        Ok(
+            c.query_one("SELECT value FROM datahub.hub WHERE key = 'id'", &[])
+                .await
+                .map_err(db_err)?
+                .get(0),
+        )
+    })?;
+    let mark = local.join(REPLICA_MARK);
+    match fs::read_to_string(&mark) {
+        Ok(s) if s.trim() == hub => return Ok(()),
+        Ok(_) => return Err(Error::bad(format!(
+            "the data folder {} is the copy of another database; give this replica an empty folder",
+            local.display()
+        ))),
+        Err(_) => {}
+    }
+    let has_layers = fs::read_dir(local.join("layers"))
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if has_layers {
+        return Err(Error::bad(format!(
+            "the data folder {} holds the layers of a DataHub without database: bring them over \
+             with `datahub --data {} migrate --to <database>`, and give each replica an empty folder",
+            local.display(),
+            local.display()
+        )));
+    }
+    fs::create_dir_all(local).map_err(|e| Error::io(local, e))?;
+    write_atomically(local, REPLICA_MARK, format!("{hub}\n").as_bytes())
 }
 
 /// Recreates the public view of `id`: present when its current version is public and
