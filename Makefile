@@ -13,13 +13,14 @@ FETCHED := tests/.testdata
 APT_PKGS := libgdal-dev gdal-bin libclang-dev clang pkg-config zip unzip curl ca-certificates bc python3 python3-pip python3-venv wrk chromium postgresql-15 postgresql-15-postgis-3 postgresql-client-15 nginx-light
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help deps build run test testdata bench bench-peers bench-hardening lint lint-js fmt clean fuzz
+.PHONY: help deps build run test testdata bench bench-peers bench-hardening bench-postgres lint lint-js fmt clean fuzz
 
 help:
 	@echo "make run    - build and serve the demo layers on http://$(ADDR)"
 	@echo "make test   - lint and run all tests (installs what is missing)"
 	@echo "make bench  - benchmarks (criterion + ingest/HTTP load scripts)"
 	@echo "make bench-peers - the tile workload against Martin + PostGIS (installs them)"
+	@echo "make bench-postgres - the PostgreSQL backend: ingest vs ogr2ogr, replica latency"
 	@echo "make bench-hardening - cached tiles and 1,000-feature pages before/after issue 16"
 	@echo "make fuzz   - the fuzz targets (proptest) for a long run (FUZZ_CASES=500000)"
 	@echo "make lint   - rustfmt --check and clippy -D warnings (make lint-js: ESLint)"
@@ -94,6 +95,11 @@ bench: deps build
 # workload against main before it (BASE_REV, built once into target/base) and this tree.
 bench-hardening: deps build
 	bash tests/bench/hardening.sh
+
+# The PostgreSQL backend: 1 M points ingested vs ogr2ogr -f PostgreSQL, and
+# publish-to-visible latency across two replicas (also part of `make bench`).
+bench-postgres: deps build
+	bash tests/bench/postgres.sh
 
 # Optional: the viewport-grid tile workload against Martin on PostGIS, with the ratios.
 bench-peers: deps build

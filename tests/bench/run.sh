@@ -83,3 +83,6 @@ echo "== tile encoding (criterion, in-process)"
 cargo bench -q -p tiles --bench encode -- --noplot 2>&1 | grep -E "^encode|time:" || true
 echo "== point tiles of a 1 M-point layer, uncached, through the service (criterion, in-process)"
 cargo bench -q --bench point_tiles -- --noplot 2>&1 | grep -E "^point|time:" || true
+
+echo "== PostgreSQL backend (throwaway cluster): ingest vs ogr2ogr -f PostgreSQL, replica latency"
+bash tests/bench/postgres.sh
