@@ -614,7 +614,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     // or ended session (forget cached verifications now); after a
                     // lost connection (""), both.
                     let (auth, changed) = (state.auth.clone(), state.changed.clone());
+                    let lease = pg.catalog.clone();
                     pg.db.listen(Arc::new(move |what: String| {
+                        if what.is_empty() {
+                            // Reconnected: the database may have restarted and
+                            // dropped this replica's lease with its connections.
+                            let lease = lease.clone();
+                            std::thread::spawn(move || {
+                                if let Err(e) = lease.hold_lease() {
+                                    tracing::warn!(error = %e, "cannot renew the job lease");
+                                }
+                            });
+                        }
                         if what.is_empty() || what.starts_with("token:") || what == "session" {
                             auth.forget_all();
                         }

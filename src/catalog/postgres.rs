@@ -126,8 +126,9 @@ impl PgCatalog {
         &self.instance
     }
 
-    /// Takes (again) the advisory lock that says this process is alive.
-    fn hold_lease(&self) -> Result<()> {
+    /// Takes (again) the advisory lock that says this process is alive: after the
+    /// database restarted, before other replicas take its running jobs for dead.
+    pub fn hold_lease(&self) -> Result<()> {
         let mut lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
         if lease.as_ref().is_some_and(|c| !c.is_closed()) {
             return Ok(());
