@@ -132,11 +132,13 @@ impl Usage {
     /// a shared store, adds this replica's new counts there and reads everyone's back.
     pub fn flush(&self) -> std::io::Result<()> {
         if let Some(shared) = &self.shared {
-            return self.flush_shared(shared.as_ref());
+            self.flush_shared(shared.as_ref())?;
         }
         let bytes = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            if !g.dirty {
+            // With a shared store, the file is this replica's copy of everyone's
+            // counts (what the command line's reports read), written every flush.
+            if !g.dirty && self.shared.is_none() {
                 return Ok(());
             }
             g.dirty = false;
@@ -181,7 +183,7 @@ impl Usage {
             add(&mut days, &day, &layer, &kind, &aud, n.max(0) as u64);
         }
         g.file.days = days;
-        g.dirty = false;
+        g.dirty = true;
         Ok(())
     }
 

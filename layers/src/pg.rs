@@ -38,7 +38,13 @@ pub struct Db {
 /// Maps a driver error: a broken or refused connection is the database being away
 /// (503); anything else is a statement the database refused.
 pub fn db_err(e: tokio_postgres::Error) -> Error {
-    if e.is_closed() || e.code().is_none() {
+    // Connection failures, a server starting up or shutting down, too many
+    // connections, a lock wait that timed out: the database is away or busy (503).
+    let away = e.code().is_none_or(|c| {
+        let c = c.code();
+        c.starts_with("08") || c.starts_with("53") || c.starts_with("57P") || c == "55P03"
+    });
+    if e.is_closed() || away {
         Error::Database(e.to_string())
     } else {
         let detail = e
@@ -76,6 +82,13 @@ impl Db {
         if config.get_application_name().is_none() {
             config.application_name("datahub");
         }
+        // A partitioned network must not leave queries waiting for hours (the
+        // kernel's default idle time before the first keepalive is 2 h).
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(30));
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("datahub-pg")
@@ -86,7 +99,10 @@ impl Db {
             config.clone(),
             NoTls,
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                // A connection goes back to the pool clean: no session advisory lock,
+                // no open transaction (a panicking step must not leave the layer's
+                // record lock held in the pool).
+                recycling_method: RecyclingMethod::Clean,
             },
         );
         let pool = {
@@ -237,10 +253,10 @@ async fn listen_once(
         .batch_execute(&format!("LISTEN {CHANNEL}"))
         .await
         .map_err(db_err)?;
-    if !first {
-        // Whatever was announced while we were away is found by a full look.
-        on(String::new());
-    }
+    // Whatever was announced before we listened (since the start-up copy, or while
+    // we were away) is found by a full look.
+    let _ = first;
+    on(String::new());
     while let Some(p) = rx.recv().await {
         on(p);
     }

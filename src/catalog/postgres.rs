@@ -135,7 +135,8 @@ impl PgCatalog {
         }
         let key = lock_key(&format!("replica:{}", self.instance));
         let c = self.db.run(move |c| async move {
-            c.execute("SELECT pg_advisory_lock($1)", &[&key])
+            // Only this process ever takes its own key: free unless already held.
+            c.execute("SELECT pg_try_advisory_lock($1)", &[&key])
                 .await
                 .map_err(db_err)?;
             Ok(c)
@@ -143,15 +144,6 @@ impl PgCatalog {
         // Kept out of the pool for the process's life.
         *lease = Some(c);
         Ok(())
-    }
-
-    fn announce(&self, what: String) -> Result<()> {
-        self.db.run(move |c| async move {
-            c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &what])
-                .await
-                .map_err(db_err)
-                .map(|_| ())
-        })
     }
 }
 
@@ -302,18 +294,25 @@ impl CatalogStore for PgCatalog {
 
     fn revoke_token(&self, id: &str) -> Result<bool> {
         let tid = id.to_string();
-        let n = self.db.run(move |c| async move {
-            c.execute(
-                "UPDATE datahub.tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-                &[&tid, &super::now()],
-            )
-            .await
-            .map_err(db_err)
+        let n = self.db.run(move |mut c| async move {
+            let tx = c.transaction().await.map_err(db_err)?;
+            let n = tx
+                .execute(
+                    "UPDATE datahub.tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                    &[&tid, &super::now()],
+                )
+                .await
+                .map_err(db_err)?;
+            if n > 0 {
+                // Every replica forgets its cached verifications now, not in 15 s;
+                // sent with the commit, so never a revocation without its notice.
+                tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &format!("token:{tid}")])
+                    .await
+                    .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(n)
         })?;
-        if n > 0 {
-            // Every replica forgets its cached verifications now, not in 15 s.
-            self.announce(format!("token:{id}"))?;
-        }
         Ok(n > 0)
     }
 
@@ -391,14 +390,20 @@ impl CatalogStore for PgCatalog {
         let Some((id, _)) = split(session, "ds_") else {
             return Ok(false);
         };
-        let n = self.db.run(move |c| async move {
-            c.execute("DELETE FROM datahub.sessions WHERE id = $1", &[&id])
+        let n = self.db.run(move |mut c| async move {
+            let tx = c.transaction().await.map_err(db_err)?;
+            let n = tx
+                .execute("DELETE FROM datahub.sessions WHERE id = $1", &[&id])
                 .await
-                .map_err(db_err)
+                .map_err(db_err)?;
+            if n > 0 {
+                tx.execute("SELECT pg_notify($1, 'session')", &[&CHANNEL])
+                    .await
+                    .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(n)
         })?;
-        if n > 0 {
-            self.announce("session".into())?;
-        }
         Ok(n > 0)
     }
 
@@ -557,6 +562,27 @@ impl PgCatalog {
     pub fn import(&self, d: super::CatalogDump) -> Result<[u64; 4]> {
         self.db.run(move |mut c| async move {
             let tx = c.transaction().await.map_err(db_err)?;
+            // The audit keeps its sequence numbers: a database whose log already has
+            // other entries under them is another hub's, and merging would drop ours.
+            if let Some(first) = d.audit.first() {
+                let row = tx
+                    .query_opt(
+                        "SELECT at, action, actor FROM datahub.audit WHERE seq = $1",
+                        &[&first.seq],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                if let Some(r) = row {
+                    let same = r.get::<_, String>(0) == first.at
+                        && r.get::<_, String>(1) == first.action
+                        && r.get::<_, String>(2) == first.actor;
+                    if !same {
+                        return Err(Error::bad(
+                            "this database already holds another hub's audit log: migrate into a new, empty database",
+                        ));
+                    }
+                }
+            }
             let mut n = [0u64; 4];
             for (slug, name, email, at) in &d.ministries {
                 n[0] += tx
@@ -633,19 +659,18 @@ impl PgCatalog {
         if instance == self.instance {
             return Ok(true);
         }
-        let key = lock_key(&format!("replica:{instance}"));
+        // Looked up in pg_locks, not taken: taking it to test it could leave it held.
+        let key = lock_key(&format!("replica:{instance}")) as u64;
+        let (hi, lo) = ((key >> 32) as i64, (key & 0xffff_ffff) as i64);
         self.db.run(move |c| async move {
-            let got: bool = c
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-                .await
-                .map_err(db_err)?
-                .get(0);
-            if got {
-                c.execute("SELECT pg_advisory_unlock($1)", &[&key])
-                    .await
-                    .map_err(db_err)?;
-            }
-            Ok(!got)
+            Ok(c.query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                   AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1)",
+                &[&hi, &lo],
+            )
+            .await
+            .map_err(db_err)?
+            .get(0))
         })
     }
 }

@@ -200,9 +200,17 @@ impl Auth {
         if let Some(p) = cached {
             return Ok(Caller::Token(p));
         }
-        let verified = match c {
+        let verify = || match c {
             Credential::Bearer(t) => self.catalog.verify(t),
             Credential::Session(s) => self.catalog.verify_session(s),
+        };
+        // A shared catalogue is a network round trip (and the database may be slow
+        // or away): the worker thread hands its other requests on while it waits.
+        let verified = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(verify)
+            }
+            _ => verify(),
         };
         match verified {
             Ok(Some(p)) => {

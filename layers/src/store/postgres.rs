@@ -75,9 +75,17 @@ CREATE TABLE IF NOT EXISTS datahub.blobs (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (blob, name, part)
 );
+-- The byte size of each stored file, checked by the replicas that copy it.
+ALTER TABLE datahub.versions ADD COLUMN IF NOT EXISTS sizes jsonb;
 -- FlatGeobuf parts barely compress: stored out of line without trying (pglz on
--- 4 MiB values doubled the time of storing a version).
-ALTER TABLE datahub.blobs ALTER COLUMN bytes SET STORAGE EXTERNAL;
+-- 4 MiB values doubled the time of storing a version). Only when not yet so: the
+-- ALTER takes a lock that would wait behind every download in progress.
+DO $$ BEGIN
+  IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'datahub.blobs'::regclass
+             AND attname = 'bytes' AND attstorage <> 'e') THEN
+    ALTER TABLE datahub.blobs ALTER COLUMN bytes SET STORAGE EXTERNAL;
+  END IF;
+END $$;
 "#;
 
 /// The read-only role SQL users (QGIS) are given: it sees `datahub_public` only.
@@ -163,6 +171,8 @@ struct Row {
     version: u32,
     stamp: i64,
     blob: String,
+    /// `{"layer.fgb": bytes, …}` (absent for versions stored before it was kept).
+    sizes: Option<String>,
 }
 
 /// The stamp of the record a local copy was made from.
@@ -192,7 +202,16 @@ impl PgStore {
     /// deleted flag followed. Returns the layers whose local copy changed.
     pub fn sync(&self) -> Result<Vec<String>> {
         let _g = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (layers, rows) = self.db.run(|c| async move {
+        let (layers, rows) = self.db.run(|mut c| async move {
+            // One snapshot for both lists: a publish between two reads would show a
+            // current version whose row the other read no longer has.
+            let c = c
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(db_err)?;
             let layers = c
                 .query("SELECT id, current, hidden FROM datahub.layers", &[])
                 .await
@@ -208,7 +227,7 @@ impl PgStore {
                 .collect::<Vec<_>>();
             let rows = c
                 .query(
-                    "SELECT layer, version, stamp, blob FROM datahub.versions ORDER BY layer, version",
+                    "SELECT layer, version, stamp, blob, sizes::text FROM datahub.versions ORDER BY layer, version",
                     &[],
                 )
                 .await
@@ -219,8 +238,10 @@ impl PgStore {
                     version: r.get::<_, i32>(1).max(0) as u32,
                     stamp: r.get(2),
                     blob: r.get(3),
+                    sizes: r.get::<_, Option<String>>(4),
                 })
                 .collect::<Vec<_>>();
+            c.commit().await.map_err(db_err)?;
             Ok((layers, rows))
         })?;
         let mut changed = Vec::new();
@@ -323,6 +344,21 @@ impl PgStore {
                     fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
                 }
                 self.download(&r.blob, &name, &path)?;
+                let want = r
+                    .sizes
+                    .as_deref()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+                    .and_then(|v| v[&name].as_u64());
+                let got = fs::metadata(&path).map(|m| m.len()).ok();
+                if want.is_some() && want != got {
+                    return Err(Error::Corrupt(format!(
+                        "{} v{}: {name} has {} bytes in the database, {} expected",
+                        r.layer,
+                        r.version,
+                        got.unwrap_or(0),
+                        want.unwrap_or(0)
+                    )));
+                }
             }
             self.copy_record(r, &tmp)?;
             let _ = fs::remove_file(tmp.join(OWNER_LOCK));
@@ -344,7 +380,7 @@ impl PgStore {
     fn download(&self, blob: &str, name: &str, path: &Path) -> Result<()> {
         let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
         let (blob, name) = (blob.to_string(), name.to_string());
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
         // Parts are written here while the next one is read.
         let reader = {
             let db = self.db.clone();
@@ -361,7 +397,7 @@ impl PgStore {
                         .map_err(db_err)?;
                     futures_util::pin_mut!(rows);
                     while let Some(row) = rows.try_next().await.map_err(db_err)? {
-                        if tx.send(row.get::<_, Vec<u8>>(0)).is_err() {
+                        if tx.send(row.get::<_, Vec<u8>>(0)).await.is_err() {
                             break;
                         }
                     }
@@ -370,7 +406,7 @@ impl PgStore {
             })
         };
         let mut written = Ok(());
-        for part in rx {
+        while let Some(part) = rx.blocking_recv() {
             if written.is_ok() {
                 written = f.write_all(&part).map_err(|e| Error::io(path, e));
             }
@@ -402,8 +438,10 @@ impl PgStore {
         write_atomically(vdir, STAMP_FILE, stamp.to_string().as_bytes())
     }
 
-    /// Stores the files of a staged version under the blob id `blob`.
-    fn upload(&self, dir: &Path, blob: &str) -> Result<()> {
+    /// Stores the files of a staged version under the blob id `blob`; returns their
+    /// sizes (`{"layer.fgb": bytes, …}`), which replicas check after copying.
+    fn upload(&self, dir: &Path, blob: &str) -> Result<String> {
+        let mut sizes = serde_json::Map::new();
         let blob = blob.to_string();
         let mut files = vec![("layer.fgb".to_string(), dir.join("layer.fgb"))];
         let src = dir.join(SOURCE_DIR);
@@ -419,6 +457,8 @@ impl PgStore {
         }
         for (name, path) in files {
             let mut f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+            sizes.insert(name.clone(), serde_json::json!(len));
             let mut part = 0i32;
             loop {
                 let mut buf = Vec::with_capacity(PART);
@@ -445,7 +485,7 @@ impl PgStore {
                 }
             }
         }
-        Ok(())
+        Ok(serde_json::Value::Object(sizes).to_string())
     }
 
     /// Loads the features of a staged version into a new PostGIS table (named after
@@ -455,7 +495,7 @@ impl PgStore {
         // SAFETY: the staged file is private to this ingest and not modified while mapped.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(fgb, e))?;
         let view = FgbView::open(mmap)?;
-        let columns = column_names(meta);
+        let columns = column_names(&meta.schema);
         let mut ddl = format!(
             "CREATE TABLE datahub_data.{} (fid bigint NOT NULL",
             ident(table)
@@ -474,6 +514,10 @@ impl PgStore {
                 .join(", ")
         );
         let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+        // Set when the rows could not all be produced: the loader then drops its COPY
+        // (aborted by the server) instead of finishing it with part of the rows.
+        let aborted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let abort_seen = aborted.clone();
         let index = format!(
             // Both indexes built once the rows are in: a sorted build, not a million
             // inserts into a growing B-tree.
@@ -490,6 +534,9 @@ impl PgStore {
                 futures_util::pin_mut!(sink);
                 while let Some(chunk) = rx.recv().await {
                     sink.send(chunk).await.map_err(db_err)?;
+                }
+                if abort_seen.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(Error::Internal("the features could not be read".into()));
                 }
                 sink.as_mut().finish().await.map_err(db_err)?;
                 let t0 = std::time::Instant::now();
@@ -568,6 +615,9 @@ impl PgStore {
             let _ = tx.blocking_send(bytes::Bytes::from(buf));
             Ok(())
         })();
+        if produced.is_err() {
+            aborted.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         drop(tx);
         let loaded = loader
             .join()
@@ -593,6 +643,9 @@ impl PgStore {
         let wanted = version.map(|v| v as i32);
         let current: Option<(i32, String)> = t.step(move |c| async move {
             let r = async {
+                c.batch_execute("SET LOCAL lock_timeout = '10s'")
+                    .await
+                    .map_err(db_err)?;
                 c.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
                     .await
                     .map_err(db_err)?;
@@ -638,7 +691,9 @@ impl PgStore {
             (c, r)
         })?;
         t.commit()?;
-        self.sync()?;
+        if let Err(e) = self.sync() {
+            tracing::warn!(error = %e, "cannot bring the layers up to date after an edit");
+        }
         Ok((before, after))
     }
 
@@ -648,6 +703,9 @@ impl PgStore {
         let key = lock_key(&format!("record:{id}"));
         let found = self.db.run(move |mut c| async move {
             let tx = c.transaction().await.map_err(db_err)?;
+            tx.batch_execute("SET LOCAL lock_timeout = '10s'")
+                .await
+                .map_err(db_err)?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
                 .await
                 .map_err(db_err)?;
@@ -680,7 +738,49 @@ impl PgStore {
             } else {
                 Error::bad(format!("layer '{id}' is not deleted"))
             }),
-            Some(_) => self.sync().map(|_| ()),
+            Some(_) => {
+                if let Err(e) = self.sync() {
+                    tracing::warn!(error = %e, "cannot bring the layers up to date after a delete");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Moves a published staging into the local copy as `v<n>` (under the sync lock:
+    /// a refresh running at the same moment never sees half of it or removes it).
+    fn install(&self, mut staging: Staging, meta: &LayerMeta, n: u32, stamp: i64) -> Result<()> {
+        let _g = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let layer_dir = self.local.layer_dir(staging.id());
+        fs::create_dir_all(&layer_dir).map_err(|e| Error::io(&layer_dir, e))?;
+        let pretty = serde_json::to_vec_pretty(meta).map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomically(&staging.dir, "meta.json", &pretty)?;
+        write_atomically(&staging.dir, STAMP_FILE, stamp.to_string().as_bytes())?;
+        let _ = fs::remove_file(staging.dir.join(OWNER_LOCK));
+        let target = layer_dir.join(format!("v{n}"));
+        let _ = fs::remove_dir_all(&target);
+        fs::rename(&staging.dir, &target).map_err(|e| Error::io(&target, e))?;
+        staging.published = true;
+        fsync_dir(&layer_dir)?;
+        // CURRENT follows at once, so this process serves what it just published
+        // even before the next refresh.
+        write_atomically(&layer_dir, "CURRENT", format!("{n}\n").as_bytes())
+    }
+
+    /// Removes the parts of a publish that did not happen (best effort: what is left
+    /// is removed by [`PgStore::clean_stale`] later).
+    fn discard(&self, blob: &str, staged: &str) {
+        let (b, t) = (blob.to_string(), staged.to_string());
+        let r = self.db.run(move |c| async move {
+            c.execute("DELETE FROM datahub.blobs WHERE blob = $1", &[&b])
+                .await
+                .map_err(db_err)?;
+            c.batch_execute(&format!("DROP TABLE IF EXISTS datahub_data.{}", ident(&t)))
+                .await
+                .map_err(db_err)
+        });
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "parts of a failed publish left for the cleanup");
         }
     }
 
@@ -707,7 +807,7 @@ impl PgStore {
                 .parent()
                 .ok_or_else(|| Error::Internal("version without a folder".into()))?;
             let blob = format!("{}_{}", unix_now(), random_hex(8)?);
-            self.upload(dir, &blob)?;
+            let sizes = self.upload(dir, &blob)?;
             let staged = format!("_s_{blob}");
             self.load_features(&v.fgb_path, &v.meta, &staged)?;
             let table = features_table(&id, v.meta.version);
@@ -733,9 +833,9 @@ impl PgStore {
                 .await
                 .map_err(db_err)?;
                 tx.execute(
-                    "INSERT INTO datahub.versions (layer, version, meta, stamp, features_table, blob)
-                     VALUES ($1, $2, ($3::text)::jsonb, nextval('datahub.stamps'), $4, $5)",
-                    &[&lid, &n, &json, &table, &blob],
+                    "INSERT INTO datahub.versions (layer, version, meta, stamp, features_table, blob, sizes)
+                     VALUES ($1, $2, ($3::text)::jsonb, nextval('datahub.stamps'), $4, $5, ($6::text)::jsonb)",
+                    &[&lid, &n, &json, &table, &blob, &sizes],
                 )
                 .await
                 .map_err(db_err)?;
@@ -745,10 +845,17 @@ impl PgStore {
         }
         if current {
             let (lid, hidden) = (id.clone(), self.local_hidden_hint(v));
+            let key = lock_key(&format!("record:{id}"));
             self.db.run(move |mut c| async move {
                 let tx = c.transaction().await.map_err(db_err)?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+                    .await
+                    .map_err(db_err)?;
+                // Only a layer the database has not moved past: a migration run again
+                // after going live never rolls a layer back or undeletes it.
                 tx.execute(
-                    "UPDATE datahub.layers SET current = $2, hidden = $3 WHERE id = $1",
+                    "UPDATE datahub.layers SET current = $2, hidden = $3
+                     WHERE id = $1 AND (current IS NULL OR current < $2)",
                     &[&lid, &n, &hidden],
                 )
                 .await
@@ -909,19 +1016,21 @@ pub fn features_table(id: &str, n: u32) -> String {
     if t.len() <= 63 {
         t
     } else {
+        // `~` cannot be in a layer id: a shortened name never equals another
+        // layer's own `<id>_v<n>`.
         let h = format!("{:016x}", lock_key(id));
-        format!("{}_{}_v{n}", &id[..30], &h[..8])
+        format!("{}~{}_v{n}", &id[..30], &h[..8])
     }
 }
 
 /// Column names of the PostGIS table, one per schema field: the field's own name
 /// unless it is too long for PostgreSQL, clashes with `fid`/`geom` or with another
 /// field once shortened (then `campo_<k>`).
-pub fn column_names(meta: &LayerMeta) -> Vec<String> {
+pub fn column_names(schema: &[crate::fgb::Field]) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     seen.insert("fid".to_string());
     seen.insert("geom".to_string());
-    meta.schema
+    schema
         .iter()
         .enumerate()
         .map(|(k, f)| {
@@ -930,11 +1039,17 @@ pub fn column_names(meta: &LayerMeta) -> Vec<String> {
             } else {
                 format!("campo_{}", k + 1)
             };
-            let n = if seen.contains(&n) {
-                format!("campo_{}", k + 1)
-            } else {
-                n
-            };
+            let mut n = n;
+            let mut extra = 1;
+            while seen.contains(&n) {
+                // `campo_k` may itself be a field's name: count on until free.
+                n = if extra == 1 {
+                    format!("campo_{}", k + 1)
+                } else {
+                    format!("campo_{}_{extra}", k + 1)
+                };
+                extra += 1;
+            }
             seen.insert(n.clone());
             n
         })
@@ -1092,7 +1207,7 @@ impl LayerStore for PgStore {
 
     fn publish_with(
         &self,
-        mut staging: Staging,
+        staging: Staging,
         mut meta: LayerMeta,
         refresh: &mut dyn FnMut(&mut LayerMeta, Option<&LayerMeta>) -> Result<()>,
     ) -> Result<u32> {
@@ -1108,15 +1223,21 @@ impl LayerStore for PgStore {
         let blob = format!("{}_{}", unix_now(), random_hex(8)?);
         let staged = format!("_s_{blob}");
         let (uploaded, loaded) = std::thread::scope(|s| {
-            let up = s.spawn(|| self.upload(&staging.dir, &blob).map(|_| t0.elapsed()));
+            let up = s.spawn(|| self.upload(&staging.dir, &blob).map(|z| (z, t0.elapsed())));
             let loaded = self.load_features(&fgb, &meta, &staged);
             let uploaded = up
                 .join()
                 .unwrap_or_else(|_| Err(Error::Internal("upload thread panicked".into())));
             (uploaded, loaded)
         });
-        let t_upload = uploaded?;
-        loaded?;
+        let stored = uploaded.and_then(|u| loaded.map(|_| u));
+        let (sizes, t_upload) = match stored {
+            Ok(x) => x,
+            Err(e) => {
+                self.discard(&blob, &staged);
+                return Err(e);
+            }
+        };
         tracing::info!(
             layer = %id,
             files_ms = t_upload.as_millis() as u64,
@@ -1124,11 +1245,17 @@ impl LayerStore for PgStore {
             "version stored in the database"
         );
 
-        let mut t = self.db.begin()?;
-        let key = lock_key(&format!("record:{id}"));
-        let lid = id.clone();
-        let (current, next): (Option<String>, i32) = t.step(move |c| async move {
+        let record = (|| -> Result<(u32, i64)> {
+            let mut t = self.db.begin()?;
+            let key = lock_key(&format!("record:{id}"));
+            let lid = id.clone();
+            let (current, next): (Option<String>, i32) = t.step(move |c| async move {
             let r = async {
+                // A SQL client holding the public view must not stall every writer of
+                // the layer: its DROP waits 10 s at most, then the publish fails (503).
+                c.batch_execute("SET LOCAL lock_timeout = '10s'")
+                    .await
+                    .map_err(db_err)?;
                 c.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
                     .await
                     .map_err(db_err)?;
@@ -1161,22 +1288,23 @@ impl LayerStore for PgStore {
             .await;
             (c, r)
         })?;
-        let current: Option<LayerMeta> = match current {
-            Some(text) => Some(
-                serde_json::from_str(&text)
-                    .map_err(|e| Error::Corrupt(format!("record of {id}: {e}")))?,
-            ),
-            None => None,
-        };
-        refresh(&mut meta, current.as_ref())?;
-        let n = next.max(1) as u32;
-        meta.version = n;
-        let json = serde_json::to_string(&meta).map_err(|e| Error::Internal(e.to_string()))?;
-        let table = features_table(&id, n);
-        let keep = self.keep_versions as i64;
-        let lid = id.clone();
-        let (tb, bl) = (table.clone(), blob.clone());
-        let stamp: i64 = t.step(move |c| async move {
+            let current: Option<LayerMeta> = match current {
+                Some(text) => Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| Error::Corrupt(format!("record of {id}: {e}")))?,
+                ),
+                None => None,
+            };
+            refresh(&mut meta, current.as_ref())?;
+            let n = next.max(1) as u32;
+            meta.version = n;
+            let json = serde_json::to_string(&meta).map_err(|e| Error::Internal(e.to_string()))?;
+            let table = features_table(&id, n);
+            let keep = self.keep_versions as i64;
+            let lid = id.clone();
+            let (tb, bl, staged, sizes) =
+                (table.clone(), blob.clone(), staged.clone(), sizes.clone());
+            let stamp: i64 = t.step(move |c| async move {
             let r = async {
                 c.batch_execute(&format!(
                     "DROP TABLE IF EXISTS datahub_data.{t}; ALTER TABLE datahub_data.{s} RENAME TO {t}",
@@ -1187,10 +1315,10 @@ impl LayerStore for PgStore {
                 .map_err(db_err)?;
                 let stamp: i64 = c
                     .query_one(
-                        "INSERT INTO datahub.versions (layer, version, meta, stamp, features_table, blob)
-                         VALUES ($1, $2, ($3::text)::jsonb, nextval('datahub.stamps'), $4, $5)
+                        "INSERT INTO datahub.versions (layer, version, meta, stamp, features_table, blob, sizes)
+                         VALUES ($1, $2, ($3::text)::jsonb, nextval('datahub.stamps'), $4, $5, ($6::text)::jsonb)
                          RETURNING stamp",
-                        &[&lid, &next, &json, &tb, &bl],
+                        &[&lid, &next, &json, &tb, &bl, &sizes],
                     )
                     .await
                     .map_err(db_err)?
@@ -1232,28 +1360,29 @@ impl LayerStore for PgStore {
             .await;
             (c, r)
         })?;
-        t.commit()?;
+            t.commit()?;
+            Ok((n, stamp))
+        })();
+        let (n, stamp) = match record {
+            Ok(x) => x,
+            Err(e) => {
+                // Rolled back: nothing of it is visible; its parts go now.
+                self.discard(&blob, &staged);
+                return Err(e);
+            }
+        };
 
+        // The version is live from here on: a failure to install it locally is
+        // logged, not reported (an upload reported failed would be sent again and
+        // published twice); the next refresh copies it from the database.
         // Installed locally at once (the files are already here); the other replicas
         // copy it when notified.
-        let layer_dir = self.local.layer_dir(&id);
-        fs::create_dir_all(&layer_dir).map_err(|e| Error::io(&layer_dir, e))?;
-        let pretty =
-            serde_json::to_vec_pretty(&meta).map_err(|e| Error::Internal(e.to_string()))?;
-        write_atomically(&staging.dir, "meta.json", &pretty)?;
-        write_atomically(&staging.dir, STAMP_FILE, stamp.to_string().as_bytes())?;
-        let owner = staging.dir.join(OWNER_LOCK);
-        let _ = fs::remove_file(&owner);
-        let target = layer_dir.join(format!("v{n}"));
-        let _ = fs::remove_dir_all(&target);
-        match fs::rename(&staging.dir, &target) {
-            Ok(()) => staging.published = true,
-            Err(e) => {
-                tracing::warn!(error = %e, "published version not installed locally; copying it")
-            }
+        if let Err(e) = self.install(staging, &meta, n, stamp) {
+            tracing::warn!(layer = %id, version = n, error = %e, "published version not installed locally; it is copied at the next refresh");
         }
-        drop(staging);
-        self.sync()?;
+        if let Err(e) = self.sync() {
+            tracing::warn!(error = %e, "cannot bring the layers up to date after a publish");
+        }
         Ok(n)
     }
 
@@ -1278,12 +1407,16 @@ impl LayerStore for PgStore {
         let mut n = self.local.clean_stale()?;
         // Parts of publishes that never finished (their process died): blobs no
         // version refers to and staged tables, both older than an hour.
-        let cutoff = unix_now().saturating_sub(3600);
+        // Six hours: far longer than any COPY, so a publish in progress on another
+        // replica never loses its staged table.
+        let cutoff = unix_now().saturating_sub(6 * 3600);
         n += self.db.run(move |c| async move {
             let removed = c
                 .execute(
-                    "DELETE FROM datahub.blobs b WHERE created_at < now() - interval '1 hour'
-                     AND NOT EXISTS (SELECT 1 FROM datahub.versions v WHERE v.blob = b.blob)",
+                    "DELETE FROM datahub.blobs WHERE blob IN (
+                       SELECT b.blob FROM datahub.blobs b GROUP BY b.blob
+                       HAVING max(b.created_at) < now() - interval '6 hours'
+                          AND NOT EXISTS (SELECT 1 FROM datahub.versions v WHERE v.blob = b.blob))",
                     &[],
                 )
                 .await
@@ -1436,6 +1569,20 @@ mod tests {
         let long = "a".repeat(64);
         assert!(features_table(&long, 12).len() <= 63);
         assert_ne!(features_table(&long, 1), features_table(&"a".repeat(63), 1));
+        assert!(validate_id(features_table(&long, 1).trim_end_matches("_v1")).is_err());
+        let fields = |names: &[&str]| -> Vec<crate::fgb::Field> {
+            names
+                .iter()
+                .map(|n| crate::fgb::Field {
+                    name: n.to_string(),
+                    ftype: FieldType::String,
+                })
+                .collect()
+        };
+        let long_name = "n".repeat(64);
+        let cols = column_names(&fields(&["campo_2", &long_name, "fid", "geom"]));
+        let unique: std::collections::HashSet<_> = cols.iter().collect();
+        assert_eq!(unique.len(), 4, "{cols:?}");
         assert_eq!(
             safe_relative("source/x.csv"),
             Some(PathBuf::from("source/x.csv"))
