@@ -5,21 +5,12 @@
 # data folder gets its own database, tests/common/pg.rs), runs the suites, stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pgbin=/usr/lib/postgresql/15/bin
+# shellcheck source=pg-cluster.sh
+source tests/pg-cluster.sh
 work=$(mktemp -d -t datahub-pgsuites.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
-cleanup() {
-  [ -f "$work/pg/postmaster.pid" ] && as_pg "$pgbin/pg_ctl -D $work/pg -m immediate -w stop" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-chmod 755 "$work"
-mkdir "$work/pg"
-[ "$(id -u)" = 0 ] && chown postgres "$work/pg"
-as_pg "$pgbin/initdb -D $work/pg -A trust -U postgres -E UTF8" >/dev/null
-as_pg "$pgbin/pg_ctl -D $work/pg -l $work/pg/log -w -o '-p $port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300' start" >/dev/null
-export DATAHUB_TEST_PG="postgres://postgres@127.0.0.1:$port"
+trap 'pg_cluster_stop "$work"; rm -rf "$work"' EXIT
+pg_cluster_start "$work" -c fsync=off -c max_connections=300
+export DATAHUB_TEST_PG="$PG_URL"
 echo "PostgreSQL backend suites on $DATAHUB_TEST_PG"
 args=()
 for suite in "$@"; do args+=(--test "$suite"); done

@@ -415,6 +415,46 @@ pub fn record_simple(
 
 /// `ministry` when known, else an error that lists the known ones and suggests the
 /// closest.
+/// What every catalogue checks before adding a ministry.
+pub fn check_new_ministry(m: &Ministry) -> layers::Result<()> {
+    layers::store::validate_id(&m.slug).map_err(|_| {
+        layers::Error::bad(format!(
+            "invalid ministry slug '{}': use lowercase letters, digits and '-', e.g. obras-publicas",
+            m.slug
+        ))
+    })?;
+    if m.name.trim().is_empty() {
+        return Err(layers::Error::bad(
+            "the ministry needs a name (--name \"Obras Públicas\")",
+        ));
+    }
+    Ok(())
+}
+
+/// What every catalogue checks before creating a token (`known`: the ministries).
+pub fn check_new_token(
+    known: &[Ministry],
+    ministry: Option<&str>,
+    role: Role,
+    expires_at: Option<&str>,
+) -> layers::Result<()> {
+    if let Some(m) = ministry {
+        check_ministry(known, m)?;
+    } else if role != Role::Admin {
+        return Err(layers::Error::bad(
+            "a viewer or editor token belongs to a ministry: give --ministry (only city-wide admins have none)",
+        ));
+    }
+    if let Some(e) = expires_at {
+        chrono::DateTime::parse_from_rfc3339(e).map_err(|_| {
+            layers::Error::bad(format!(
+                "expiry '{e}' is not an RFC 3339 time like 2027-01-31T23:59:59Z"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 pub fn check_ministry(known: &[Ministry], ministry: &str) -> layers::Result<()> {
     if known.iter().any(|m| m.slug == ministry) {
         return Ok(());

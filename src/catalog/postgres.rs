@@ -196,17 +196,7 @@ impl CatalogStore for PgCatalog {
     }
 
     fn add_ministry(&self, m: &Ministry) -> Result<()> {
-        layers::store::validate_id(&m.slug).map_err(|_| {
-            Error::bad(format!(
-                "invalid ministry slug '{}': use lowercase letters, digits and '-', e.g. obras-publicas",
-                m.slug
-            ))
-        })?;
-        if m.name.trim().is_empty() {
-            return Err(Error::bad(
-                "the ministry needs a name (--name \"Obras Públicas\")",
-            ));
-        }
+        super::check_new_ministry(m)?;
         let (slug, name, email) = (m.slug.clone(), m.name.trim().to_string(), m.email.clone());
         let n = self.db.run(move |c| async move {
             c.execute(
@@ -230,20 +220,7 @@ impl CatalogStore for PgCatalog {
         label: &str,
         expires_at: Option<&str>,
     ) -> Result<(TokenInfo, String)> {
-        if let Some(m) = ministry {
-            super::check_ministry(&self.ministries()?, m)?;
-        } else if role != Role::Admin {
-            return Err(Error::bad(
-                "a viewer or editor token belongs to a ministry: give --ministry (only city-wide admins have none)",
-            ));
-        }
-        if let Some(e) = expires_at {
-            chrono::DateTime::parse_from_rfc3339(e).map_err(|_| {
-                Error::bad(format!(
-                    "expiry '{e}' is not an RFC 3339 time like 2027-01-31T23:59:59Z"
-                ))
-            })?;
-        }
+        super::check_new_token(&self.ministries()?, ministry, role, expires_at)?;
         let id = random_hex(6)?;
         let secret = random_hex(32)?;
         let hash = Sha256::digest(secret.as_bytes()).to_vec();

@@ -10,23 +10,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=./target/release/datahub
-pgbin=/usr/lib/postgresql/15/bin
 work=$(mktemp -d -t datahub-pgbench.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
 pids=()
+# shellcheck source=../pg-cluster.sh
+source tests/pg-cluster.sh
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$work/pg/postmaster.pid" ] && as_pg "$pgbin/pg_ctl -D $work/pg -m fast -w stop" >/dev/null 2>&1 || true
+  pg_cluster_stop "$work"
   rm -rf "$work"
 }
 trap cleanup EXIT
-chmod 755 "$work"
-mkdir "$work/pg"
-[ "$(id -u)" = 0 ] && chown postgres "$work/pg"
-as_pg "$pgbin/initdb -D $work/pg -A trust -U postgres -E UTF8" >/dev/null
-as_pg "$pgbin/pg_ctl -D $work/pg -l $work/pg/log -w -o '-p $port -k $work/pg -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c max_wal_size=4GB' start" >/dev/null
-base="postgres://postgres@127.0.0.1:$port"
+pg_cluster_start "$work" -c shared_buffers=256MB -c max_wal_size=4GB
+base=$PG_URL
+port=${base##*:}
 for db in hub ogr lat; do psql -q "$base/postgres" -c "CREATE DATABASE $db" >/dev/null; done
 psql -q "$base/ogr" -c "CREATE EXTENSION postgis" >/dev/null
 

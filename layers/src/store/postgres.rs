@@ -638,17 +638,11 @@ impl PgStore {
     ) -> Result<(LayerMeta, LayerMeta)> {
         validate_id(id)?;
         let mut t = self.db.begin()?;
-        let key = lock_key(&format!("record:{id}"));
         let lid = id.to_string();
         let wanted = version.map(|v| v as i32);
         let current: Option<(i32, String)> = t.step(move |c| async move {
             let r = async {
-                c.batch_execute("SET LOCAL lock_timeout = '10s'")
-                    .await
-                    .map_err(db_err)?;
-                c.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-                    .await
-                    .map_err(db_err)?;
+                lock_record(&c, &lid).await?;
                 let row = c
                     .query_opt(
                         "SELECT v.version, v.meta::text FROM datahub.versions v
@@ -700,15 +694,9 @@ impl PgStore {
     fn set_hidden(&self, id: &str, hidden: bool) -> Result<()> {
         validate_id(id)?;
         let lid = id.to_string();
-        let key = lock_key(&format!("record:{id}"));
         let found = self.db.run(move |mut c| async move {
             let tx = c.transaction().await.map_err(db_err)?;
-            tx.batch_execute("SET LOCAL lock_timeout = '10s'")
-                .await
-                .map_err(db_err)?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-                .await
-                .map_err(db_err)?;
+            lock_record(&tx, &lid).await?;
             let row = tx
                 .query_opt(
                     "SELECT hidden FROM datahub.layers WHERE id = $1 AND current IS NOT NULL",
@@ -791,7 +779,7 @@ impl PgStore {
         let id = v.meta.id.clone();
         validate_id(&id)?;
         let n = v.meta.version as i32;
-        let (lid, key) = (id.clone(), lock_key(&format!("record:{id}")));
+        let lid = id.clone();
         let exists = self.db.run(move |c| async move {
             Ok(c.query_opt(
                 "SELECT 1 FROM datahub.versions WHERE layer = $1 AND version = $2",
@@ -816,9 +804,7 @@ impl PgStore {
             let lid = id.clone();
             self.db.run(move |mut c| async move {
                 let tx = c.transaction().await.map_err(db_err)?;
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-                    .await
-                    .map_err(db_err)?;
+                lock_record(&tx, &lid).await?;
                 tx.execute(
                     "INSERT INTO datahub.layers (id) VALUES ($1) ON CONFLICT DO NOTHING",
                     &[&lid],
@@ -845,12 +831,9 @@ impl PgStore {
         }
         if current {
             let (lid, hidden) = (id.clone(), self.local_hidden_hint(v));
-            let key = lock_key(&format!("record:{id}"));
             self.db.run(move |mut c| async move {
                 let tx = c.transaction().await.map_err(db_err)?;
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-                    .await
-                    .map_err(db_err)?;
+                lock_record(&tx, &lid).await?;
                 // Only a layer the database has not moved past: a migration run again
                 // after going live never rolls a layer back or undeletes it.
                 tx.execute(
@@ -932,6 +915,22 @@ fn claim_folder(db: &Db, local: &Path) -> Result<()> {
     }
     fs::create_dir_all(local).map_err(|e| Error::io(local, e))?;
     write_atomically(local, REPLICA_MARK, format!("{hub}\n").as_bytes())
+}
+
+/// Takes the layer's record lock until the transaction ends. Any lock wait in it
+/// (this one, a SQL client holding the public view) gives up after 10 s: a stuck
+/// client must not stall every writer of the layer.
+async fn lock_record(c: &impl deadpool_postgres::GenericClient, id: &str) -> Result<()> {
+    c.batch_execute("SET LOCAL lock_timeout = '10s'")
+        .await
+        .map_err(db_err)?;
+    c.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&lock_key(&format!("record:{id}"))],
+    )
+    .await
+    .map_err(db_err)
+    .map(|_| ())
 }
 
 /// Recreates the public view of `id`: present when its current version is public and
@@ -1247,18 +1246,12 @@ impl LayerStore for PgStore {
 
         let record = (|| -> Result<(u32, i64)> {
             let mut t = self.db.begin()?;
-            let key = lock_key(&format!("record:{id}"));
             let lid = id.clone();
             let (current, next): (Option<String>, i32) = t.step(move |c| async move {
             let r = async {
                 // A SQL client holding the public view must not stall every writer of
                 // the layer: its DROP waits 10 s at most, then the publish fails (503).
-                c.batch_execute("SET LOCAL lock_timeout = '10s'")
-                    .await
-                    .map_err(db_err)?;
-                c.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-                    .await
-                    .map_err(db_err)?;
+                lock_record(&c, &lid).await?;
                 c.execute(
                     "INSERT INTO datahub.layers (id) VALUES ($1) ON CONFLICT DO NOTHING",
                     &[&lid],
