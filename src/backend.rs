@@ -33,9 +33,10 @@ pub struct Pg {
 
 impl Backend {
     /// Opens the configured backend. With PostgreSQL, waits up to `wait` for the
-    /// database (saying so every few seconds), creates its schema if missing and
-    /// brings this replica's copy of the layers up to date.
-    pub fn open(settings: &Settings, wait: Duration) -> layers::Result<Backend> {
+    /// database (saying so every few seconds), creates its schema if missing and,
+    /// when `copy` (the command reads layers), brings this process's copy of the
+    /// layers up to date.
+    pub fn open(settings: &Settings, wait: Duration, copy: bool) -> layers::Result<Backend> {
         match &settings.database {
             None => {
                 let store: Arc<dyn LayerStore> =
@@ -55,7 +56,9 @@ impl Backend {
                     settings.keep_versions,
                 )?);
                 let catalog = Arc::new(PgCatalog::open(db.clone())?);
-                store.sync()?;
+                if copy {
+                    store.sync()?;
+                }
                 Ok(Backend {
                     store: store.clone(),
                     catalog: catalog.clone(),

@@ -429,7 +429,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Serve { .. } => settings.database_wait,
         _ => Duration::from_secs(30),
     };
-    let backend = datahub::backend::Backend::open(&settings, wait)?;
+    // Commands that only touch the catalogue or one record need no copy of the
+    // layers (on a large hub that copy is gigabytes).
+    let copy = !matches!(
+        cli.cmd,
+        Cmd::Token { .. } | Cmd::Ministry { .. } | Cmd::Migrate { .. }
+    );
+    let backend = datahub::backend::Backend::open(&settings, wait, copy)?;
     let store = backend.store.clone();
     let catalog_handle = backend.catalog.clone();
     store.clean_stale()?;
