@@ -50,6 +50,8 @@ struct Inner {
     file: File,
     /// Counted since the last flush to the shared store (unused without one).
     pending: Counts,
+    /// Whether the shared store's whole history was read once (then only recent days).
+    read_back: bool,
     dirty: bool,
     /// Today as (days since the epoch, YYYY-MM-DD): formatted once a day, not per
     /// request (every tile request is counted).
@@ -78,6 +80,7 @@ impl Usage {
             inner: Mutex::new(Inner {
                 file,
                 pending: Counts::new(),
+                read_back: false,
                 dirty: false,
                 today: (u64::MAX, String::new()),
             }),
@@ -137,8 +140,8 @@ impl Usage {
         let bytes = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             // With a shared store, the file is this replica's copy of everyone's
-            // counts (what the command line's reports read), written every flush.
-            if !g.dirty && self.shared.is_none() {
+            // counts (what the command line's reports read), written when they moved.
+            if !g.dirty {
                 return Ok(());
             }
             g.dirty = false;
@@ -173,17 +176,37 @@ impl Usage {
             }
             return Err(std::io::Error::other(e.to_string()));
         }
-        let all = shared
-            .usage_since(&oldest)
+        // Everything once; then only the days other replicas can still be adding to
+        // (today, and yesterday around midnight): this runs every refresh.
+        let since = if self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read_back
+        {
+            (chrono::Utc::now() - chrono::Duration::days(1))
+                .format("%Y-%m-%d")
+                .to_string()
+        } else {
+            oldest.clone()
+        };
+        let recent = shared
+            .usage_since(&since)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut days = Counts::new();
         // What was counted here meanwhile is not in the database yet: added on top.
-        for (day, layer, kind, aud, n) in all.into_iter().chain(flatten(&g.pending)) {
+        for (day, layer, kind, aud, n) in recent.into_iter().chain(flatten(&g.pending)) {
             add(&mut days, &day, &layer, &kind, &aud, n.max(0) as u64);
         }
-        g.file.days = days;
-        g.dirty = true;
+        let mut kept = std::mem::take(&mut g.file.days).split_off(&oldest);
+        let before = kept.split_off(&since);
+        if before != days || !g.read_back {
+            g.dirty = true;
+        }
+        kept.extend(days);
+        g.file.days = kept;
+        g.read_back = true;
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use super::sqlite::still_valid;
+use super::sqlite::{constant_time_eq, random_hex, still_valid};
 use super::{AuditEntry, AuditQuery, CatalogStore, Ministry, Principal, Role, TokenInfo};
 use layers::pg::{db_err, lock_key, Client, Db, CHANNEL};
 use layers::{Error, Result};
@@ -84,20 +84,6 @@ pub struct PgCatalog {
     instance: String,
     /// The connection holding the lease; re-taken if the database restarted.
     lease: Mutex<Option<Client>>,
-}
-
-fn random_hex(bytes: usize) -> Result<String> {
-    let mut b = vec![0u8; bytes];
-    getrandom::getrandom(&mut b).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
-    Ok(hex::encode(b))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
 }
 
 impl PgCatalog {

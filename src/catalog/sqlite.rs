@@ -69,14 +69,14 @@ fn db(e: rusqlite::Error) -> Error {
     Error::Internal(format!("catalog database: {e}"))
 }
 
-fn random_hex(bytes: usize) -> Result<String> {
+pub(super) fn random_hex(bytes: usize) -> Result<String> {
     let mut b = vec![0u8; bytes];
     getrandom::getrandom(&mut b).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
     Ok(hex::encode(b))
 }
 
 /// Equal-length byte strings compared without an early exit.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

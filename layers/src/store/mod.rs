@@ -534,6 +534,14 @@ impl Staging {
     pub fn fgb_path(&self) -> PathBuf {
         self.dir.join("layer.fgb")
     }
+
+    /// Makes the staged features durable (before a publish takes any lock).
+    fn sync_features(&self) -> Result<()> {
+        let fgb = self.fgb_path();
+        File::open(&fgb)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&fgb, e))
+    }
 }
 
 impl Drop for Staging {
@@ -1005,10 +1013,7 @@ impl LayerStore for FsStore {
         let id = staging.id.clone();
         // The features are made durable before the record lock is taken: it is held
         // only for the record and the renames, a moment even for a huge layer.
-        let fgb = staging.fgb_path();
-        File::open(&fgb)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(&fgb, e))?;
+        staging.sync_features()?;
         let record = self.lock_record(&id)?;
         // The record as it is now (an edit may have come while the data were read).
         let current = self.current(&id)?.map(|v| v.meta);

@@ -1211,10 +1211,8 @@ impl LayerStore for PgStore {
         refresh: &mut dyn FnMut(&mut LayerMeta, Option<&LayerMeta>) -> Result<()>,
     ) -> Result<u32> {
         let id = staging.id.clone();
+        staging.sync_features()?;
         let fgb = staging.fgb_path();
-        File::open(&fgb)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(&fgb, e))?;
         // The bulk of the work happens before the record lock: files and features
         // under a staging name, found and removed by clean_stale if we die.
         // Files and features go in at the same time, on two connections.
