@@ -137,11 +137,16 @@ impl Db {
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 Err(e) => {
+                    // The driver's own words, not wrapped twice in "unavailable".
+                    let why = match e {
+                        Error::Database(m) => m,
+                        other => other.to_string(),
+                    };
                     return Err(Error::Database(format!(
-                        "cannot reach the database at {} after {} s: {e}",
+                        "cannot reach the database at {} after {} s: {why}",
                         db.shown,
                         wait.as_secs()
-                    )))
+                    )));
                 }
             }
         }
