@@ -18,6 +18,8 @@
 //!   and the tile cache.
 //! - [`analysis`]: neighbourhood decision support: aggregate a layer by zones,
 //!   nearest features, coverage, zone profiles, class breaks.
+//! - [`changes`]: what changed between versions (diff summaries, GeoJSON of the
+//!   changes, `since` for incremental sync, feature history).
 //! - [`quality`]: the data-quality reports (one layer version; the city-wide report by
 //!   ministry) as JSON, CSV and HTML.
 //! - [`app`]: the publishing operations (publish, edit, restore, delete, undelete)
@@ -30,6 +32,7 @@ pub mod analysis;
 pub mod app;
 pub mod backend;
 pub mod catalog;
+pub mod changes;
 pub mod config;
 pub mod cql2;
 pub mod demo;

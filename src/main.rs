@@ -305,6 +305,24 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// What changed between two kept versions of a layer: features added, removed and
+    /// modified, columns added, removed, retyped and renamed
+    Diff {
+        layer: String,
+        /// The older version (0: compare with nothing)
+        from: u32,
+        /// The newer version (default: the current one)
+        to: Option<u32>,
+        /// Match features by these columns (comma-separated) instead of the id field
+        #[arg(long)]
+        key: Option<String>,
+        /// Also write the changed features as GeoJSON (tagged added/removed/modified)
+        #[arg(long)]
+        geojson: Option<PathBuf>,
+        /// Print the summary as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate and ingest the synthetic Monterrey demo layers (skips existing ones).
     Demo,
     /// Copy this data folder (every kept version, the catalogue, tokens, the audit log)
@@ -826,6 +844,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => diagnose_cmd(&store, &settings, &layer, version, recompute, json),
         Cmd::Migrate { to } => migrate_cmd(&settings, store.as_ref(), &to),
+        Cmd::Diff {
+            layer,
+            from,
+            to,
+            key,
+            geojson,
+            json,
+        } => diff_cmd(
+            store.as_ref(),
+            &layer,
+            from,
+            to,
+            key.as_deref(),
+            geojson,
+            json,
+        ),
         Cmd::Demo => {
             let catalog = catalog_handle.clone();
             let known = catalog.ministries()?;
@@ -845,6 +879,98 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `datahub diff LAYER FROM [TO]`: the summary printed, the changes optionally
+/// written as GeoJSON (the same documents as `/collections/{id}/changes`).
+fn diff_cmd(
+    store: &dyn LayerStore,
+    layer: &str,
+    from: u32,
+    to: Option<u32>,
+    key: Option<&str>,
+    geojson: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use datahub::changes::{self, Changes, Page};
+    let to = match to {
+        Some(t) => t,
+        None => store
+            .current_number(layer)?
+            .ok_or_else(|| layers::Error::UnknownLayer(layer.to_string()))?,
+    };
+    let key: Vec<String> = key
+        .unwrap_or("")
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let cache = Changes::default();
+    let t0 = std::time::Instant::now();
+    let c = cache.diff(store, None, layer, from, to, &key)?;
+    let elapsed = t0.elapsed();
+    let base = "http://localhost:8080";
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &changes::summary(&c, base))?;
+        writeln!(out)?;
+    } else {
+        let n = c.diff.counts();
+        let d = &c.diff;
+        writeln!(
+            out,
+            "{layer}: v{} → v{} ({} → {} features), compared in {:.2} s",
+            c.from(),
+            c.to(),
+            d.old_count,
+            d.new_count,
+            elapsed.as_secs_f64()
+        )?;
+        writeln!(out, "  identity: {}", d.identity.note)?;
+        writeln!(
+            out,
+            "  {} added, {} removed, {} modified ({} geometry, {} attributes), {} unchanged",
+            n.added, n.removed, n.modified, n.geometry_changed, n.attributes_changed, n.unchanged
+        )?;
+        for (name, k) in d.attribute_counts() {
+            writeln!(out, "    {name}: {k} changed")?;
+        }
+        let s = &d.schema;
+        for f in &s.added {
+            writeln!(out, "  column added: {} ({:?})", f.name, f.ftype)?;
+        }
+        for f in &s.removed {
+            writeln!(out, "  column removed: {} ({:?})", f.name, f.ftype)?;
+        }
+        for r in &s.retyped {
+            writeln!(
+                out,
+                "  column retyped: {} {:?} → {:?}",
+                r.name, r.from, r.to
+            )?;
+        }
+        for r in &s.renamed {
+            writeln!(out, "  column renamed: {} → {}", r.from, r.to)?;
+        }
+    }
+    if let Some(path) = geojson {
+        let doc = changes::geojson_page(
+            &c,
+            &Page {
+                kinds: &[],
+                offset: 0,
+                limit: usize::MAX,
+            },
+            base,
+        )?;
+        let mut doc = doc;
+        if let Some(o) = doc.as_object_mut() {
+            o.remove("links");
+        }
+        std::fs::write(&path, serde_json::to_vec(&doc)?)
+            .map_err(|e| layers::Error::io(&path, e))?;
+    }
+    Ok(())
 }
 
 /// `datahub migrate --to URL`: the data folder into PostgreSQL, version by version

@@ -41,6 +41,13 @@ pub enum Error {
     Limit(String),
     /// The shared database (PostgreSQL) cannot be reached: what is loaded keeps being
     /// served, changes are refused until it is back.
+    /// A version that is no longer kept (retention dropped it) was asked for.
+    #[error("{0}")]
+    Gone(String),
+    /// The request conflicts with the layer's state now (a draft whose base version
+    /// was replaced); the message says what to do.
+    #[error("{0}")]
+    Conflict(String),
     #[error("the database is unavailable ({0}); layers already loaded are still served, changes are refused until it is back: try again shortly")]
     Database(String),
 }
@@ -61,7 +68,11 @@ impl Error {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            Error::BadInput(_) | Error::UnknownLayer(_) | Error::Busy(_)
+            Error::BadInput(_)
+                | Error::UnknownLayer(_)
+                | Error::Busy(_)
+                | Error::Gone(_)
+                | Error::Conflict(_)
         )
     }
 }

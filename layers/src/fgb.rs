@@ -617,6 +617,37 @@ impl<B: AsRef<[u8]>> FgbView<B> {
             .map_err(|e| Error::Corrupt(format!("bad feature at offset {offset}: {e}")))
     }
 
+    /// The stored bytes of the feature at `offset` (size prefix included): two
+    /// features with equal bytes have the same id, geometry and attributes, which
+    /// lets a diff skip decoding the (usually many) unchanged ones.
+    pub fn feature_bytes(&self, offset: u64) -> Result<&[u8]> {
+        let bytes = self.buf.as_ref();
+        let bad = || Error::Corrupt(format!("feature offset {offset} out of range"));
+        let start = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(self.features_start))
+            .ok_or_else(bad)?;
+        let size = bytes
+            .get(start..start.checked_add(4).ok_or_else(bad)?)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(bad)?;
+        bytes
+            .get(start..start.checked_add(4 + size).ok_or_else(bad)?)
+            .ok_or_else(bad)
+    }
+
+    /// Feeds the geometry of the feature at `offset` to `h`: its type, coordinates
+    /// and parts as stored, without decoding. Equal geometries give equal digests in
+    /// any two files (the type a file leaves to its header is taken from it).
+    pub fn geometry_digest(&self, offset: u64, h: &mut impl std::hash::Hasher) -> Result<()> {
+        let feat = self.feature(offset)?;
+        match feat.geometry() {
+            None => h.write_u8(0xff),
+            Some(g) => digest_geometry(&g, self.geometry_type, h),
+        }
+        Ok(())
+    }
+
     /// The DataHub id of the feature at `offset`.
     pub fn fid(&self, offset: u64) -> Result<i64> {
         let feat = self.feature(offset)?;
@@ -901,6 +932,34 @@ fn write_json_value(out: &mut Vec<u8>, v: RawValue<'_>) -> serde_json::Result<()
         },
     }
     Ok(())
+}
+
+fn digest_geometry(
+    g: &flatgeobuf::Geometry<'_>,
+    header_type: GeometryType,
+    h: &mut impl std::hash::Hasher,
+) {
+    let t = if g.type_() == GeometryType::Unknown {
+        header_type
+    } else {
+        g.type_()
+    };
+    h.write_u8(t.0);
+    for v in [g.xy(), g.z(), g.m()] {
+        let b = v.map(|v| v.bytes()).unwrap_or(&[]);
+        h.write_usize(b.len());
+        h.write(b);
+    }
+    let ends = g.ends().map(|v| v.bytes()).unwrap_or(&[]);
+    h.write_usize(ends.len());
+    h.write(ends);
+    if let Some(parts) = g.parts() {
+        h.write_usize(parts.len());
+        for p in parts.iter() {
+            // A part of a MultiPolygon is a Polygon, whatever the header says.
+            digest_geometry(&p, GeometryType::Unknown, h);
+        }
+    }
 }
 
 /// The id, when it sits where we always write it: first, column 0, an i64.

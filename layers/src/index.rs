@@ -184,6 +184,21 @@ impl LoadedLayer {
             .map(|i| self.by_fid[i].1)
     }
 
+    /// Every feature as (id, offset), sorted by id.
+    pub fn ids(&self) -> &[(i64, u64)] {
+        &self.by_fid
+    }
+
+    /// The stored bytes of the feature at `offset` (see [`FgbView::feature_bytes`]).
+    pub fn feature_bytes(&self, offset: u64) -> Result<&[u8]> {
+        self.view.feature_bytes(offset)
+    }
+
+    /// See [`FgbView::geometry_digest`].
+    pub fn geometry_digest(&self, offset: u64, h: &mut impl std::hash::Hasher) -> Result<()> {
+        self.view.geometry_digest(offset, h)
+    }
+
     pub fn write_geojson(&self, offset: u64, out: &mut Vec<u8>) -> Result<()> {
         self.view.write_geojson(offset, out)
     }

@@ -14,6 +14,8 @@
 //!   retention; behind the [`store::LayerStore`] trait.
 //! - [`index`]: one bulk-loaded R-tree per published version, bbox queries, and
 //!   decoding of stored features to GeoJSON.
+//! - [`diff`]: what changed between two versions (features added, removed,
+//!   modified; columns added, removed, retyped, renamed).
 //! - [`table`]: CSV and spreadsheets as ministries send them (title rows, merged
 //!   cells, codes, dates), their coordinates under any name, and key joins to zones.
 //! - [`text`]: the one text normalization (case, accents, punctuation,
@@ -23,6 +25,7 @@
 
 pub mod crs;
 pub mod diagnose;
+pub mod diff;
 pub mod error;
 pub mod fgb;
 pub mod index;

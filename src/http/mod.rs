@@ -23,6 +23,7 @@ use crate::tileserve::TileService;
 mod analysis;
 pub mod auth;
 pub(crate) mod catalog;
+mod changes;
 mod quality;
 mod tiles;
 mod web;
@@ -78,6 +79,8 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Woken when another replica announced a change (the refresh runs at once).
     pub changed: Arc<tokio::sync::Notify>,
+    /// Loaded kept versions and computed diffs (`/collections/{id}/changes`).
+    pub changes: Arc<crate::changes::Changes>,
     /// Catalogue search index, rebuilt when the layers change.
     pub search: Arc<std::sync::Mutex<Option<Arc<catalog::SearchIndex>>>>,
 }
@@ -109,6 +112,7 @@ impl Shared {
             limits: layers::ingest::Limits::default(),
             max_upload_bytes: 2 << 30,
             search: Arc::default(),
+            changes: Arc::default(),
             gate: Arc::new(crate::limits::Gate::new(crate::limits::Limits::default())),
             map: Default::default(),
         })
@@ -176,6 +180,13 @@ impl ApiError {
             description: msg.into(),
         }
     }
+    pub fn gone(msg: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::GONE,
+            code: "Gone",
+            description: msg.into(),
+        }
+    }
     pub fn not_found(msg: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::NOT_FOUND,
@@ -210,6 +221,8 @@ impl From<layers::Error> for ApiError {
     fn from(e: layers::Error) -> Self {
         match e {
             layers::Error::UnknownLayer(_) => ApiError::not_found(e.to_string()),
+            layers::Error::Gone(m) => ApiError::gone(m),
+            layers::Error::Conflict(m) => ApiError::conflict(m),
             layers::Error::Limit(m) => ApiError::unavailable(m),
             e @ layers::Error::Database(_) => {
                 tracing::warn!(error = %e, "database unavailable");
@@ -265,6 +278,8 @@ pub fn router(state: AppState) -> Router {
         .route("/collections/:id/queryables", get(queryables))
         .route("/collections/:id/items", get(items))
         .route("/collections/:id/items/:fid", get(item))
+        .route("/collections/:id/items/:fid/history", get(changes::history))
+        .route("/collections/:id/changes", get(changes::changes))
         .route("/tiles/:layers/:z/:x/:y", get(tiles::tile))
         .route("/tiles/:name", get(tiles::tilejson))
         .route("/api/layers/:id/quality", get(quality::layer))

@@ -423,6 +423,8 @@ pub fn ingest(
         report,
         diagnosis: None,
         table: kept.then(|| req.table.clone()),
+        draft: None,
+        approved_by: None,
     };
     let _ = std::fs::remove_dir_all(&work);
     // The diagnosis reads the written file, as a served version would be read, and

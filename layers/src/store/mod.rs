@@ -113,6 +113,22 @@ pub struct LayerMeta {
     /// beside the version, the layer is rebuilt when its zone layer changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<crate::table::TableOptions>,
+    /// Set while the version is a draft: stored, diagnosed and diffed, seen only by
+    /// its ministry, not served to anyone else until published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<DraftInfo>,
+    /// Who published this version from a draft (approval), when it was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+}
+
+/// What a draft was made against.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DraftInfo {
+    /// The version that was current when the draft was stored (None: a new layer).
+    pub base: Option<u32>,
+    /// The uploader (audit actor), who may not approve it when approval is required.
+    pub by: String,
 }
 
 impl LayerMeta {
