@@ -239,6 +239,18 @@ impl Metrics {
             extra.tile_bytes as f64,
         );
         gauge(
+            "datahub_tile_cache_carried_total",
+            "Cached tiles kept for a layer's new version because no change touched them.",
+            "counter",
+            extra.tiles_carried as f64,
+        );
+        gauge(
+            "datahub_tile_cache_dropped_total",
+            "Cached tiles dropped because a layer's new version changed their area.",
+            "counter",
+            extra.tiles_dropped as f64,
+        );
+        gauge(
             "datahub_jobs_active",
             "Upload jobs queued or running in this process.",
             "gauge",
@@ -289,6 +301,9 @@ pub struct Gauges {
     pub tile_misses: u64,
     pub tile_entries: u64,
     pub tile_bytes: u64,
+    /// Cached tiles kept across a new version (no change in their area) / dropped.
+    pub tiles_carried: u64,
+    pub tiles_dropped: u64,
     pub jobs_active: usize,
     /// size, idle, max, database answered.
     pub pool: Option<(usize, usize, usize, bool)>,

@@ -160,7 +160,19 @@ pub struct TileService {
     /// Renders at once, one per core: more only interleave on the same cores, each on
     /// its own blocking thread with its own allocator heap of fresh pages.
     pub renders: tokio::sync::Semaphore,
+    /// The loaded version of each layer whose tiles may be cached: what a new version
+    /// is compared with to keep the tiles no change touches.
+    shown: Mutex<HashMap<String, Arc<LoadedLayer>>>,
+    /// Tiles kept across new versions (no change in their area) and dropped.
+    pub carried: std::sync::atomic::AtomicU64,
+    pub dropped: std::sync::atomic::AtomicU64,
 }
+
+/// A new version whose changes cover more than this share of its features (or
+/// 50,000 features) drops all its tiles: checking each cached tile would cost more
+/// than rendering again the ones asked for.
+const CARRY_MAX_SHARE: f64 = 0.2;
+const CARRY_MAX_CHANGES: usize = 50_000;
 
 impl TileService {
     pub fn new(settings: TileSettings) -> Self {
@@ -177,6 +189,9 @@ impl TileService {
             hits: Default::default(),
             misses: Default::default(),
             points: Mutex::new(HashMap::new()),
+            shown: Mutex::new(HashMap::new()),
+            carried: Default::default(),
+            dropped: Default::default(),
             renders: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             ),
@@ -199,6 +214,12 @@ impl TileService {
     /// Builds the point layers' tile indexes ahead of their first tile (blocking:
     /// about 0.3 s per million points). Called when versions are loaded.
     pub fn prepare(&self, layers: &[Arc<LoadedLayer>]) {
+        {
+            let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+            for l in layers {
+                shown.insert(l.meta.id.clone(), l.clone());
+            }
+        }
         for l in layers {
             if is_point_layer(l) {
                 let _ = self.point_index(l);
@@ -229,13 +250,128 @@ impl TileService {
 
     /// New versions of `changed` are loaded in `registry`: evicts their tiles and builds
     /// their point indexes now (blocking), not on the first tile someone asks for.
+    ///
+    /// A layer's tiles that no change touches are kept: the new version is compared
+    /// with the one whose tiles are cached, feature by feature (stored bytes, by id),
+    /// and a cached tile is carried over to the new version when none of the changed
+    /// features' bboxes (before and after) meets the tile with its buffer. A tile
+    /// draws only the features in that area, in id order, so it would be rendered
+    /// byte for byte the same. Any other change (schema, many features) drops all.
     pub fn reloaded(&self, changed: &[String], registry: &layers::index::Registry) {
         if changed.is_empty() {
             return;
         }
-        self.invalidate(changed);
+        let mut drop_all = Vec::new();
+        for id in changed {
+            let old = self
+                .shown
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id)
+                .cloned();
+            match (old, registry.get(id)) {
+                (Some(old), Some(new)) if old.meta.version != new.meta.version => {
+                    let t0 = std::time::Instant::now();
+                    match self.carry_over(&old, &new) {
+                        Ok(Some((kept, dropped))) => {
+                            use std::sync::atomic::Ordering::Relaxed;
+                            self.carried.fetch_add(kept, Relaxed);
+                            self.dropped.fetch_add(dropped, Relaxed);
+                            tracing::info!(layer = %id, from = old.meta.version, to = new.meta.version,
+                                kept, dropped, ms = t0.elapsed().as_millis() as u64,
+                                "tiles no change touches kept");
+                        }
+                        Ok(None) => drop_all.push(id.clone()),
+                        Err(e) => {
+                            tracing::warn!(layer = %id, error = %e, "cannot compare versions: all tiles dropped");
+                            drop_all.push(id.clone());
+                        }
+                    }
+                }
+                _ => drop_all.push(id.clone()),
+            }
+        }
+        self.invalidate(&drop_all);
+        {
+            let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+            for id in changed {
+                shown.remove(id);
+            }
+        }
         let loaded: Vec<_> = changed.iter().filter_map(|id| registry.get(id)).collect();
         self.prepare(&loaded);
+    }
+
+    /// Moves the cached tiles of `old` that no change touches to `new`'s key and drops
+    /// the rest; None when everything must go. Returns (kept, dropped).
+    fn carry_over(
+        &self,
+        old: &LoadedLayer,
+        new: &LoadedLayer,
+    ) -> layers::Result<Option<(u64, u64)>> {
+        if old.meta.schema != new.meta.schema
+            || is_point_layer(old) != is_point_layer(new)
+            || old.meta.id != new.meta.id
+        {
+            return Ok(None);
+        }
+        let limit = CARRY_MAX_CHANGES
+            .min((new.len().max(old.len()) as f64 * CARRY_MAX_SHARE) as usize + 10);
+        let Some(boxes) = changed_boxes(old, new, limit)? else {
+            return Ok(None);
+        };
+        let dirty = rstar::RTree::bulk_load(
+            boxes
+                .into_iter()
+                .map(|b| rstar::primitives::Rectangle::from_corners([b[0], b[1]], [b[2], b[3]]))
+                .collect(),
+        );
+        let id = old.meta.id.clone();
+        let (from, to) = (old.meta.version, new.meta.version);
+        self.cache.run_pending_tasks();
+        let (mut kept, mut dropped) = (0u64, 0u64);
+        let mut moved = Vec::new();
+        for (k, v) in self.cache.iter() {
+            if !k.layers.iter().any(|(l, n)| *l == id && *n == from) {
+                continue;
+            }
+            // A choropleth's colours come from every feature: never carried.
+            if k.variant.is_some() {
+                dropped += 1;
+                continue;
+            }
+            let (z, x, y) = k.tile;
+            let opts = self.render_options(&id, TileId { z, x, y });
+            // One pixel more than the buffer: rounding at the edge never decides.
+            let b = TileId { z, x, y }.bounds_lonlat(opts.buffer + 16, opts.extent);
+            let env = rstar::AABB::from_corners([b[0], b[1]], [b[2], b[3]]);
+            if dirty.locate_in_envelope_intersecting(&env).next().is_some() {
+                dropped += 1;
+                continue;
+            }
+            let mut key = (*k).clone();
+            for l in key.layers.iter_mut() {
+                if l.0 == id && l.1 == from {
+                    l.1 = to;
+                }
+            }
+            moved.push((key, v));
+            kept += 1;
+        }
+        for (k, v) in moved {
+            self.cache.insert(k, v);
+        }
+        let ids = vec![id];
+        self.invalidate_versions(&ids, from);
+        Ok(Some((kept, dropped)))
+    }
+
+    /// Evicts the cached tiles of version `n` of these layers.
+    fn invalidate_versions(&self, ids: &[String], n: u32) {
+        let ids = ids.to_vec();
+        let _ = self.cache.invalidate_entries_if(move |k, _| {
+            k.layers.iter().any(|(id, v)| *v == n && ids.contains(id))
+        });
     }
 
     /// Evicts cached tiles of these layers (and composites that include them).
@@ -596,6 +732,61 @@ fn body(key: &TileKey, raw: &[u8], dropped: usize) -> layers::Result<Arc<TileBod
         dropped,
         etag: format!("\"{tag}-{z}-{x}-{y}\""),
     }))
+}
+
+/// The bboxes (before and after) of every feature that differs between two versions
+/// of a layer, matched by id; None when more than `limit` differ.
+fn changed_boxes(
+    old: &LoadedLayer,
+    new: &LoadedLayer,
+    limit: usize,
+) -> layers::Result<Option<Vec<[f64; 4]>>> {
+    use geo::BoundingRect;
+    let bbox = |l: &LoadedLayer, off: u64| -> layers::Result<Option<[f64; 4]>> {
+        Ok(l.geometry(off)?
+            .and_then(|g| g.bounding_rect())
+            .map(|r| [r.min().x, r.min().y, r.max().x, r.max().y]))
+    };
+    let (a, b) = (old.ids(), new.ids());
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    let mut changed = 0usize;
+    while i < a.len() || j < b.len() {
+        let (o, n) = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                i += 1;
+                j += 1;
+                if old.feature_bytes(x.1)? == new.feature_bytes(y.1)? {
+                    continue;
+                }
+                (Some(x.1), Some(y.1))
+            }
+            (Some(x), Some(y)) if x.0 < y.0 => {
+                i += 1;
+                (Some(x.1), None)
+            }
+            (Some(x), None) => {
+                i += 1;
+                (Some(x.1), None)
+            }
+            (_, Some(y)) => {
+                j += 1;
+                (None, Some(y.1))
+            }
+            (None, None) => break,
+        };
+        changed += 1;
+        if changed > limit {
+            return Ok(None);
+        }
+        if let Some(off) = o {
+            out.extend(bbox(old, off)?);
+        }
+        if let Some(off) = n {
+            out.extend(bbox(new, off)?);
+        }
+    }
+    Ok(Some(out))
 }
 
 /// Only points (not multipoints): their tiles come from a [`tiles::points::PointIndex`].
