@@ -25,12 +25,20 @@ pub type Rejoined = Vec<(String, Result<LayerMeta, String>)>;
 /// Ingests and publishes `req` (a new layer or a new version), records it, and
 /// rebuilds the tables joined to the layer. Returns the summary, the record it
 /// replaced and the rebuilt tables.
+///
+/// A draft (`req.draft`, or any upload of a ministry that requires approval) is
+/// stored, diagnosed and recorded but not served; nothing is rebuilt for it.
 pub fn publish(
     ctx: &Ctx<'_>,
     req: &IngestRequest,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> layers::Result<(IngestSummary, Option<LayerMeta>, Rejoined)> {
     let previous = ctx.store.current(&req.layer_id)?.map(|v| v.meta);
+    let mut req = req.clone();
+    if req.draft.is_none() && requires_approval(ctx.catalog, &req.ministry)? {
+        req.draft = Some(ctx.actor.to_string());
+    }
+    let req = &req;
     let summary = layers::ingest::ingest(ctx.store, req, progress)?;
     // The version is published: an audit write that fails now is logged, not
     // reported as a failed upload (which would invite sending it again).
@@ -43,8 +51,79 @@ pub fn publish(
     ) {
         tracing::error!(layer = %summary.meta.id, error = %e, "cannot write the audit log");
     }
+    if summary.meta.draft.is_some() {
+        return Ok((summary, previous, Vec::new()));
+    }
     let rejoined = rejoin(ctx, &summary.meta.id, req);
     Ok((summary, previous, rejoined))
+}
+
+/// Whether `ministry` publishes only through approved drafts.
+pub fn requires_approval(catalog: &dyn CatalogStore, ministry: &str) -> layers::Result<bool> {
+    Ok(catalog
+        .ministries()?
+        .iter()
+        .any(|m| m.slug == ministry && m.require_approval))
+}
+
+/// Why `actor` may not publish `draft` (None: it may). `is_admin`: the actor is an
+/// admin of the draft's ministry or the city-wide admin.
+pub fn approval_refused(
+    catalog: &dyn CatalogStore,
+    draft: &LayerMeta,
+    actor: &str,
+    is_admin: bool,
+) -> layers::Result<Option<String>> {
+    if !requires_approval(catalog, &draft.ministry)? {
+        return Ok(None);
+    }
+    let by = draft.draft.as_ref().map(|d| d.by.as_str()).unwrap_or("");
+    if by == actor {
+        return Ok(Some(format!(
+            "{} requires approval of new versions by someone other than who uploaded them: \
+             ask an admin of the ministry (or the city-wide admin) to publish this draft",
+            draft.ministry
+        )));
+    }
+    if !is_admin {
+        return Ok(Some(format!(
+            "{} requires approval of new versions: only an admin of the ministry or the \
+             city-wide admin may publish a draft",
+            draft.ministry
+        )));
+    }
+    Ok(None)
+}
+
+/// Publishes the layer's draft (it becomes the served version), records who
+/// approved it, and rebuilds the tables joined to the layer. Approval rules are the
+/// caller's to check first ([`approval_refused`]).
+pub fn publish_draft(
+    ctx: &Ctx<'_>,
+    id: &str,
+    template: &IngestRequest,
+) -> layers::Result<(LayerMeta, Rejoined)> {
+    let previous = ctx.store.current(id)?.map(|v| v.meta);
+    let m = ctx.store.publish_draft(id, ctx.actor)?;
+    if let Err(e) =
+        catalog::record_publish(ctx.catalog, previous.as_ref(), &m, ctx.actor, ctx.remote)
+    {
+        tracing::error!(layer = %id, error = %e, "cannot write the audit log");
+    }
+    let rejoined = rejoin(ctx, id, template);
+    Ok((m, rejoined))
+}
+
+/// Removes the layer's draft and records it.
+pub fn discard_draft(ctx: &Ctx<'_>, id: &str) -> layers::Result<LayerMeta> {
+    let m = ctx.store.discard_draft(id)?;
+    let mut e = catalog::AuditEntry::now(ctx.actor, "layer.discard");
+    e.ministry = Some(m.ministry.clone());
+    e.layer = Some(m.id.clone());
+    e.remote = ctx.remote.map(str::to_string);
+    e.detail = serde_json::json!({"version": m.version, "uploaded_by": m.uploaded_by});
+    ctx.catalog.append_audit(&e)?;
+    Ok(m)
 }
 
 /// A catalogue edit of the served version's record, validated and recorded;

@@ -59,10 +59,13 @@ impl Changes {
         }
         {
             let mut kept = self.versions.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(i) = kept
-                .iter()
-                .position(|l| l.meta.id == id && l.meta.version == n)
-            {
+            // Only while its record is the one it was loaded with (a draft that went
+            // live has a new one).
+            if let Some(i) = kept.iter().position(|l| {
+                l.meta.id == id
+                    && l.meta.version == n
+                    && store.record_stamp(id, n) == l.record_stamp()
+            }) {
                 let l = kept
                     .remove(i)
                     .ok_or_else(|| Error::Internal("cache".into()))?;
@@ -99,10 +102,16 @@ impl Changes {
     ) -> Result<Arc<Computed>> {
         {
             let mut cache = self.diffs.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(i) = cache
-                .iter()
-                .position(|c| c.layer == id && c.from() == from && c.to() == to && c.key == key)
-            {
+            let fresh =
+                |l: &LoadedLayer| store.record_stamp(id, l.meta.version) == l.record_stamp();
+            if let Some(i) = cache.iter().position(|c| {
+                c.layer == id
+                    && c.from() == from
+                    && c.to() == to
+                    && c.key == key
+                    && fresh(&c.new)
+                    && c.old.as_deref().is_none_or(fresh)
+            }) {
                 let c = cache
                     .remove(i)
                     .ok_or_else(|| Error::Internal("cache".into()))?;
@@ -359,6 +368,7 @@ pub fn history(
     let mut out = Vec::new();
     let mut prev: Option<(Arc<LoadedLayer>, u64)> = None;
     let mut seen = false;
+    let mut prev_version: Option<u32> = None;
     for m in &metas {
         // Versions published with another id field number features differently.
         if m.id_field != current.meta.id_field {
@@ -386,7 +396,11 @@ pub fn history(
         };
         match (&prev, here) {
             (None, Some(off)) => {
-                out.push(entry("added", false, Vec::new(), Some(feature(&l, off)?)));
+                // In the oldest kept version (not the first one): it was there already,
+                // added in a version no longer kept.
+                let first_kept = out.is_empty() && prev_version.is_none() && m.version != 1;
+                let what = if first_kept { "present" } else { "added" };
+                out.push(entry(what, false, Vec::new(), Some(feature(&l, off)?)));
                 seen = true;
             }
             (Some((pl, poff)), Some(off)) => {
@@ -399,6 +413,7 @@ pub fn history(
             (None, None) => {}
         }
         prev = here.map(|off| (l.clone(), off));
+        prev_version = Some(m.version);
     }
     if !seen {
         return Ok(None);

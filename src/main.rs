@@ -189,6 +189,10 @@ enum LayerCmd {
     Delete { layer: String },
     /// Bring back a deleted layer
     Undelete { layer: String },
+    /// Publish the layer's draft: it becomes the served version
+    Publish { layer: String },
+    /// Remove the layer's draft
+    Discard { layer: String },
 }
 
 #[derive(Subcommand)]
@@ -207,6 +211,31 @@ enum MinistryCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Change a ministry's policy: `datahub ministry set obras-publicas --require-approval true`
+    Set {
+        slug: String,
+        /// Every upload is a draft that someone other than the uploader (an admin of
+        /// the ministry or the city-wide admin) must publish
+        #[arg(long)]
+        require_approval: bool_arg::BoolArg,
+    },
+}
+
+mod bool_arg {
+    /// `true`/`false` (also sí/no, 1/0) for an option that must be given a value.
+    #[derive(Clone, Copy, Debug)]
+    pub struct BoolArg(pub bool);
+
+    impl std::str::FromStr for BoolArg {
+        type Err = String;
+        fn from_str(s: &str) -> Result<Self, String> {
+            match s.to_lowercase().as_str() {
+                "true" | "1" | "yes" | "si" | "sí" | "on" => Ok(BoolArg(true)),
+                "false" | "0" | "no" | "off" => Ok(BoolArg(false)),
+                _ => Err(format!("'{s}' is not true or false")),
+            }
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -270,6 +299,10 @@ enum Cmd {
         /// A note on this version ("límites corregidos")
         #[arg(long)]
         note: Option<String>,
+        /// Store it as the layer's draft: diagnosed and compared, served only to its
+        /// ministry until `datahub layer publish`
+        #[arg(long)]
+        draft: bool,
         /// Print the summary as JSON
         #[arg(long)]
         json: bool,
@@ -471,6 +504,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             table,
             record,
             note,
+            draft,
             json,
         } => {
             let catalog = catalog_handle.clone();
@@ -498,6 +532,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 // --ministry is required on the command line: it is what was asked.
                 ministry_explicit: true,
                 expect_ministry: None,
+                draft: draft.then(cli_actor),
             };
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
@@ -531,7 +566,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 writeln!(out)?;
             } else {
                 let r = &m.report;
-                writeln!(out, "layer {} version {} published", m.id, m.version)?;
+                match &m.draft {
+                    Some(d) => {
+                        writeln!(
+                            out,
+                            "layer {} version {} stored as a draft (made on version {}): not served; \
+                             `datahub diff {} {} {}` shows what it changes, `datahub layer publish {}` publishes it",
+                            m.id,
+                            m.version,
+                            d.base.map_or("none".into(), |b| b.to_string()),
+                            m.id,
+                            d.base.unwrap_or(0),
+                            m.version,
+                            m.id
+                        )?;
+                    }
+                    None => writeln!(out, "layer {} version {} published", m.id, m.version)?,
+                }
                 writeln!(
                     out,
                     "  source       {} ({}, layer {})",
@@ -713,7 +764,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 for v in versions {
                     let m = v.meta;
-                    let mark = if Some(m.version) == current { "*" } else { " " };
+                    let mark = if Some(m.version) == current {
+                        "*"
+                    } else if m.draft.is_some() {
+                        "d"
+                    } else {
+                        " "
+                    };
                     writeln!(
                         out,
                         "{mark} v{:<4} {}  {:>10} features  {}  sha256 {}",
@@ -813,6 +870,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Layer {
+            cmd: LayerCmd::Publish { layer },
+        } => {
+            let catalog = catalog_handle.clone();
+            let actor = cli_actor();
+            let draft = store
+                .draft(&layer)?
+                .ok_or_else(|| layers::Error::bad(format!("layer '{layer}' has no draft")))?
+                .meta;
+            // The command line runs with the machine's rights: an admin, but still not
+            // the uploader when the ministry requires approval.
+            if let Some(why) = app::approval_refused(catalog.as_ref(), &draft, &actor, true)? {
+                anyhow::bail!(why);
+            }
+            let template = IngestRequest {
+                limits: Limits {
+                    max_uncompressed: settings.max_unzipped_mb << 20,
+                    ..Limits::default()
+                },
+                diagnose: settings.quality.clone(),
+                uploaded_by: Some(actor.clone()),
+                ..IngestRequest::new("", &layer, "")
+            };
+            let (m, rejoined) = app::publish_draft(
+                &cli_ctx(store.as_ref(), catalog.as_ref(), &actor),
+                &layer,
+                &template,
+            )?;
+            println!("layer {layer}: draft version {} published", m.version);
+            print_rejoined(&mut std::io::stdout().lock(), &rejoined)?;
+            Ok(())
+        }
+        Cmd::Layer {
+            cmd: LayerCmd::Discard { layer },
+        } => {
+            let catalog = catalog_handle.clone();
+            let actor = cli_actor();
+            let m = app::discard_draft(&cli_ctx(store.as_ref(), catalog.as_ref(), &actor), &layer)?;
+            println!("layer {layer}: draft version {} discarded", m.version);
+            Ok(())
+        }
+        Cmd::Layer {
             cmd: LayerCmd::Delete { layer },
         } => {
             let catalog = catalog_handle.clone();
@@ -866,6 +964,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for (slug, name) in catalog::CITY_MINISTRIES {
                 if !known.iter().any(|m| m.slug == slug) {
                     catalog.add_ministry(&catalog::Ministry {
+                        require_approval: false,
                         slug: slug.into(),
                         name: name.into(),
                         email: Some("datos.abiertos@monterrey.gob.mx".into()),
@@ -1086,7 +1185,12 @@ fn ministry_cmd(catalog: &dyn CatalogStore, cmd: MinistryCmd) -> anyhow::Result<
                 }
                 .validate()?;
             }
-            let m = catalog::Ministry { slug, name, email };
+            let m = catalog::Ministry {
+                slug,
+                name,
+                email,
+                require_approval: false,
+            };
             catalog.add_ministry(&m)?;
             let mut e = catalog::AuditEntry::now(&cli_actor(), "ministry.add");
             e.ministry = Some(m.slug.clone());
@@ -1102,9 +1206,34 @@ fn ministry_cmd(catalog: &dyn CatalogStore, cmd: MinistryCmd) -> anyhow::Result<
                 writeln!(out)?;
             } else {
                 for m in ms {
-                    writeln!(out, "{:<24} {}", m.slug, m.name)?;
+                    let approval = if m.require_approval {
+                        "  (uploads need approval)"
+                    } else {
+                        ""
+                    };
+                    writeln!(out, "{:<24} {}{approval}", m.slug, m.name)?;
                 }
             }
+        }
+        MinistryCmd::Set {
+            slug,
+            require_approval,
+        } => {
+            catalog.set_require_approval(&slug, require_approval.0)?;
+            let mut e = catalog::AuditEntry::now(&cli_actor(), "ministry.approval");
+            e.ministry = Some(slug.clone());
+            e.detail = serde_json::json!({"require_approval": require_approval.0});
+            e.remote = Some("cli".into());
+            catalog.append_audit(&e)?;
+            writeln!(
+                out,
+                "ministry {slug}: uploads {}",
+                if require_approval.0 {
+                    "are drafts until someone else (an admin) publishes them"
+                } else {
+                    "are published at once (unless sent as drafts)"
+                }
+            )?;
         }
     }
     Ok(())

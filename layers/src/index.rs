@@ -132,6 +132,13 @@ impl LoadedLayer {
         self.by_fid.len()
     }
 
+    /// When the record this was loaded with was written (see
+    /// [`LayerStore::record_stamp`]): a loaded version whose record was rewritten
+    /// since (a draft published, an edit) is stale.
+    pub fn record_stamp(&self) -> Option<std::time::SystemTime> {
+        self.meta_mtime
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_fid.is_empty()
     }
@@ -243,7 +250,13 @@ pub struct Registry {
     problems: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     /// Whether the last refresh could reach the shared store (always, for files).
     in_sync: std::sync::atomic::AtomicBool,
+    /// Each layer's draft, if it has one (served as `<id>@draft` to its ministry).
+    drafts: ArcSwap<HashMap<String, Arc<LoadedLayer>>>,
 }
+
+/// How a layer's draft is named where a layer id goes (`parques@draft`): `@` is never
+/// part of a layer id, so the name cannot be another layer's.
+pub const DRAFT_SUFFIX: &str = "@draft";
 
 impl Registry {
     pub fn new(store: Arc<dyn LayerStore>) -> Self {
@@ -252,6 +265,7 @@ impl Registry {
             layers: ArcSwap::from_pointee(HashMap::new()),
             problems: Default::default(),
             in_sync: std::sync::atomic::AtomicBool::new(true),
+            drafts: ArcSwap::from_pointee(HashMap::new()),
         }
     }
 
@@ -283,8 +297,53 @@ impl Registry {
         self.layers.load_full()
     }
 
+    /// A layer's current version, or its draft when `id` is `<layer>@draft`.
     pub fn get(&self, id: &str) -> Option<Arc<LoadedLayer>> {
-        self.layers.load().get(id).cloned()
+        match id.strip_suffix(DRAFT_SUFFIX) {
+            Some(layer) => self.drafts.load().get(layer).cloned(),
+            None => self.layers.load().get(id).cloned(),
+        }
+    }
+
+    /// The layer's draft, if it has one.
+    pub fn draft(&self, id: &str) -> Option<Arc<LoadedLayer>> {
+        self.drafts.load().get(id).cloned()
+    }
+
+    /// Loads drafts that changed and forgets those that were published or discarded.
+    fn refresh_drafts(&self) -> Result<()> {
+        let old = self.drafts.load_full();
+        let mut next = HashMap::new();
+        for id in self.store.draft_ids()? {
+            let loaded = (|| -> Result<Option<Arc<LoadedLayer>>> {
+                let Some(v) = self.store.draft(&id)? else {
+                    return Ok(None);
+                };
+                if let Some(l) = old.get(&id) {
+                    if l.meta.version == v.meta.version
+                        && self.store.record_stamp(&id, l.meta.version) == l.meta_mtime
+                    {
+                        return Ok(Some(l.clone()));
+                    }
+                }
+                Ok(Some(Arc::new(LoadedLayer::load(&v)?)))
+            })();
+            match loaded {
+                Ok(Some(l)) => {
+                    next.insert(id, l);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(layer = %id, error = %e, "cannot load the draft"),
+            }
+        }
+        let same = next.len() == old.len()
+            && next
+                .iter()
+                .all(|(k, v)| old.get(k).is_some_and(|o| Arc::ptr_eq(o, v)));
+        if !same {
+            self.drafts.store(Arc::new(next));
+        }
+        Ok(())
     }
 
     /// Loads every layer whose current version changed (published by this or another
@@ -336,6 +395,9 @@ impl Registry {
                     problems.insert(id, e.to_string());
                 }
             }
+        }
+        if let Err(e) = self.refresh_drafts() {
+            tracing::warn!(error = %e, "cannot list the drafts");
         }
         *self.problems.lock().unwrap_or_else(|p| p.into_inner()) = problems;
         if !changed.is_empty() || next.len() != old.len() {

@@ -57,6 +57,10 @@ pub struct Ministry {
     /// Open-data contact used in the feeds when a layer has none of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// Uploads are drafts that someone other than the uploader (an admin of the
+    /// ministry or the city-wide admin) must publish.
+    #[serde(default)]
+    pub require_approval: bool,
 }
 
 /// The city's ministries, seeded by `datahub demo` (and by nothing else: a deployment
@@ -105,6 +109,17 @@ impl Caller {
     /// The one access rule: anonymous sees `public`; a ministry's token sees `public`,
     /// `internal` and its own ministry's `restricted`; the city-wide admin sees all.
     pub fn can_see(&self, m: &LayerMeta) -> bool {
+        // A draft is its ministry's until published (and the city-wide admin's, who
+        // may approve it).
+        if m.draft.is_some() {
+            return match self {
+                Caller::Anonymous => false,
+                Caller::Token(p) => match &p.ministry {
+                    None => p.role == Role::Admin,
+                    Some(min) => *min == m.ministry,
+                },
+            };
+        }
         match (self, m.access) {
             (_, Access::Public) => true,
             (Caller::Anonymous, _) => false,
@@ -216,6 +231,8 @@ pub struct AuditQuery {
 pub trait CatalogStore: Send + Sync {
     fn ministries(&self) -> layers::Result<Vec<Ministry>>;
     fn add_ministry(&self, m: &Ministry) -> layers::Result<()>;
+    /// Whether the ministry's uploads need someone else's approval to go live.
+    fn set_require_approval(&self, slug: &str, on: bool) -> layers::Result<()>;
     /// Creates a token; returns its record and the secret, shown once.
     fn create_token(
         &self,
@@ -317,7 +334,15 @@ pub fn record_publish(
     actor: &str,
     remote: Option<&str>,
 ) -> layers::Result<()> {
-    let mut e = entry("layer.upload", m, actor, remote);
+    // A draft is recorded as such; its access and ministry changes when it goes live.
+    let action = if m.draft.is_some() {
+        "layer.draft"
+    } else if m.approved_by.is_some() {
+        "layer.publish"
+    } else {
+        "layer.upload"
+    };
+    let mut e = entry(action, m, actor, remote);
     e.detail = serde_json::json!({
         "version": m.version,
         "source_file": m.source_file,
@@ -326,8 +351,14 @@ pub fn record_publish(
         "rejected": m.report.features_rejected,
         "note": m.note,
         "new_layer": previous.is_none(),
+        "draft_of": m.draft.as_ref().map(|d| d.base),
+        "uploaded_by": m.uploaded_by,
+        "approved_by": m.approved_by,
     });
     c.append_audit(&e)?;
+    if m.draft.is_some() {
+        return Ok(());
+    }
     let old = previous.map(|p| p.access);
     if old != Some(m.access) {
         let mut e = entry("layer.access", m, actor, remote);
@@ -553,11 +584,13 @@ mod tests {
                 slug: "obras-publicas".into(),
                 name: "Obras".into(),
                 email: None,
+                require_approval: false,
             },
             Ministry {
                 slug: "seguridad".into(),
                 name: "Seg".into(),
                 email: None,
+                require_approval: false,
             },
         ];
         assert!(check_ministry(&known, "seguridad").is_ok());

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS datahub.ministries (
     email text,
     created_at text NOT NULL
 );
+ALTER TABLE datahub.ministries ADD COLUMN IF NOT EXISTS require_approval boolean NOT NULL DEFAULT false;
 CREATE TABLE IF NOT EXISTS datahub.tokens (
     id text PRIMARY KEY,
     secret_sha256 bytea NOT NULL,
@@ -166,7 +167,7 @@ impl CatalogStore for PgCatalog {
     fn ministries(&self) -> Result<Vec<Ministry>> {
         self.db.run(|c| async move {
             Ok(c.query(
-                "SELECT slug, name, email FROM datahub.ministries ORDER BY slug",
+                "SELECT slug, name, email, require_approval FROM datahub.ministries ORDER BY slug",
                 &[],
             )
             .await
@@ -176,6 +177,7 @@ impl CatalogStore for PgCatalog {
                 slug: r.get(0),
                 name: r.get(1),
                 email: r.get(2),
+                require_approval: r.get(3),
             })
             .collect())
         })
@@ -195,6 +197,22 @@ impl CatalogStore for PgCatalog {
         })?;
         if n == 0 {
             return Err(Error::bad(format!("ministry '{}' already exists", m.slug)));
+        }
+        Ok(())
+    }
+
+    fn set_require_approval(&self, slug: &str, on: bool) -> Result<()> {
+        let s = slug.to_string();
+        let n = self.db.run(move |c| async move {
+            c.execute(
+                "UPDATE datahub.ministries SET require_approval = $2 WHERE slug = $1",
+                &[&s, &on],
+            )
+            .await
+            .map_err(db_err)
+        })?;
+        if n == 0 {
+            return Err(Error::bad(format!("ministry '{slug}' does not exist")));
         }
         Ok(())
     }

@@ -91,6 +91,19 @@ impl SqliteCatalog {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        // Catalogues made before approvals existed get the column (off).
+        let has: bool = conn
+            .prepare(
+                "SELECT 1 FROM pragma_table_info('ministries') WHERE name = 'require_approval'",
+            )
+            .and_then(|mut st| st.exists([]))
+            .map_err(db)?;
+        if !has {
+            conn.execute_batch(
+                "ALTER TABLE ministries ADD COLUMN require_approval INTEGER NOT NULL DEFAULT 0",
+            )
+            .map_err(db)?;
+        }
         conn.execute_batch("PRAGMA foreign_keys = ON;")
             .map_err(db)?;
         Ok(SqliteCatalog {
@@ -156,7 +169,7 @@ impl CatalogStore for SqliteCatalog {
     fn ministries(&self) -> Result<Vec<Ministry>> {
         let c = self.conn();
         let mut st = c
-            .prepare("SELECT slug, name, email FROM ministries ORDER BY slug")
+            .prepare("SELECT slug, name, email, require_approval FROM ministries ORDER BY slug")
             .map_err(db)?;
         let rows = st
             .query_map([], |r| {
@@ -164,6 +177,7 @@ impl CatalogStore for SqliteCatalog {
                     slug: r.get(0)?,
                     name: r.get(1)?,
                     email: r.get(2)?,
+                    require_approval: r.get::<_, i64>(3)? != 0,
                 })
             })
             .map_err(db)?;
@@ -182,6 +196,20 @@ impl CatalogStore for SqliteCatalog {
             .map_err(db)?;
         if n == 0 {
             return Err(Error::bad(format!("ministry '{}' already exists", m.slug)));
+        }
+        Ok(())
+    }
+
+    fn set_require_approval(&self, slug: &str, on: bool) -> Result<()> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE ministries SET require_approval = ?2 WHERE slug = ?1",
+                params![slug, i64::from(on)],
+            )
+            .map_err(db)?;
+        if n == 0 {
+            return Err(Error::bad(format!("ministry '{slug}' does not exist")));
         }
         Ok(())
     }
@@ -534,13 +562,19 @@ mod tests {
             slug: "obras-publicas".into(),
             name: "Obras Públicas".into(),
             email: None,
+            require_approval: false,
         })
         .unwrap();
+        // The approval policy is kept (and a ministry that does not exist refused).
+        c.set_require_approval("obras-publicas", true).unwrap();
+        assert!(c.ministries().unwrap()[0].require_approval);
+        assert!(c.set_require_approval("nadie", true).is_err());
         assert!(c
             .add_ministry(&Ministry {
                 slug: "obras-publicas".into(),
                 name: "x".into(),
-                email: None
+                email: None,
+                require_approval: false,
             })
             .is_err());
         let (info, secret) = c

@@ -50,6 +50,14 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route("/api/layers/:id/undelete", post(undelete_layer))
         .route("/api/layers/:id/versions", get(versions))
+        .route(
+            "/api/layers/:id/draft",
+            get(super::drafts::show).delete(super::drafts::discard),
+        )
+        .route(
+            "/api/layers/:id/draft/publish",
+            post(super::drafts::publish),
+        )
         .route("/api/layers/:id/versions/:n/restore", post(restore))
         .route("/api/jobs/:id", get(job))
         .route("/api/audit", get(audit))
@@ -150,7 +158,7 @@ async fn visible_record(state: &AppState, caller: &Caller, id: &str) -> ApiResul
 }
 
 /// 401 for anonymous callers, 403 for callers who may not write `ministry`'s layers.
-fn require_write(caller: &Caller, ministry: &str) -> ApiResult<()> {
+pub(super) fn require_write(caller: &Caller, ministry: &str) -> ApiResult<()> {
     match caller {
         Caller::Anonymous => Err(ApiError::unauthorized(
             "this needs an editor token of the layer's ministry: Authorization: Bearer <token>",
@@ -401,12 +409,16 @@ async fn versions(
     let base = base_url(&headers);
     let items: Vec<Value> = all
         .iter()
+        // A draft is listed to its ministry only.
+        .filter(|v| caller.can_see(&v.meta))
         .rev()
         .map(|v| {
             let m = &v.meta;
             json!({
                 "version": m.version,
                 "current": m.version == cur.version,
+                "draft": m.draft.is_some(),
+                "approved_by": m.approved_by,
                 "created_at": m.created_at,
                 "uploaded_by": m.uploaded_by,
                 "note": m.note,
@@ -480,6 +492,10 @@ pub(crate) struct MetaInput {
     /// A table with no place: stored and served without geometry.
     #[serde(default)]
     no_geometry: bool,
+    /// Upload only: store the version as the layer's draft (served only to its
+    /// ministry until published).
+    #[serde(default)]
+    draft: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -945,6 +961,7 @@ fn start_job(
         // A new version follows the layer's ministry at publish time unless the
         // upload moves it (an admin's transfer made while it was queued is kept).
         ministry_explicit: current_ministry.as_ref().is_none_or(|c| *c != ministry),
+        draft: meta.draft.then(|| actor.clone()),
         ..layers::ingest::IngestRequest::new(upload.file.clone(), &id, &ministry)
     };
     let st = state.clone();
@@ -977,7 +994,11 @@ fn start_job(
 }
 
 /// The server's context for the publishing operations.
-fn app_ctx<'a>(st: &'a AppState, actor: &'a str, remote: Option<&'a str>) -> crate::app::Ctx<'a> {
+pub(super) fn app_ctx<'a>(
+    st: &'a AppState,
+    actor: &'a str,
+    remote: Option<&'a str>,
+) -> crate::app::Ctx<'a> {
     crate::app::Ctx {
         store: st.registry.store(),
         catalog: st.catalog.as_ref(),
@@ -1070,8 +1091,20 @@ fn run_job(
             let m = summary.meta;
             reload(&state);
             let rejoined = rejoined_json(&rejoined);
+            let draft = m.draft.as_ref().map(|d| {
+                json!({
+                    "base": d.base,
+                    "message": "stored as a draft: served only to its ministry until published (POST /api/layers/{id}/draft/publish)",
+                    "links": [
+                        {"rel": "draft", "href": format!("/api/layers/{}/draft", m.id)},
+                        {"rel": "changes", "href": format!("/collections/{}@draft/changes", m.id)},
+                        {"rel": "items", "href": format!("/collections/{}@draft/items", m.id)},
+                    ],
+                })
+            });
             job.set(jobs::State::Succeeded(json!({
                 "version": m.version,
+                "draft": draft,
                 "rejoined": rejoined,
                 "features_read": m.report.features_read,
                 "features_stored": m.report.features_stored,
@@ -1118,7 +1151,7 @@ fn run_job(
 /// Loads changed layers now (not at the next refresh tick) and drops their cached
 /// tiles and aggregates.
 /// The layers rebuilt after a zone layer changed: `[{"layer", "version"} | {"layer", "error"}]`.
-fn rejoined_json(rejoined: &[(String, Result<LayerMeta, String>)]) -> Value {
+pub(super) fn rejoined_json(rejoined: &[(String, Result<LayerMeta, String>)]) -> Value {
     rejoined
         .iter()
         .map(|(layer, r)| match r {
@@ -1128,7 +1161,7 @@ fn rejoined_json(rejoined: &[(String, Result<LayerMeta, String>)]) -> Value {
         .collect()
 }
 
-fn reload(state: &AppState) {
+pub(super) fn reload(state: &AppState) {
     match state.registry.refresh() {
         Ok(changed) => {
             state.tiles.reloaded(&changed, &state.registry);
@@ -1192,6 +1225,7 @@ async fn edit_layer(
         ("coords", input.coords.is_some()),
         ("header_row", input.header_row.is_some()),
         ("no_geometry", input.no_geometry),
+        ("draft", input.draft),
     ] {
         if set {
             return Err(ApiError::bad_request(format!(

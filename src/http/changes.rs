@@ -74,11 +74,16 @@ pub(super) async fn changes(
                 .collect()
         })
         .unwrap_or_default();
-    let (from, to, since) = (
+    let (mut from, to, since) = (
         version("from")?,
         version("to")?,
         get("since").map(str::to_string),
     );
+    // A draft (`<id>@draft`) is compared with the version it was made on by default.
+    let draft_base = l.meta.draft.as_ref().map(|d| d.base.unwrap_or(0));
+    if from.is_none() && since.is_none() {
+        from = draft_base;
+    }
     if from.is_some() == since.is_some() {
         return Err(ApiError::bad_request(
             "say where to start: from=<version> (with to=<version>, the current one by default) \
@@ -94,6 +99,8 @@ pub(super) async fn changes(
     let cache = state.changes.clone();
     let base = base_url(&headers);
     let current = l.clone();
+    let id = l.meta.id.clone();
+    let who = caller.clone();
     let doc = heavy(&state, &caller, Work::Query, move || {
         let from = match (from, since) {
             (Some(f), _) => f,
@@ -104,7 +111,8 @@ pub(super) async fn changes(
         };
         let to = to.unwrap_or(current.meta.version);
         let c = cache.diff(store.as_ref(), Some(&current), &id, from, to, &key)?;
-        if c.new.meta.draft.is_some() || c.old.as_ref().is_some_and(|o| o.meta.draft.is_some()) {
+        // A draft's features are its ministry's only, whichever way it is named.
+        if !who.can_see(&c.new.meta) || c.old.as_ref().is_some_and(|o| !who.can_see(&o.meta)) {
             return Err(layers::Error::UnknownLayer(format!("{id} v{to}")));
         }
         if geojson {

@@ -24,6 +24,7 @@ mod analysis;
 pub mod auth;
 pub(crate) mod catalog;
 mod changes;
+mod drafts;
 mod quality;
 mod tiles;
 mod web;

@@ -61,27 +61,39 @@ pub async fn layer(
     };
     let registry = state.registry.clone();
     let settings = state.quality.clone();
-    let id2 = id.clone();
+    // `<id>@draft`: the layer's draft (its ministry's to see).
+    let (id2, want_draft) = match id.strip_suffix(layers::index::DRAFT_SUFFIX) {
+        Some(base) => (base.to_string(), true),
+        None => (id.clone(), false),
+    };
     let c2 = caller.clone();
     let (meta, diagnosis) = super::heavy(&state, &c2, crate::limits::Work::Query, move || {
         let store = registry.store();
-        // The current record decides who may see every version of the layer (an
-        // id that cannot exist is simply not found).
-        match store.current(&id2).or_else(|e| match e {
-            layers::Error::BadInput(_) => Ok(None),
-            e => Err(e),
-        })? {
-            Some(c) if !store.is_hidden(&id2) && caller.can_see(&c.meta) => {}
-            _ => return Ok(None),
-        }
-        let v = match version {
-            Some(n) => store
-                .versions(&id2)?
-                .into_iter()
-                .find(|v| v.meta.version == n),
-            None => store.current(&id2)?,
+        let v = if want_draft {
+            store.draft(&id2).or_else(|e| match e {
+                layers::Error::BadInput(_) => Ok(None),
+                e => Err(e),
+            })?
+        } else {
+            // The current record decides who may see every version of the layer (an
+            // id that cannot exist is simply not found).
+            match store.current(&id2).or_else(|e| match e {
+                layers::Error::BadInput(_) => Ok(None),
+                e => Err(e),
+            })? {
+                Some(c) if !store.is_hidden(&id2) && caller.can_see(&c.meta) => {}
+                _ => return Ok(None),
+            }
+            match version {
+                Some(n) => store
+                    .versions(&id2)?
+                    .into_iter()
+                    .find(|v| v.meta.version == n),
+                None => store.current(&id2)?,
+            }
         };
-        let Some(v) = v else {
+        // A draft among the versions is its ministry's only.
+        let Some(v) = v.filter(|v| caller.can_see(&v.meta)) else {
             return Ok(None);
         };
         // Versions stored before diagnoses existed get one computed now, in a slot

@@ -71,6 +71,9 @@ pub struct IngestRequest {
     /// The ministry the publisher was authorised for: when the layer belongs to
     /// another one at publish time (moved meanwhile), nothing is published.
     pub expect_ministry: Option<String>,
+    /// Store the version as the layer's draft, uploaded by this actor: not served
+    /// until published.
+    pub draft: Option<String>,
 }
 
 impl IngestRequest {
@@ -96,6 +99,7 @@ impl IngestRequest {
             table: Default::default(),
             ministry_explicit: true,
             expect_ministry: None,
+            draft: None,
         }
     }
 }
@@ -423,7 +427,10 @@ pub fn ingest(
         report,
         diagnosis: None,
         table: kept.then(|| req.table.clone()),
-        draft: None,
+        draft: req
+            .draft
+            .clone()
+            .map(|by| crate::store::DraftInfo { base: None, by }),
         approved_by: None,
     };
     let _ = std::fs::remove_dir_all(&work);
@@ -447,6 +454,10 @@ pub fn ingest(
     // this ingest ran (or was queued) is kept, with this ingest's own changes on top.
     let mut published = meta.clone();
     let version = store.publish_with(staging, meta, &mut |m, current| {
+        // A draft is made on the version current now.
+        if let Some(d) = m.draft.as_mut() {
+            d.base = current.map(|c| c.version);
+        }
         if let (Some(cur), Some(expected)) = (current, &req.expect_ministry) {
             if &cur.ministry != expected {
                 return Err(Error::bad(format!(
@@ -560,6 +571,7 @@ pub fn rejoin_dependents(
             // A rebuild keeps the layer where it is at publish time.
             ministry_explicit: false,
             expect_ministry: None,
+            draft: None,
         };
         out.push(Rejoined {
             layer: id.clone(),

@@ -469,6 +469,15 @@ pub trait LayerStore: Send + Sync {
     fn hidden_ids(&self) -> Result<Vec<String>>;
     /// Publishes kept version `n` again as a new version; its record.
     fn restore(&self, id: &str, n: u32, by: &str) -> Result<LayerMeta>;
+    /// The layer's draft (a version stored but not served), if it has one.
+    fn draft(&self, id: &str) -> Result<Option<StoredVersion>>;
+    /// Layers that have a draft (a new layer may have nothing else).
+    fn draft_ids(&self) -> Result<Vec<String>>;
+    /// Makes the draft the served version; 409 when the version it was made on is no
+    /// longer the current one. `by` approved it. Its record.
+    fn publish_draft(&self, id: &str, by: &str) -> Result<LayerMeta>;
+    /// Removes the draft; its record.
+    fn discard_draft(&self, id: &str) -> Result<LayerMeta>;
     /// Brings what this process reads up to date with a shared backend (a replica's
     /// copy of the database); nothing to do for the file store.
     fn sync(&self) -> Result<()> {
@@ -568,6 +577,48 @@ impl Drop for Staging {
     }
 }
 
+/// The file naming a layer's draft version (beside `CURRENT`).
+pub const DRAFT_FILE: &str = "DRAFT";
+
+/// A draft may go live only on the version it was made on: otherwise publishing it
+/// would silently undo the version published meanwhile.
+pub(crate) fn check_draft_base(
+    id: &str,
+    draft: &LayerMeta,
+    current: Option<&LayerMeta>,
+) -> Result<()> {
+    let base = draft.draft.as_ref().and_then(|d| d.base);
+    let now = current.map(|c| c.version);
+    if base == now {
+        return Ok(());
+    }
+    let made_on = base.map_or("before the layer had any version".to_string(), |b| {
+        format!("on version {b}")
+    });
+    let replaced = current.map_or("the layer has no published version now".to_string(), |c| {
+        format!(
+            "version {} is current now (published {} by {})",
+            c.version,
+            c.created_at,
+            c.uploaded_by.as_deref().unwrap_or("?")
+        )
+    });
+    Err(Error::Conflict(format!(
+        "the draft of '{id}' (version {}) was made {made_on}, but {replaced}: publishing it \
+         would undo that version. Upload the draft's file again (it becomes a new draft \
+         compared with the current version), or discard this draft",
+        draft.version
+    )))
+}
+
+/// A draft's record as it goes live: no longer a draft, approved by `by`, dated now
+/// (a version's date is when it began to be served: `since=<date>` relies on it).
+pub(crate) fn went_live(m: &mut LayerMeta, by: &str) {
+    m.draft = None;
+    m.approved_by = Some(by.to_string());
+    m.created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+}
+
 /// Restore for any backend: kept version `n` published again as a new version (its
 /// files linked into a staging, the layer's current record kept).
 pub(crate) fn restore_in(store: &dyn LayerStore, id: &str, n: u32, by: &str) -> Result<LayerMeta> {
@@ -576,7 +627,11 @@ pub(crate) fn restore_in(store: &dyn LayerStore, id: &str, n: u32, by: &str) -> 
         return Err(Error::UnknownLayer(id.to_string()));
     }
     let kept = store.versions(id)?;
-    let Some(old) = kept.iter().find(|v| v.meta.version == n).cloned() else {
+    let Some(old) = kept
+        .iter()
+        .find(|v| v.meta.version == n && v.meta.draft.is_none())
+        .cloned()
+    else {
         return Err(Error::bad(format!(
             "layer '{id}' has no kept version {n}; kept versions: {}",
             kept.iter()
@@ -847,6 +902,44 @@ impl FsStore {
         })
     }
 
+    /// The version number `DRAFT` points at.
+    pub fn draft_number(&self, id: &str) -> Result<Option<u32>> {
+        let p = self.layer_dir(id).join(DRAFT_FILE);
+        match fs::read_to_string(&p) {
+            Ok(s) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| Error::Corrupt(format!("{}: not a version number", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+
+    /// Retention: the newest `keep_versions` published versions; never the current
+    /// one, never the draft.
+    fn retain(&self, id: &str) -> Result<()> {
+        let draft = self.draft_number(id)?;
+        let current = self.current_number(id)?;
+        let all: Vec<u32> = self
+            .version_numbers(id)?
+            .into_iter()
+            .filter(|n| Some(*n) != draft)
+            .collect();
+        if all.len() > self.keep_versions {
+            for old in &all[..all.len() - self.keep_versions] {
+                if Some(*old) == current {
+                    continue;
+                }
+                let p = self.layer_dir(id).join(format!("v{old}"));
+                if let Err(e) = fs::remove_dir_all(&p) {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot remove old version");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The version number `CURRENT` points at.
     pub fn current_number(&self, id: &str) -> Result<Option<u32>> {
         let p = self.layer_dir(id).join("CURRENT");
@@ -969,11 +1062,13 @@ impl LayerStore for FsStore {
     fn versions(&self, id: &str) -> Result<Vec<StoredVersion>> {
         validate_id(id)?;
         let current = self.current_number(id)?;
+        let draft = self.draft_number(id)?;
         self.version_numbers(id)?
             .into_iter()
             // A version dir newer than CURRENT is one whose publish was interrupted
-            // between the two renames: complete, but never served.
-            .filter(|n| current.is_some_and(|c| *n <= c))
+            // between the two renames: complete, but never served (unless it is the
+            // draft).
+            .filter(|n| current.is_some_and(|c| *n <= c) || Some(*n) == draft)
             .map(|n| self.read_version(id, n))
             .collect()
     }
@@ -1034,6 +1129,10 @@ impl LayerStore for FsStore {
         // The record as it is now (an edit may have come while the data were read).
         let current = self.current(&id)?.map(|v| v.meta);
         refresh(&mut meta, current.as_ref())?;
+        // A draft is made on the version current now (checked when it is published).
+        if let Some(d) = meta.draft.as_mut() {
+            d.base = current.as_ref().map(|c| c.version);
+        }
         let layer_dir = self.layer_dir(&id);
         fs::create_dir_all(&layer_dir).map_err(|e| Error::io(&layer_dir, e))?;
         let n = self.version_numbers(&id)?.last().copied().unwrap_or(0) + 1;
@@ -1055,20 +1154,76 @@ impl LayerStore for FsStore {
         staging.published = true;
         fsync_dir(&layer_dir)?;
 
-        write_atomically(&layer_dir, "CURRENT", format!("{n}\n").as_bytes())?;
+        if meta.draft.is_some() {
+            // One draft per layer: a new one replaces the one before.
+            let before = self.draft_number(&id)?;
+            write_atomically(&layer_dir, DRAFT_FILE, format!("{n}\n").as_bytes())?;
+            if let Some(b) = before.filter(|b| *b != n) {
+                let _ = fs::remove_dir_all(layer_dir.join(format!("v{b}")));
+            }
+        } else {
+            write_atomically(&layer_dir, "CURRENT", format!("{n}\n").as_bytes())?;
+        }
         drop(record);
+        self.retain(&id)?;
+        Ok(n)
+    }
 
-        // Retention: the newest `keep_versions`, never the one just published.
-        let all = self.version_numbers(&id)?;
-        if all.len() > self.keep_versions {
-            for old in &all[..all.len() - self.keep_versions] {
-                let p = layer_dir.join(format!("v{old}"));
-                if let Err(e) = fs::remove_dir_all(&p) {
-                    tracing::warn!(path = %p.display(), error = %e, "cannot remove old version");
+    fn draft(&self, id: &str) -> Result<Option<StoredVersion>> {
+        validate_id(id)?;
+        match self.draft_number(id)? {
+            Some(n) => self.read_version(id, n).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn draft_ids(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("layers");
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir)
+            .map_err(|e| Error::io(&dir, e))?
+            .flatten()
+        {
+            if let Some(name) = entry.file_name().to_str() {
+                if validate_id(name).is_ok() && entry.path().join(DRAFT_FILE).exists() {
+                    ids.push(name.to_string());
                 }
             }
         }
-        Ok(n)
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn publish_draft(&self, id: &str, by: &str) -> Result<LayerMeta> {
+        let record = self.lock_record(id)?;
+        let n = self
+            .draft_number(id)?
+            .ok_or_else(|| Error::bad(format!("layer '{id}' has no draft")))?;
+        let draft = self.read_version(id, n)?.meta;
+        check_draft_base(id, &draft, self.current(id)?.map(|v| v.meta).as_ref())?;
+        let layer_dir = self.layer_dir(id);
+        let m = self.rewrite_meta_locked(id, n, |m| went_live(m, by))?;
+        write_atomically(&layer_dir, "CURRENT", format!("{n}\n").as_bytes())?;
+        let _ = fs::remove_file(layer_dir.join(DRAFT_FILE));
+        fsync_dir(&layer_dir)?;
+        drop(record);
+        self.retain(id)?;
+        Ok(m)
+    }
+
+    fn discard_draft(&self, id: &str) -> Result<LayerMeta> {
+        let _record = self.lock_record(id)?;
+        let n = self
+            .draft_number(id)?
+            .ok_or_else(|| Error::bad(format!("layer '{id}' has no draft")))?;
+        let m = self.read_version(id, n)?.meta;
+        let layer_dir = self.layer_dir(id);
+        // The pointer first: a crash in between leaves a folder no one serves.
+        let f = layer_dir.join(DRAFT_FILE);
+        fs::remove_file(&f).map_err(|e| Error::io(&f, e))?;
+        fsync_dir(&layer_dir)?;
+        let _ = fs::remove_dir_all(layer_dir.join(format!("v{n}")));
+        Ok(m)
     }
 }
 

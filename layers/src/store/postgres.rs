@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use super::{
     fsync_dir, validate_id, write_atomically, FsStore, LayerMeta, LayerStore, RecordEdit, Staging,
-    StoredVersion, OWNER_LOCK, SOURCE_DIR,
+    StoredVersion, DRAFT_FILE, OWNER_LOCK, SOURCE_DIR,
 };
 use crate::fgb::{FgbView, FieldType, RawValue};
 use crate::pg::{db_err, ident, lock_key, Client, Db, CHANNEL};
@@ -173,6 +173,8 @@ struct Row {
     blob: String,
     /// `{"layer.fgb": bytes, …}` (absent for versions stored before it was kept).
     sizes: Option<String>,
+    /// The version is the layer's draft.
+    draft: bool,
 }
 
 /// The stamp of the record a local copy was made from.
@@ -227,7 +229,7 @@ impl PgStore {
                 .collect::<Vec<_>>();
             let rows = c
                 .query(
-                    "SELECT layer, version, stamp, blob, sizes::text FROM datahub.versions ORDER BY layer, version",
+                    "SELECT layer, version, stamp, blob, sizes::text, meta ? 'draft' FROM datahub.versions ORDER BY layer, version",
                     &[],
                 )
                 .await
@@ -239,6 +241,7 @@ impl PgStore {
                     stamp: r.get(2),
                     blob: r.get(3),
                     sizes: r.get::<_, Option<String>>(4),
+                    draft: r.get::<_, Option<bool>>(5).unwrap_or(false),
                 })
                 .collect::<Vec<_>>();
             c.commit().await.map_err(db_err)?;
@@ -281,6 +284,16 @@ impl PgStore {
                     Some(n) => write_atomically(&dir, "CURRENT", format!("{n}\n").as_bytes())?,
                     None => {
                         let _ = fs::remove_file(dir.join("CURRENT"));
+                    }
+                }
+                touched = true;
+            }
+            let want_draft = wanted.iter().filter(|r| r.draft).map(|r| r.version).max();
+            if self.local.draft_number(id).ok().flatten() != want_draft {
+                match want_draft {
+                    Some(n) => write_atomically(&dir, DRAFT_FILE, format!("{n}\n").as_bytes())?,
+                    None => {
+                        let _ = fs::remove_file(dir.join(DRAFT_FILE));
                     }
                 }
                 touched = true;
@@ -750,9 +763,106 @@ impl PgStore {
         fs::rename(&staging.dir, &target).map_err(|e| Error::io(&target, e))?;
         staging.published = true;
         fsync_dir(&layer_dir)?;
-        // CURRENT follows at once, so this process serves what it just published
-        // even before the next refresh.
-        write_atomically(&layer_dir, "CURRENT", format!("{n}\n").as_bytes())
+        // CURRENT (or DRAFT) follows at once, so this process serves what it just
+        // published even before the next refresh.
+        let pointer = if meta.draft.is_some() {
+            DRAFT_FILE
+        } else {
+            "CURRENT"
+        };
+        write_atomically(&layer_dir, pointer, format!("{n}\n").as_bytes())
+    }
+
+    /// Runs `f` on the layer's draft record inside a transaction holding the record
+    /// lock, with the current record; `f` returns what to do with the draft.
+    fn with_draft(&self, id: &str, go_live: Option<&str>) -> Result<LayerMeta> {
+        validate_id(id)?;
+        let mut t = self.db.begin()?;
+        let lid = id.to_string();
+        let (draft, current): (Option<String>, Option<String>) = t.step(move |c| async move {
+            let r = async {
+                lock_record(&c, &lid).await?;
+                let d = c
+                    .query_opt(
+                        "SELECT meta::text FROM datahub.versions WHERE layer = $1 AND meta ? 'draft'
+                         ORDER BY version DESC LIMIT 1",
+                        &[&lid],
+                    )
+                    .await
+                    .map_err(db_err)?
+                    .map(|r| r.get::<_, String>(0));
+                let cur = c
+                    .query_opt(
+                        "SELECT v.meta::text FROM datahub.layers l
+                         JOIN datahub.versions v ON v.layer = l.id AND v.version = l.current
+                         WHERE l.id = $1",
+                        &[&lid],
+                    )
+                    .await
+                    .map_err(db_err)?
+                    .map(|r| r.get::<_, String>(0));
+                Ok((d, cur))
+            }
+            .await;
+            (c, r)
+        })?;
+        let parse = |t: &str| -> Result<LayerMeta> {
+            serde_json::from_str(t).map_err(|e| Error::Corrupt(format!("record of {id}: {e}")))
+        };
+        let Some(draft) = draft.as_deref().map(parse).transpose()? else {
+            return Err(Error::bad(format!("layer '{id}' has no draft")));
+        };
+        let current = current.as_deref().map(parse).transpose()?;
+        let n = draft.version as i32;
+        let lid = id.to_string();
+        let keep = self.keep_versions as i64;
+        let result = match go_live {
+            Some(by) => {
+                super::check_draft_base(id, &draft, current.as_ref())?;
+                let mut m = draft.clone();
+                super::went_live(&mut m, by);
+                let json = serde_json::to_string(&m).map_err(|e| Error::Internal(e.to_string()))?;
+                t.step(move |c| async move {
+                    let r = async {
+                        c.execute(
+                            "UPDATE datahub.versions SET meta = ($3::text)::jsonb,
+                               stamp = nextval('datahub.stamps') WHERE layer = $1 AND version = $2",
+                            &[&lid, &n, &json],
+                        )
+                        .await
+                        .map_err(db_err)?;
+                        c.execute(
+                            "UPDATE datahub.layers SET current = $2 WHERE id = $1",
+                            &[&lid, &n],
+                        )
+                        .await
+                        .map_err(db_err)?;
+                        refresh_view(&c, &lid).await?;
+                        retain(&c, &lid, keep).await?;
+                        announce(&c, &lid).await
+                    }
+                    .await;
+                    (c, r)
+                })?;
+                m
+            }
+            None => {
+                t.step(move |c| async move {
+                    let r = async {
+                        drop_versions(&c, &lid, &[n]).await?;
+                        announce(&c, &lid).await
+                    }
+                    .await;
+                    (c, r)
+                })?;
+                draft
+            }
+        };
+        t.commit()?;
+        if let Err(e) = self.sync() {
+            tracing::warn!(error = %e, "cannot bring the layers up to date after a draft change");
+        }
+        Ok(result)
     }
 
     /// Removes the parts of a publish that did not happen (best effort: what is left
@@ -935,6 +1045,64 @@ async fn lock_record(c: &impl deadpool_postgres::GenericClient, id: &str) -> Res
 
 /// Recreates the public view of `id`: present when its current version is public and
 /// the layer is not deleted, absent otherwise.
+/// Retention: the newest `keep` published versions; never the current one, never
+/// the draft.
+async fn retain(c: &impl deadpool_postgres::GenericClient, id: &str, keep: i64) -> Result<()> {
+    let old: Vec<i32> = c
+        .query(
+            "SELECT version FROM datahub.versions v
+             WHERE layer = $1 AND NOT (meta ? 'draft')
+             ORDER BY version DESC OFFSET $2",
+            &[&id, &keep],
+        )
+        .await
+        .map_err(db_err)?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let current: Option<i32> = c
+        .query_opt("SELECT current FROM datahub.layers WHERE id = $1", &[&id])
+        .await
+        .map_err(db_err)?
+        .and_then(|r| r.get(0));
+    let old: Vec<i32> = old.into_iter().filter(|v| Some(*v) != current).collect();
+    drop_versions(c, id, &old).await
+}
+
+/// Removes versions of a layer: their features table, files and record.
+async fn drop_versions(
+    c: &impl deadpool_postgres::GenericClient,
+    id: &str,
+    versions: &[i32],
+) -> Result<()> {
+    for v in versions {
+        let Some(r) = c
+            .query_opt(
+                "SELECT features_table, blob FROM datahub.versions WHERE layer = $1 AND version = $2",
+                &[&id, v],
+            )
+            .await
+            .map_err(db_err)?
+        else {
+            continue;
+        };
+        let (t, b): (String, String) = (r.get(0), r.get(1));
+        c.batch_execute(&format!("DROP TABLE IF EXISTS datahub_data.{}", ident(&t)))
+            .await
+            .map_err(db_err)?;
+        c.execute("DELETE FROM datahub.blobs WHERE blob = $1", &[&b])
+            .await
+            .map_err(db_err)?;
+        c.execute(
+            "DELETE FROM datahub.versions WHERE layer = $1 AND version = $2",
+            &[&id, v],
+        )
+        .await
+        .map_err(db_err)?;
+    }
+    Ok(())
+}
+
 async fn refresh_view(c: &impl deadpool_postgres::GenericClient, id: &str) -> Result<()> {
     let row = c
         .query_opt(
@@ -1287,6 +1455,10 @@ impl LayerStore for PgStore {
                 None => None,
             };
             refresh(&mut meta, current.as_ref())?;
+            if let Some(d) = meta.draft.as_mut() {
+                d.base = current.as_ref().map(|c| c.version);
+            }
+            let is_draft = meta.draft.is_some();
             let n = next.max(1) as u32;
             meta.version = n;
             let json = serde_json::to_string(&meta).map_err(|e| Error::Internal(e.to_string()))?;
@@ -1314,37 +1486,30 @@ impl LayerStore for PgStore {
                     .await
                     .map_err(db_err)?
                     .get(0);
-                c.execute(
-                    "UPDATE datahub.layers SET current = $2 WHERE id = $1",
-                    &[&lid, &next],
-                )
-                .await
-                .map_err(db_err)?;
-                refresh_view(&c, &lid).await?;
-                // Retention: the newest `keep` versions.
-                let old = c
-                    .query(
-                        "SELECT version, features_table, blob FROM datahub.versions
-                         WHERE layer = $1 ORDER BY version DESC OFFSET $2",
-                        &[&lid, &keep],
-                    )
-                    .await
-                    .map_err(db_err)?;
-                for r in old {
-                    let (v, t, b): (i32, String, String) = (r.get(0), r.get(1), r.get(2));
-                    c.batch_execute(&format!("DROP TABLE IF EXISTS datahub_data.{}", ident(&t)))
+                if is_draft {
+                    // One draft per layer: a new one replaces the one before.
+                    let before: Vec<i32> = c
+                        .query(
+                            "SELECT version FROM datahub.versions
+                             WHERE layer = $1 AND meta ? 'draft' AND version <> $2",
+                            &[&lid, &next],
+                        )
                         .await
-                        .map_err(db_err)?;
-                    c.execute("DELETE FROM datahub.blobs WHERE blob = $1", &[&b])
-                        .await
-                        .map_err(db_err)?;
+                        .map_err(db_err)?
+                        .into_iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    drop_versions(&c, &lid, &before).await?;
+                } else {
                     c.execute(
-                        "DELETE FROM datahub.versions WHERE layer = $1 AND version = $2",
-                        &[&lid, &v],
+                        "UPDATE datahub.layers SET current = $2 WHERE id = $1",
+                        &[&lid, &next],
                     )
                     .await
                     .map_err(db_err)?;
+                    refresh_view(&c, &lid).await?;
                 }
+                retain(&c, &lid, keep).await?;
                 announce(&c, &lid).await?;
                 Ok(stamp)
             }
@@ -1483,6 +1648,22 @@ impl LayerStore for PgStore {
 
     fn restore(&self, id: &str, n: u32, by: &str) -> Result<LayerMeta> {
         super::restore_in(self, id, n, by)
+    }
+
+    fn draft(&self, id: &str) -> Result<Option<StoredVersion>> {
+        self.local.draft(id)
+    }
+
+    fn draft_ids(&self) -> Result<Vec<String>> {
+        self.local.draft_ids()
+    }
+
+    fn publish_draft(&self, id: &str, by: &str) -> Result<LayerMeta> {
+        self.with_draft(id, Some(by))
+    }
+
+    fn discard_draft(&self, id: &str) -> Result<LayerMeta> {
+        self.with_draft(id, None)
     }
 
     fn sync(&self) -> Result<()> {
