@@ -17,6 +17,19 @@ pub struct Ctx<'a> {
     pub actor: &'a str,
     /// The client's address (`cli` for the command line).
     pub remote: Option<&'a str>,
+    /// How subscribers are notified of new versions.
+    pub webhooks: &'a crate::webhooks::WebhookSettings,
+}
+
+/// Queues the notifications of a new served version (and of the tables rebuilt
+/// after it).
+fn notify(ctx: &Ctx<'_>, m: &LayerMeta, previous: Option<u32>, rejoined: &Rejoined) {
+    crate::webhooks::enqueue(ctx.catalog, ctx.webhooks, m, previous);
+    for (_, r) in rejoined {
+        if let Ok(t) = r {
+            crate::webhooks::enqueue(ctx.catalog, ctx.webhooks, t, None);
+        }
+    }
 }
 
 /// Tables rebuilt after a zone layer changed: layer id and its new record, or why not.
@@ -55,6 +68,12 @@ pub fn publish(
         return Ok((summary, previous, Vec::new()));
     }
     let rejoined = rejoin(ctx, &summary.meta.id, req);
+    notify(
+        ctx,
+        &summary.meta,
+        previous.as_ref().map(|p| p.version),
+        &rejoined,
+    );
     Ok((summary, previous, rejoined))
 }
 
@@ -111,6 +130,7 @@ pub fn publish_draft(
         tracing::error!(layer = %id, error = %e, "cannot write the audit log");
     }
     let rejoined = rejoin(ctx, id, template);
+    notify(ctx, &m, previous.as_ref().map(|p| p.version), &rejoined);
     Ok((m, rejoined))
 }
 
@@ -144,9 +164,11 @@ pub fn restore(
     n: u32,
     template: &IngestRequest,
 ) -> layers::Result<(LayerMeta, Rejoined)> {
+    let previous = ctx.store.current_number(id)?;
     let m = ctx.store.restore(id, n, ctx.actor)?;
     catalog::record_restore(ctx.catalog, &m, n, ctx.actor, ctx.remote)?;
     let rejoined = rejoin(ctx, &m.id, template);
+    notify(ctx, &m, previous, &rejoined);
     Ok((m, rejoined))
 }
 

@@ -29,6 +29,8 @@ pub struct FileSettings {
     pub map: Option<MapSettings>,
     /// `[limits]`: budgets and slots of expensive requests, trusted proxies.
     pub limits: Option<crate::limits::LimitSettings>,
+    /// `[webhooks]`: retries and timeouts of notifications to subscribers.
+    pub webhooks: Option<crate::webhooks::WebhookSettings>,
     /// PostgreSQL/PostGIS shared by replicas (`postgres://user:pass@host/db`); absent:
     /// the data folder is the store.
     pub database: Option<String>,
@@ -104,6 +106,7 @@ pub struct Settings {
     /// The PostgreSQL backend's connection string (None: the data folder).
     pub database: Option<String>,
     pub database_wait: std::time::Duration,
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -129,6 +132,7 @@ impl Settings {
             limits: crate::limits::Limits::from(&file.limits.unwrap_or_default()),
             database: file.database.filter(|d| !d.trim().is_empty()),
             database_wait: std::time::Duration::from_secs(file.database_wait_s.unwrap_or(600)),
+            webhooks: file.webhooks.unwrap_or_default(),
         }
     }
 }

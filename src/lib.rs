@@ -26,6 +26,8 @@
 //!   shared by the command line and the HTTP API.
 //! - [`limits`]: slots, time budgets and cancellation of expensive requests.
 //! - [`usage`]: requests per layer and day (tile, items, download, analysis).
+//! - [`webhooks`]: subscriptions: signed notifications of new versions, retried,
+//!   in order, logged.
 //! - [`demo`]: the generated (synthetic) Monterrey demo layers used by `make run`.
 
 pub mod analysis;
@@ -46,6 +48,7 @@ pub mod ogc;
 pub mod quality;
 pub mod tileserve;
 pub mod usage;
+pub mod webhooks;
 
 #[cfg(test)]
 mod fuzz;

@@ -454,12 +454,14 @@ fn cli_ctx<'a>(
     store: &'a dyn LayerStore,
     catalog: &'a dyn CatalogStore,
     actor: &'a str,
+    webhooks: &'a datahub::webhooks::WebhookSettings,
 ) -> app::Ctx<'a> {
     app::Ctx {
         store,
         catalog,
         actor,
         remote: Some("cli"),
+        webhooks,
     }
 }
 
@@ -554,6 +556,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 catalog: catalog.as_ref(),
                 actor: &actor,
                 remote: Some("cli"),
+                webhooks: &settings.webhooks,
             };
             // Published, recorded, and the tables joined to this layer rebuilt.
             let result = app::publish(&ctx, &req, &progress);
@@ -671,6 +674,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 state.quality = Arc::new(settings.quality.clone());
                 state.map = Arc::new(settings.map.clone());
+                state.webhooks = Arc::new(settings.webhooks.clone());
+                // Notifications of new versions, sent in the background (any
+                // replica may send a queued one: each is claimed first).
+                tokio::spawn(datahub::webhooks::run(
+                    state.catalog.clone(),
+                    settings.webhooks.clone(),
+                    state.webhooks_wake.clone(),
+                ));
                 state.limits = Limits {
                     max_uncompressed: settings.max_unzipped_mb << 20,
                     ..Limits::default()
@@ -818,7 +829,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let catalog = catalog_handle.clone();
             let actor = cli_actor();
             let m = app::edit(
-                &cli_ctx(store.as_ref(), catalog.as_ref(), &actor),
+                &cli_ctx(store.as_ref(), catalog.as_ref(), &actor, &settings.webhooks),
                 &layer,
                 &edit,
             )?;
@@ -857,7 +868,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..IngestRequest::new("", &layer, "")
             };
             let (m, rejoined) = app::restore(
-                &cli_ctx(store.as_ref(), catalog.as_ref(), &actor),
+                &cli_ctx(store.as_ref(), catalog.as_ref(), &actor, &settings.webhooks),
                 &layer,
                 version,
                 &template,
@@ -893,7 +904,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..IngestRequest::new("", &layer, "")
             };
             let (m, rejoined) = app::publish_draft(
-                &cli_ctx(store.as_ref(), catalog.as_ref(), &actor),
+                &cli_ctx(store.as_ref(), catalog.as_ref(), &actor, &settings.webhooks),
                 &layer,
                 &template,
             )?;
@@ -906,7 +917,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let catalog = catalog_handle.clone();
             let actor = cli_actor();
-            let m = app::discard_draft(&cli_ctx(store.as_ref(), catalog.as_ref(), &actor), &layer)?;
+            let m = app::discard_draft(
+                &cli_ctx(store.as_ref(), catalog.as_ref(), &actor, &settings.webhooks),
+                &layer,
+            )?;
             println!("layer {layer}: draft version {} discarded", m.version);
             Ok(())
         }
@@ -915,7 +929,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let catalog = catalog_handle.clone();
             let actor = cli_actor();
-            app::delete(&cli_ctx(store.as_ref(), catalog.as_ref(), &actor), &layer)?;
+            app::delete(
+                &cli_ctx(store.as_ref(), catalog.as_ref(), &actor, &settings.webhooks),
+                &layer,
+            )?;
             println!(
                 "layer {layer} deleted (hidden; `datahub layer undelete {layer}` brings it back)"
             );
@@ -926,7 +943,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let catalog = catalog_handle.clone();
             let actor = cli_actor();
-            if app::undelete(&cli_ctx(store.as_ref(), catalog.as_ref(), &actor), &layer)?.is_none()
+            if app::undelete(
+                &cli_ctx(store.as_ref(), catalog.as_ref(), &actor, &settings.webhooks),
+                &layer,
+            )?
+            .is_none()
             {
                 return Err(layers::Error::bad(format!("layer '{layer}' is not deleted")).into());
             }

@@ -864,8 +864,9 @@ pub fn compare(
     let geometry = geometry_digest(old, a)? != geometry_digest(new, b)?;
     let va = values(old, a, Some(&map), nn)?;
     let vb = values(new, b, None, nn)?;
+    // Columns of one version only are schema changes, not this feature's.
     let attributes = (0..nn)
-        .filter(|&j| !Canon::same(&va[j], &vb[j]))
+        .filter(|&j| map.to_new.contains(&Some(j)) && !Canon::same(&va[j], &vb[j]))
         .map(|j| new.meta.schema[j].name.clone())
         .collect();
     Ok((geometry, attributes))

@@ -258,7 +258,25 @@ pub trait CatalogStore: Send + Sync {
     fn audit(&self, q: &AuditQuery) -> layers::Result<Vec<AuditEntry>>;
     fn save_job(&self, j: &serde_json::Value) -> layers::Result<()>;
     fn job(&self, id: &str) -> layers::Result<Option<serde_json::Value>>;
+    /// Adds or replaces a subscription (webhook).
+    fn put_subscription(&self, s: &Subscription) -> layers::Result<()>;
+    fn subscriptions(&self) -> layers::Result<Vec<Subscription>>;
+    /// Removes a subscription and its delivery log; false if there was none.
+    fn remove_subscription(&self, id: &str) -> layers::Result<bool>;
+    /// Queues a delivery; its sequence number.
+    fn add_delivery(&self, d: &Delivery) -> layers::Result<i64>;
+    /// The oldest pending delivery of each subscription, when it is due and nobody
+    /// holds it (`now`: RFC 3339 UTC).
+    fn due_deliveries(&self, now: &str, limit: usize) -> layers::Result<Vec<Delivery>>;
+    /// Takes a due delivery until `until`; false when another process has it.
+    fn claim_delivery(&self, seq: i64, now: &str, until: &str) -> layers::Result<bool>;
+    /// Records an attempt's outcome (and releases the claim).
+    fn update_delivery(&self, d: &Delivery) -> layers::Result<()>;
+    /// A subscription's newest deliveries, newest first.
+    fn deliveries(&self, subscription: &str, limit: usize) -> layers::Result<Vec<Delivery>>;
 }
+
+pub use crate::webhooks::{Delivery, Subscription};
 
 /// A token as listed (never its secret).
 #[derive(Debug, Clone, Serialize, PartialEq)]

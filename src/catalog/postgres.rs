@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use super::sqlite::{constant_time_eq, random_hex, still_valid};
-use super::{AuditEntry, AuditQuery, CatalogStore, Ministry, Principal, Role, TokenInfo};
+use super::{
+    AuditEntry, AuditQuery, CatalogStore, Delivery, Ministry, Principal, Role, Subscription,
+    TokenInfo,
+};
 use layers::pg::{db_err, lock_key, Client, Db, CHANNEL};
 use layers::{Error, Result};
 
@@ -69,6 +72,19 @@ CREATE TABLE IF NOT EXISTS datahub.jobs (
     doc jsonb NOT NULL,
     owner text
 );
+CREATE TABLE IF NOT EXISTS datahub.subscriptions (
+    id text PRIMARY KEY,
+    doc text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS datahub.deliveries (
+    seq bigserial PRIMARY KEY,
+    subscription text NOT NULL,
+    state text NOT NULL,
+    next_at text NOT NULL,
+    claimed_until text,
+    doc text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_subscription ON datahub.deliveries (subscription, seq);
 CREATE TABLE IF NOT EXISTS datahub.usage (
     day text NOT NULL,
     layer text NOT NULL,
@@ -494,6 +510,144 @@ impl CatalogStore for PgCatalog {
             d["replica_alive"] = serde_json::json!(self.instance_alive(&owner)?);
         }
         Ok(Some(d))
+    }
+
+    fn put_subscription(&self, s: &Subscription) -> Result<()> {
+        let doc = serde_json::to_string(s).map_err(|e| Error::Internal(e.to_string()))?;
+        let id = s.id.clone();
+        self.db.run(move |c| async move {
+            c.execute(
+                "INSERT INTO datahub.subscriptions (id, doc) VALUES ($1, $2)
+                 ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+                &[&id, &doc],
+            )
+            .await
+            .map_err(db_err)
+            .map(|_| ())
+        })
+    }
+
+    fn subscriptions(&self) -> Result<Vec<Subscription>> {
+        let docs: Vec<String> = self.db.run(|c| async move {
+            Ok(
+                c.query("SELECT doc FROM datahub.subscriptions ORDER BY id", &[])
+                    .await
+                    .map_err(db_err)?
+                    .into_iter()
+                    .map(|r| r.get(0))
+                    .collect(),
+            )
+        })?;
+        docs.iter()
+            .map(|d| {
+                serde_json::from_str(d).map_err(|e| Error::Corrupt(format!("subscription: {e}")))
+            })
+            .collect()
+    }
+
+    fn remove_subscription(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.db.run(move |mut c| async move {
+            let tx = c.transaction().await.map_err(db_err)?;
+            tx.execute(
+                "DELETE FROM datahub.deliveries WHERE subscription = $1",
+                &[&id],
+            )
+            .await
+            .map_err(db_err)?;
+            let n = tx
+                .execute("DELETE FROM datahub.subscriptions WHERE id = $1", &[&id])
+                .await
+                .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)?;
+            Ok(n > 0)
+        })
+    }
+
+    fn add_delivery(&self, d: &Delivery) -> Result<i64> {
+        let doc = serde_json::to_string(d).map_err(|e| Error::Internal(e.to_string()))?;
+        let (s, st, n) = (d.subscription.clone(), d.state.clone(), d.next_at.clone());
+        self.db.run(move |c| async move {
+            Ok(c.query_one(
+                "INSERT INTO datahub.deliveries (subscription, state, next_at, doc)
+                 VALUES ($1, $2, $3, $4) RETURNING seq",
+                &[&s, &st, &n, &doc],
+            )
+            .await
+            .map_err(db_err)?
+            .get(0))
+        })
+    }
+
+    fn due_deliveries(&self, now: &str, limit: usize) -> Result<Vec<Delivery>> {
+        let (now, limit) = (now.to_string(), limit as i64);
+        let rows: Vec<(i64, String)> = self.db.run(move |c| async move {
+            Ok(c.query(
+                "SELECT seq, doc FROM datahub.deliveries d
+                 WHERE state = 'pending' AND next_at <= $1
+                   AND (claimed_until IS NULL OR claimed_until < $1)
+                   AND seq = (SELECT min(seq) FROM datahub.deliveries e
+                              WHERE e.subscription = d.subscription AND e.state = 'pending')
+                 ORDER BY seq LIMIT $2",
+                &[&now, &limit],
+            )
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+        })?;
+        rows.into_iter()
+            .map(|(seq, doc)| super::sqlite::delivery(seq, &doc))
+            .collect()
+    }
+
+    fn claim_delivery(&self, seq: i64, now: &str, until: &str) -> Result<bool> {
+        let (now, until) = (now.to_string(), until.to_string());
+        let n = self.db.run(move |c| async move {
+            c.execute(
+                "UPDATE datahub.deliveries SET claimed_until = $3
+                 WHERE seq = $1 AND state = 'pending' AND (claimed_until IS NULL OR claimed_until < $2)",
+                &[&seq, &now, &until],
+            )
+            .await
+            .map_err(db_err)
+        })?;
+        Ok(n == 1)
+    }
+
+    fn update_delivery(&self, d: &Delivery) -> Result<()> {
+        let doc = serde_json::to_string(d).map_err(|e| Error::Internal(e.to_string()))?;
+        let (seq, st, n) = (d.seq, d.state.clone(), d.next_at.clone());
+        self.db.run(move |c| async move {
+            c.execute(
+                "UPDATE datahub.deliveries SET state = $2, next_at = $3, claimed_until = NULL, doc = $4
+                 WHERE seq = $1",
+                &[&seq, &st, &n, &doc],
+            )
+            .await
+            .map_err(db_err)
+            .map(|_| ())
+        })
+    }
+
+    fn deliveries(&self, subscription: &str, limit: usize) -> Result<Vec<Delivery>> {
+        let (s, limit) = (subscription.to_string(), limit as i64);
+        let rows: Vec<(i64, String)> = self.db.run(move |c| async move {
+            Ok(c.query(
+                "SELECT seq, doc FROM datahub.deliveries WHERE subscription = $1
+                 ORDER BY seq DESC LIMIT $2",
+                &[&s, &limit],
+            )
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+        })?;
+        rows.into_iter()
+            .map(|(seq, doc)| super::sqlite::delivery(seq, &doc))
+            .collect()
     }
 }
 

@@ -12,7 +12,10 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
-use super::{AuditEntry, AuditQuery, CatalogStore, Ministry, Principal, Role, TokenInfo};
+use super::{
+    AuditEntry, AuditQuery, CatalogStore, Delivery, Ministry, Principal, Role, Subscription,
+    TokenInfo,
+};
 use layers::{Error, Result};
 
 pub struct SqliteCatalog {
@@ -63,13 +66,26 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     doc TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    subscription TEXT NOT NULL,
+    state TEXT NOT NULL,
+    next_at TEXT NOT NULL,
+    claimed_until TEXT,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_subscription ON deliveries (subscription, seq);
 "#;
 
 fn db(e: rusqlite::Error) -> Error {
     Error::Internal(format!("catalog database: {e}"))
 }
 
-pub(super) fn random_hex(bytes: usize) -> Result<String> {
+pub(crate) fn random_hex(bytes: usize) -> Result<String> {
     let mut b = vec![0u8; bytes];
     getrandom::getrandom(&mut b).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
     Ok(hex::encode(b))
@@ -461,6 +477,136 @@ impl CatalogStore for SqliteCatalog {
             .map_err(db)?;
         Ok(doc.and_then(|d| serde_json::from_str(&d).ok()))
     }
+
+    fn put_subscription(&self, s: &Subscription) -> Result<()> {
+        let doc = serde_json::to_string(s).map_err(|e| Error::Internal(e.to_string()))?;
+        self.conn()
+            .execute(
+                "INSERT INTO subscriptions (id, doc) VALUES (?1, ?2)
+                 ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",
+                params![s.id, doc],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn subscriptions(&self) -> Result<Vec<Subscription>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare("SELECT doc FROM subscriptions ORDER BY id")
+            .map_err(db)?;
+        let docs = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        docs.iter()
+            .map(|d| {
+                serde_json::from_str(d).map_err(|e| Error::Corrupt(format!("subscription: {e}")))
+            })
+            .collect()
+    }
+
+    fn remove_subscription(&self, id: &str) -> Result<bool> {
+        let mut c = self.conn();
+        let tx = c.transaction().map_err(db)?;
+        tx.execute(
+            "DELETE FROM deliveries WHERE subscription = ?1",
+            params![id],
+        )
+        .map_err(db)?;
+        let n = tx
+            .execute("DELETE FROM subscriptions WHERE id = ?1", params![id])
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(n > 0)
+    }
+
+    fn add_delivery(&self, d: &Delivery) -> Result<i64> {
+        let c = self.conn();
+        let doc = serde_json::to_string(d).map_err(|e| Error::Internal(e.to_string()))?;
+        c.execute(
+            "INSERT INTO deliveries (subscription, state, next_at, doc) VALUES (?1, ?2, ?3, ?4)",
+            params![d.subscription, d.state, d.next_at, doc],
+        )
+        .map_err(db)?;
+        Ok(c.last_insert_rowid())
+    }
+
+    fn due_deliveries(&self, now: &str, limit: usize) -> Result<Vec<Delivery>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare(
+                "SELECT seq, doc FROM deliveries d
+                 WHERE state = 'pending' AND next_at <= ?1
+                   AND (claimed_until IS NULL OR claimed_until < ?1)
+                   AND seq = (SELECT min(seq) FROM deliveries e
+                              WHERE e.subscription = d.subscription AND e.state = 'pending')
+                 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(db)?;
+        let rows = st
+            .query_map(params![now, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|(seq, doc)| delivery(seq, &doc))
+            .collect()
+    }
+
+    fn claim_delivery(&self, seq: i64, now: &str, until: &str) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE deliveries SET claimed_until = ?3
+                 WHERE seq = ?1 AND state = 'pending' AND (claimed_until IS NULL OR claimed_until < ?2)",
+                params![seq, now, until],
+            )
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
+    fn update_delivery(&self, d: &Delivery) -> Result<()> {
+        let doc = serde_json::to_string(d).map_err(|e| Error::Internal(e.to_string()))?;
+        self.conn()
+            .execute(
+                "UPDATE deliveries SET state = ?2, next_at = ?3, claimed_until = NULL, doc = ?4
+                 WHERE seq = ?1",
+                params![d.seq, d.state, d.next_at, doc],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn deliveries(&self, subscription: &str, limit: usize) -> Result<Vec<Delivery>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare(
+                "SELECT seq, doc FROM deliveries WHERE subscription = ?1 ORDER BY seq DESC LIMIT ?2",
+            )
+            .map_err(db)?;
+        let rows = st
+            .query_map(params![subscription, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|(seq, doc)| delivery(seq, &doc))
+            .collect()
+    }
+}
+
+/// A delivery row: its record, with the store's sequence number.
+pub(super) fn delivery(seq: i64, doc: &str) -> Result<Delivery> {
+    let mut d: Delivery =
+        serde_json::from_str(doc).map_err(|e| Error::Corrupt(format!("delivery {seq}: {e}")))?;
+    d.seq = seq;
+    Ok(d)
 }
 
 /// Everything a catalogue holds, rows as they are (token and session secrets as

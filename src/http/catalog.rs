@@ -1004,6 +1004,7 @@ pub(super) fn app_ctx<'a>(
         catalog: st.catalog.as_ref(),
         actor,
         remote,
+        webhooks: &st.webhooks,
     }
 }
 
@@ -1081,6 +1082,7 @@ fn run_job(
             catalog: state.catalog.as_ref(),
             actor: &actor,
             remote: remote.as_deref(),
+            webhooks: &state.webhooks,
         };
         // Published, recorded, and the tables joined to this layer rebuilt.
         crate::app::publish(&ctx, &req, &progress)
@@ -1162,6 +1164,8 @@ pub(super) fn rejoined_json(rejoined: &[(String, Result<LayerMeta, String>)]) ->
 }
 
 pub(super) fn reload(state: &AppState) {
+    // A publish may have queued notifications: send them now.
+    state.webhooks_wake.notify_one();
     match state.registry.refresh() {
         Ok(changed) => {
             state.tiles.reloaded(&changed, &state.registry);

@@ -26,6 +26,7 @@ pub(crate) mod catalog;
 mod changes;
 mod drafts;
 mod quality;
+mod subscriptions;
 mod tiles;
 mod web;
 
@@ -82,6 +83,9 @@ pub struct Shared {
     pub changed: Arc<tokio::sync::Notify>,
     /// Loaded kept versions and computed diffs (`/collections/{id}/changes`).
     pub changes: Arc<crate::changes::Changes>,
+    /// Notifications to subscribers: settings, and the sender's wake-up.
+    pub webhooks: Arc<crate::webhooks::WebhookSettings>,
+    pub webhooks_wake: Arc<tokio::sync::Notify>,
     /// Catalogue search index, rebuilt when the layers change.
     pub search: Arc<std::sync::Mutex<Option<Arc<catalog::SearchIndex>>>>,
 }
@@ -114,6 +118,8 @@ impl Shared {
             max_upload_bytes: 2 << 30,
             search: Arc::default(),
             changes: Arc::default(),
+            webhooks: Arc::default(),
+            webhooks_wake: Arc::default(),
             gate: Arc::new(crate::limits::Gate::new(crate::limits::Limits::default())),
             map: Default::default(),
         })
@@ -281,6 +287,18 @@ pub fn router(state: AppState) -> Router {
         .route("/collections/:id/items/:fid", get(item))
         .route("/collections/:id/items/:fid/history", get(changes::history))
         .route("/collections/:id/changes", get(changes::changes))
+        .route(
+            "/api/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/api/subscriptions/:id",
+            axum::routing::delete(subscriptions::remove),
+        )
+        .route(
+            "/api/subscriptions/:id/deliveries",
+            get(subscriptions::deliveries),
+        )
         .route("/tiles/:layers/:z/:x/:y", get(tiles::tile))
         .route("/tiles/:name", get(tiles::tilejson))
         .route("/api/layers/:id/quality", get(quality::layer))
