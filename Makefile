@@ -70,7 +70,7 @@ testdata:
 # ../shared/data has none.
 SHEETS := tests/.sheets
 # The black-box suites that run a second time on the PostgreSQL backend (tests/pg-suites.sh).
-PG_SUITES := ogc_blackbox tiles_blackbox catalog_blackbox analysis_blackbox http_blackbox quality_blackbox ingest_tables ingest_cases ingest_real web_blackbox
+PG_SUITES := changes_blackbox ogc_blackbox tiles_blackbox catalog_blackbox analysis_blackbox http_blackbox quality_blackbox ingest_tables ingest_cases ingest_real web_blackbox
 $(SHEETS)/deaths.xlsx:
 	@rm -rf $(SHEETS).tmp && mkdir -p $(SHEETS).tmp
 	cd $(SHEETS).tmp && apt-get download r-cran-readxl >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && cd $(CURDIR)/$(SHEETS).tmp && apt-get download r-cran-readxl; }
