@@ -13,7 +13,7 @@ FETCHED := tests/.testdata
 APT_PKGS := libgdal-dev gdal-bin libclang-dev clang pkg-config zip unzip curl ca-certificates bc python3 python3-pip python3-venv wrk chromium postgresql-15 postgresql-15-postgis-3 postgresql-client-15 nginx-light
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help deps build run test testdata bench bench-peers bench-hardening bench-postgres lint lint-js fmt clean fuzz
+.PHONY: help deps build run test testdata bench bench-peers bench-hardening bench-postgres bench-changes lint lint-js fmt clean fuzz
 
 help:
 	@echo "make run    - build and serve the demo layers on http://$(ADDR)"
@@ -100,6 +100,11 @@ bench-hardening: deps build
 # publish-to-visible latency across two replicas (also part of `make bench`).
 bench-postgres: deps build
 	bash tests/bench/postgres.sh
+
+# Change over time (issue 18): a 1 M-point diff, changes?since= vs a full download,
+# tiles kept after a 1-feature change (also part of `make bench`).
+bench-changes: deps build
+	bash tests/bench/changes.sh
 
 # Optional: the viewport-grid tile workload against Martin on PostGIS, with the ratios.
 bench-peers: deps build

@@ -450,6 +450,19 @@ fn print_rejoined(
 }
 
 /// The command line's context for the publishing operations.
+/// The limits and diagnosis settings of the tables rebuilt after a layer changed.
+fn rebuild_template(settings: &Settings, layer: &str, actor: &str) -> IngestRequest {
+    IngestRequest {
+        limits: Limits {
+            max_uncompressed: settings.max_unzipped_mb << 20,
+            ..Limits::default()
+        },
+        diagnose: settings.quality.clone(),
+        uploaded_by: Some(actor.to_string()),
+        ..IngestRequest::new("", layer, "")
+    }
+}
+
 fn cli_ctx<'a>(
     store: &'a dyn LayerStore,
     catalog: &'a dyn CatalogStore,
@@ -858,15 +871,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let catalog = catalog_handle.clone();
             let actor = cli_actor();
             // The limits and diagnosis settings of the tables rebuilt after it.
-            let template = IngestRequest {
-                limits: Limits {
-                    max_uncompressed: settings.max_unzipped_mb << 20,
-                    ..Limits::default()
-                },
-                diagnose: settings.quality.clone(),
-                uploaded_by: Some(actor.clone()),
-                ..IngestRequest::new("", &layer, "")
-            };
+            let template = rebuild_template(&settings, &layer, &actor);
             let (m, rejoined) = app::restore(
                 &cli_ctx(store.as_ref(), catalog.as_ref(), &actor, &settings.webhooks),
                 &layer,
@@ -894,15 +899,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(why) = app::approval_refused(catalog.as_ref(), &draft, &actor, true)? {
                 anyhow::bail!(why);
             }
-            let template = IngestRequest {
-                limits: Limits {
-                    max_uncompressed: settings.max_unzipped_mb << 20,
-                    ..Limits::default()
-                },
-                diagnose: settings.quality.clone(),
-                uploaded_by: Some(actor.clone()),
-                ..IngestRequest::new("", &layer, "")
-            };
+            let template = rebuild_template(&settings, &layer, &actor);
             let (m, rejoined) = app::publish_draft(
                 &cli_ctx(store.as_ref(), catalog.as_ref(), &actor, &settings.webhooks),
                 &layer,

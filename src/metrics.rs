@@ -245,8 +245,14 @@ impl Metrics {
             extra.tiles_carried as f64,
         );
         gauge(
+            "datahub_tile_cache_rerendered_total",
+            "Cached tiles a layer's new version changed, rendered again as it was loaded.",
+            "counter",
+            extra.tiles_rerendered as f64,
+        );
+        gauge(
             "datahub_tile_cache_dropped_total",
-            "Cached tiles dropped because a layer's new version changed their area.",
+            "Cached tiles dropped because a layer's new version changed their area (and they were not rendered again).",
             "counter",
             extra.tiles_dropped as f64,
         );
@@ -303,6 +309,7 @@ pub struct Gauges {
     pub tile_bytes: u64,
     /// Cached tiles kept across a new version (no change in their area) / dropped.
     pub tiles_carried: u64,
+    pub tiles_rerendered: u64,
     pub tiles_dropped: u64,
     pub jobs_active: usize,
     /// size, idle, max, database answered.

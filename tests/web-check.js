@@ -164,6 +164,8 @@ const path = require('path');
   await page.screenshot({ path: path.join(out, 'publish-report.png'), fullPage: true });
   await page.click('#view-map');
   await waitFor(() => window.datahub && window.datahub.ready);
+  // Tiles of the first view still loading would be cancelled by the jump (failed requests).
+  await idle();
   await page.evaluate(() => { const m = window.datahub.map; m.jumpTo({ center: [-113.2, 37.0], zoom: 6 }); });
   await idle();
   res.new_layer_visible = await page.evaluate(() => window.datahub.state.order.includes('silvestres-web'));
@@ -228,6 +230,81 @@ const path = require('path');
   await waitFor(() => window.datahub && window.datahub.ready);
   res.budget_card = await page.$$eval('.layer.table[data-layer="presupuesto-web"]', (c) => c.map((x) => ({ text: x.textContent, checkboxes: x.querySelectorAll('input[type=checkbox]').length })));
   res.budget_drawn = await page.evaluate(() => window.datahub.state.order.includes('presupuesto-web'));
+
+  // 12. A draft through the form's "borrador" box: hogares-web again without its first
+  // two colonias and with three counts changed. The review panel says what it changes
+  // and draws it; publishing it from the panel makes it the served version.
+  const draftCsv = path.join(out, 'hogares-borrador.csv');
+  fs.writeFileSync(draftCsv, `colonia,hogares\n${names.slice(2).map((n, k) => `${upper(n)},${k < 3 ? 900 + k : 102 + k}`).join('\n')}\nColonia Inexistente,5\n`);
+  await page.goto(`${base}/publicar?layer=hogares-web`, { waitUntil: 'load' });
+  await page.waitForSelector('#upload-form:not([hidden])', { timeout: 10000 });
+  await page.waitForSelector('#versions li', { timeout: 10000 });
+  res.draft_panel_before = await page.$eval('#draft-panel', (p) => p.hidden);
+  await page.setInputFiles('#file', draftCsv);
+  await page.selectOption('#join_layer', 'colonias');
+  await waitFor(() => [...document.querySelectorAll('#join_field option')].some((o) => o.value === 'nombre'));
+  await page.selectOption('#join_field', 'nombre');
+  // The key named: features are then paired by it, and a changed count is "modified".
+  await page.fill('#key', 'colonia');
+  await page.fill('#note', 'borrador de prueba');
+  await page.check('#draft');
+  await page.click('#send');
+  await page.waitForSelector('#draft-saved, #job-error', { timeout: 60000 });
+  res.draft_error = await page.$$eval('#job-error', (e) => e.map((x) => x.textContent));
+  res.draft_report = await page.$eval('#report h3', (h) => h.textContent);
+  await page.waitForSelector('#draft-panel:not([hidden]) #draft-counts', { timeout: 30000 });
+  await page.waitForSelector('#draft-map[data-ready]', { timeout: 30000 });
+  res.draft_panel = await page.$eval('#draft-panel', (p) => ({
+    info: p.querySelector('#draft-info').textContent.replace(/\s+/g, ' ').trim(),
+    changes: p.querySelector('#draft-changes').textContent.replace(/\s+/g, ' ').trim(),
+    counts: Object.fromEntries([...p.querySelectorAll('#draft-counts .chg')].map((c) => [c.dataset.kind, +c.dataset.count])),
+    canvas: p.querySelectorAll('#draft-map canvas').length,
+    publish_disabled: p.querySelector('#draft-publish').disabled,
+    why_not: p.querySelector('#draft-why').textContent,
+  }));
+  res.draft_api = await page.evaluate(async () => {
+    const d = await (await fetch('/api/layers/hogares-web/draft')).json();
+    return { version: d.version, base: d.base, may_publish: d.may_publish, counts: d.changes && d.changes.counts };
+  });
+  res.draft_map = await page.evaluate(() => {
+    const m = window.datahub.draftMap;
+    // Distinct features per kind (a polygon cut by tile edges is queried once per piece).
+    const kinds = {};
+    for (const f of m.queryRenderedFeatures({ layers: ['changes-fill', 'changes-removed'] })) (kinds[f.properties.datahub_change] ||= new Set()).add(f.id);
+    return {
+      changes: Object.fromEntries(Object.entries(kinds).map(([k, ids]) => [k, ids.size])),
+      draft_features: m.queryRenderedFeatures({ layers: ['draft-fill'] }).length,
+    };
+  });
+  res.draft_versions = await page.$$eval('#versions li', (li) => li.map((x) => ({ draft: x.dataset.draft === 'true', text: x.textContent.replace(/\s+/g, ' ').trim(), restore: !!x.querySelector('[data-restore]') })));
+  await page.locator('#draft-panel').screenshot({ path: path.join(out, 'draft-review.png') });
+  await page.click('#draft-publish');
+  await page.waitForSelector('#draft-done, #draft-error', { timeout: 30000 });
+  res.draft_result = await page.$eval('#draft-result', (r) => r.textContent.replace(/\s+/g, ' ').trim());
+  res.draft_panel_after = await page.$eval('#draft-panel', (p) => p.hidden);
+  res.draft_versions_after = await page.evaluate(async () => (await (await fetch('/api/layers/hogares-web/versions')).json()).versions.map((v) => [v.version, v.current, v.draft, v.note]));
+
+  // 13. The map's "changes since": from a date before the layer existed every feature
+  // is new; the legend's counts are the API's, the overlay draws them; "Quitar" clears.
+  await page.goto(`${base}/`, { waitUntil: 'load' });
+  await waitFor(() => window.datahub && window.datahub.ready);
+  await idle();
+  await page.click('.layer[data-layer="hogares-web"] button[data-act="info"]');
+  await page.waitForSelector('#changes-since');
+  res.changes_default_since = await page.$eval('#changes-since', (i) => i.value);
+  await page.fill('#changes-since', '2000-01-01');
+  await page.click('#changes-show');
+  await page.waitForSelector('#changes-legend .changes-counts, #changes-legend .error', { timeout: 30000 });
+  await idle();
+  res.changes_legend = await page.$eval('#changes-legend', (l) => ({
+    text: l.textContent.replace(/\s+/g, ' ').trim(),
+    counts: Object.fromEntries([...l.querySelectorAll('.chg')].map((c) => [c.dataset.kind, +c.dataset.count])),
+  }));
+  res.changes_api = await page.evaluate(async () => (await (await fetch('/collections/hogares-web/changes?since=2000-01-01')).json()).counts);
+  res.changes_rendered = await page.evaluate(() => new Set(window.datahub.map.queryRenderedFeatures({ layers: ['changes-fill'] }).map((f) => f.id)).size);
+  await shot('changes');
+  await page.click('#changes-clear');
+  res.changes_cleared = await page.evaluate(() => !window.datahub.map.getSource('changes') && !window.datahub.map.getLayer('changes-fill') && document.querySelector('#changes-legend').textContent.trim() === '');
 
   res.errors = errors;
   await browser.close();

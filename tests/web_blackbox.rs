@@ -274,6 +274,67 @@ fn planners_map_and_publishing_in_a_browser() {
             [1, null]
         ])
     );
+    // A new version of the joined table as a draft: reviewed on /publicar (diagnosis,
+    // what it changes, a map of the draft and its changes), then published.
+    use serde_json::json;
+    assert_eq!(r["draft_panel_before"], true, "{r}");
+    assert_eq!(r["draft_error"], json!([]), "{r}");
+    assert_eq!(
+        r["draft_report"],
+        "Borrador guardado: hogares-web v2 (hecho sobre v1)"
+    );
+    assert_eq!(
+        r["draft_panel"]["counts"],
+        json!({"added": 0, "removed": 2, "modified": 3}),
+        "{r}"
+    );
+    let ch = r["draft_panel"]["changes"].as_str().unwrap();
+    assert!(
+        ch.contains("3 modificados (0 geometría, 3 atributos)") && ch.contains("hogares (3)"),
+        "{ch}"
+    );
+    assert_eq!(r["draft_api"]["counts"]["modified"], 3);
+    assert_eq!(r["draft_api"]["may_publish"], true);
+    assert_eq!(r["draft_panel"]["canvas"], 1);
+    assert_eq!(r["draft_panel"]["publish_disabled"], false);
+    assert_eq!(
+        r["draft_map"]["changes"],
+        json!({"removed": 2, "modified": 3})
+    );
+    assert!(
+        r["draft_map"]["draft_features"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    assert_eq!(r["draft_versions"][0]["draft"], true);
+    assert_eq!(r["draft_versions"][0]["restore"], false);
+    assert!(
+        r["draft_result"]
+            .as_str()
+            .unwrap()
+            .starts_with("Publicada: hogares-web v2"),
+        "{r}"
+    );
+    assert_eq!(r["draft_panel_after"], true);
+    assert_eq!(
+        r["draft_versions_after"],
+        json!([
+            [2, true, false, "borrador de prueba"],
+            [1, false, false, null]
+        ])
+    );
+    // The map's "changes since": everything added since a date before the layer.
+    assert_eq!(
+        r["changes_legend"]["counts"],
+        json!({"added": 46, "removed": 0, "modified": 0}),
+        "{r}"
+    );
+    assert_eq!(r["changes_api"]["added"], 46);
+    assert!(r["changes_legend"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("nada → v2"));
+    assert_eq!(r["changes_rendered"], 46);
+    assert_eq!(r["changes_cleared"], true);
     for png in [
         "map-layers",
         "popup",
@@ -282,6 +343,8 @@ fn planners_map_and_publishing_in_a_browser() {
         "phone",
         "publish-report",
         "published-on-map",
+        "draft-review",
+        "changes",
     ] {
         assert!(
             shots.join(format!("{png}.png")).metadata().unwrap().len() > 10_000,

@@ -223,13 +223,16 @@ pub fn choose_identity(
             });
         }
     }
-    // A table placed by a key keeps that key from version to version.
+    // A table placed by a key keeps that key from version to version: the one asked
+    // for, or the one the join found by itself (in its report).
     let declared = new
         .meta
         .table
         .as_ref()
         .and_then(|t| t.join.as_ref())
         .map(|j| j.key.clone())
+        .filter(|k| !k.is_empty())
+        .or_else(|| new.meta.report.join.as_ref().map(|j| j.key.clone()))
         .unwrap_or_default();
     if !declared.is_empty()
         && declared

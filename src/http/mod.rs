@@ -692,6 +692,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
             tile_entries,
             tile_bytes,
             tiles_carried: st.tiles.carried.load(std::sync::atomic::Ordering::Relaxed),
+            tiles_rerendered: st
+                .tiles
+                .rerendered
+                .load(std::sync::atomic::Ordering::Relaxed),
             tiles_dropped: st.tiles.dropped.load(std::sync::atomic::Ordering::Relaxed),
             jobs_active: st.jobs.active_all(),
             pool,

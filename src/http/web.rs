@@ -115,8 +115,9 @@ pub fn map_page(map: &crate::config::MapSettings) -> Response {
     page(INDEX, &map.origins())
 }
 
-pub async fn publicar() -> Response {
-    page(PUBLICAR, &[])
+/// `/publicar`: it draws a draft's preview on the same basemap as the map.
+pub async fn publicar(State(state): State<AppState>) -> Response {
+    page(PUBLICAR, &state.map.origins())
 }
 
 /// `GET /api/map-config`: the basemap the page should draw.

@@ -163,10 +163,17 @@ pub struct TileService {
     /// The loaded version of each layer whose tiles may be cached: what a new version
     /// is compared with to keep the tiles no change touches.
     shown: Mutex<HashMap<String, Arc<LoadedLayer>>>,
-    /// Tiles kept across new versions (no change in their area) and dropped.
+    /// Tiles kept across new versions (no change in their area), rendered again at
+    /// once for the new version (a change in their area), and dropped.
     pub carried: std::sync::atomic::AtomicU64,
+    pub rerendered: std::sync::atomic::AtomicU64,
     pub dropped: std::sync::atomic::AtomicU64,
 }
+
+/// At most this many cached tiles a change touches are rendered again as soon as the
+/// new version is loaded (the ones a map was showing); beyond, they are dropped and
+/// rendered when asked for.
+const RERENDER_MAX: usize = 256;
 
 /// A new version whose changes cover more than this share of its features (or
 /// 50,000 features) drops all its tiles: checking each cached tile would cost more
@@ -191,6 +198,7 @@ impl TileService {
             points: Mutex::new(HashMap::new()),
             shown: Mutex::new(HashMap::new()),
             carried: Default::default(),
+            rerendered: Default::default(),
             dropped: Default::default(),
             renders: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
@@ -262,6 +270,7 @@ impl TileService {
             return;
         }
         let mut drop_all = Vec::new();
+        let mut again = Vec::new();
         for id in changed {
             let old = self
                 .shown
@@ -273,13 +282,13 @@ impl TileService {
                 (Some(old), Some(new)) if old.meta.version != new.meta.version => {
                     let t0 = std::time::Instant::now();
                     match self.carry_over(&old, &new) {
-                        Ok(Some((kept, dropped))) => {
+                        Ok(Some((kept, dropped, dirty))) => {
                             use std::sync::atomic::Ordering::Relaxed;
                             self.carried.fetch_add(kept, Relaxed);
-                            self.dropped.fetch_add(dropped, Relaxed);
                             tracing::info!(layer = %id, from = old.meta.version, to = new.meta.version,
-                                kept, dropped, ms = t0.elapsed().as_millis() as u64,
+                                kept, touched = dropped, ms = t0.elapsed().as_millis() as u64,
                                 "tiles no change touches kept");
+                            again.push((new.clone(), dirty, dropped));
                         }
                         Ok(None) => drop_all.push(id.clone()),
                         Err(e) => {
@@ -300,15 +309,40 @@ impl TileService {
         }
         let loaded: Vec<_> = changed.iter().filter_map(|id| registry.get(id)).collect();
         self.prepare(&loaded);
+        // The tiles a change touched, rendered now for the new version: a one-feature
+        // edit costs a handful of renders here instead of misses on the map.
+        use std::sync::atomic::Ordering::Relaxed;
+        for (layer, dirty, touched) in again {
+            let t0 = std::time::Instant::now();
+            let mut done = 0u64;
+            for tile in dirty.into_iter().take(RERENDER_MAX) {
+                let one = [layer.clone()];
+                let key = Self::key(&one, tile);
+                match self.render_keyed(&key, &one, tile) {
+                    Ok(body) => {
+                        self.cache.insert(key, body);
+                        done += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(layer = %layer.meta.id, error = %e, "tile not rendered again")
+                    }
+                }
+            }
+            self.rerendered.fetch_add(done, Relaxed);
+            self.dropped.fetch_add(touched - done, Relaxed);
+            tracing::info!(layer = %layer.meta.id, rendered = done, ms = t0.elapsed().as_millis() as u64,
+                "tiles a change touched rendered again");
+        }
     }
 
     /// Moves the cached tiles of `old` that no change touches to `new`'s key and drops
-    /// the rest; None when everything must go. Returns (kept, dropped).
+    /// the rest; None when everything must go. Returns (kept, dropped, the dropped
+    /// tiles of this layer alone: the ones worth rendering again).
     fn carry_over(
         &self,
         old: &LoadedLayer,
         new: &LoadedLayer,
-    ) -> layers::Result<Option<(u64, u64)>> {
+    ) -> layers::Result<Option<(u64, u64, Vec<TileId>)>> {
         if old.meta.schema != new.meta.schema
             || is_point_layer(old) != is_point_layer(new)
             || old.meta.id != new.meta.id
@@ -320,7 +354,7 @@ impl TileService {
         let Some(boxes) = changed_boxes(old, new, limit)? else {
             return Ok(None);
         };
-        let dirty = rstar::RTree::bulk_load(
+        let touched = rstar::RTree::bulk_load(
             boxes
                 .into_iter()
                 .map(|b| rstar::primitives::Rectangle::from_corners([b[0], b[1]], [b[2], b[3]]))
@@ -331,6 +365,7 @@ impl TileService {
         self.cache.run_pending_tasks();
         let (mut kept, mut dropped) = (0u64, 0u64);
         let mut moved = Vec::new();
+        let mut dirty = Vec::new();
         for (k, v) in self.cache.iter() {
             if !k.layers.iter().any(|(l, n)| *l == id && *n == from) {
                 continue;
@@ -345,8 +380,15 @@ impl TileService {
             // One pixel more than the buffer: rounding at the edge never decides.
             let b = TileId { z, x, y }.bounds_lonlat(opts.buffer + 16, opts.extent);
             let env = rstar::AABB::from_corners([b[0], b[1]], [b[2], b[3]]);
-            if dirty.locate_in_envelope_intersecting(&env).next().is_some() {
+            if touched
+                .locate_in_envelope_intersecting(&env)
+                .next()
+                .is_some()
+            {
                 dropped += 1;
+                if k.layers.len() == 1 {
+                    dirty.push(TileId { z, x, y });
+                }
                 continue;
             }
             let mut key = (*k).clone();
@@ -363,7 +405,9 @@ impl TileService {
         }
         let ids = vec![id];
         self.invalidate_versions(&ids, from);
-        Ok(Some((kept, dropped)))
+        // Low zooms first: they cover the most of a map.
+        dirty.sort_by_key(|t| t.z);
+        Ok(Some((kept, dropped, dirty)))
     }
 
     /// Evicts the cached tiles of version `n` of these layers.

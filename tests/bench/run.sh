@@ -84,5 +84,8 @@ cargo bench -q -p tiles --bench encode -- --noplot 2>&1 | grep -E "^encode|time:
 echo "== point tiles of a 1 M-point layer, uncached, through the service (criterion, in-process)"
 cargo bench -q --bench point_tiles -- --noplot 2>&1 | grep -E "^point|time:" || true
 
+echo "== change over time: diff, changes?since= vs a full download, tiles kept after a 1-feature change"
+bash tests/bench/changes.sh "$work"
+
 echo "== PostgreSQL backend (throwaway cluster): ingest vs ogr2ogr -f PostgreSQL, replica latency"
 bash tests/bench/postgres.sh

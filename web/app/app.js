@@ -2,27 +2,22 @@
 // layers as vector tiles with automatic styles, popups, layer details, the
 // neighbourhood view (choropleth, zone profile, nearest) and sign-in. Plain ES module
 // over DataHub's own APIs; MapLibre GL JS is served by DataHub (no CDN).
-import { t, lang, setLang, applyI18n, fmtValue, esc, api, session, signIn, signOut } from '/web/app/common.js';
+import {
+  t, lang, setLang, applyI18n, fmtValue, esc, api, session, signIn, signOut, baseStyle, changeLayers, changeCounts, CHANGE_KINDS,
+} from '/web/app/common.js';
 
 const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2', '#bcbd22', '#4d4d4d'];
 const RAMP = ['#fef0d9', '#fdcc8a', '#fc8d59', '#e34a33', '#b30000'];
-const state = { layers: [], byId: {}, order: [], opacity: {}, colorBy: {}, session: { signed_in: false }, choro: null };
+const state = { layers: [], byId: {}, order: [], opacity: {}, colorBy: {}, session: { signed_in: false }, choro: null, changes: null, detailsId: null };
 const $ = (id) => document.getElementById(id);
+// One list of the "changes since" overlay's style layers, to stack, query and remove them.
+const CHANGE_IDS = changeLayers('changes').map((l) => l.id);
 
-// The basemap: a configured style or raster tiles (`[map]` in the settings), else a
-// plain background under the neighbourhood boundaries, which works offline.
+// The basemap (see baseStyle), under the neighbourhood boundaries.
 const config = await fetch('/api/map-config').then((r) => r.json()).catch(() => ({ boundaries: 'colonias' }));
-const baseStyle = {
-  version: 8,
-  sources: config.basemap_tiles ? { basemap: { type: 'raster', tiles: [config.basemap_tiles], tileSize: 256, attribution: config.basemap_attribution || '' } } : {},
-  layers: [
-    { id: 'background', type: 'background', paint: { 'background-color': '#eef0ea' } },
-    ...(config.basemap_tiles ? [{ id: 'basemap', type: 'raster', source: 'basemap' }] : []),
-  ],
-};
 const map = new maplibregl.Map({
   container: 'map',
-  style: config.basemap_style || baseStyle,
+  style: baseStyle(config),
   center: [-100.31, 25.67],
   zoom: 11,
   attributionControl: { compact: true },
@@ -31,6 +26,8 @@ map.addControl(new maplibregl.NavigationControl(), 'top-right');
 map.addControl(new maplibregl.ScaleControl({ unit: 'metric' }), 'bottom-left');
 map.addControl(new maplibregl.GeolocateControl({ trackUserLocation: false }), 'top-right');
 window.datahub = { map, state, ready: false };
+// Sources can be added only once the style is in; a click may come before that.
+const mapLoaded = new Promise((ok) => map.once('load', ok));
 
 const geomKind = (rec) => {
   // A dataset with no place (a budget): listed, detailed and downloadable, not drawn.
@@ -197,6 +194,8 @@ function choroBelow() { return map.getLayer('choro-fill') ? 'choro-fill' : undef
 /** Later in `order` draws on top. */
 function restack() {
   for (const id of state.order) for (const s of styleIds(id)) if (map.getLayer(s)) map.moveLayer(s, choroBelow());
+  // What changed is drawn over everything, whatever was turned on after it.
+  for (const s of CHANGE_IDS) if (map.getLayer(s)) map.moveLayer(s);
 }
 
 function move(id, delta) {
@@ -281,6 +280,7 @@ function renderLegend() {
 // ---- popups ----
 map.on('click', async (e) => {
   if ($('nearmode').checked) return nearest(e.lngLat);
+  if (changePopup(e)) return;
   const styleLayers = state.order.flatMap(styleIds).filter((s) => map.getLayer(s));
   const hits = map.queryRenderedFeatures(e.point, { layers: [...styleLayers, ...(map.getLayer('choro-fill') ? ['choro-fill'] : [])] });
   if (!hits.length) return;
@@ -298,7 +298,7 @@ map.on('click', async (e) => {
   }
 });
 map.on('mousemove', (e) => {
-  const styleLayers = state.order.flatMap(styleIds).filter((s) => map.getLayer(s));
+  const styleLayers = [...state.order.flatMap(styleIds), ...CHANGE_IDS].filter((s) => map.getLayer(s));
   map.getCanvas().style.cursor = styleLayers.length && map.queryRenderedFeatures(e.point, { layers: styleLayers }).length ? 'pointer' : '';
 });
 
@@ -306,6 +306,9 @@ map.on('mousemove', (e) => {
 async function showDetails(id) {
   const body = $('details-body');
   $('details').hidden = false;
+  // The changes drawn are the details' layer's: another layer's details start without.
+  if (state.changes && state.changes.layer !== id) clearChanges();
+  state.detailsId = id;
   body.innerHTML = `<p>${t('loading')}</p>`;
   const [rec, hist, q] = await Promise.all([
     api(`/api/layers/${id}`),
@@ -332,10 +335,100 @@ async function showDetails(id) {
     <h3>${t('forqgis')}</h3>
     <p>OGC API – Features</p><code class="url">${esc(location.origin)}/collections/${esc(id)}</code>
     <p>TileJSON</p><code class="url">${esc(location.origin)}/tiles/${esc(id)}.json</code>
-    <h3>${t('history')}</h3><ul>${hist.versions.map((v) => `<li>v${v.version}${v.current ? ' ★' : ''} — ${esc(v.created_at)} — ${esc(v.uploaded_by || '')} — ${esc(v.source_file)} (${v.feature_count})${v.note ? ` — ${esc(v.note)}` : ''}</li>`).join('')}</ul>`;
+    <h3>${t('changessince')}</h3>
+    <div class="row changes-control">
+      <label for="changes-since" class="sr">${t('changessince')}</label>
+      <input type="date" id="changes-since" value="${esc(dayBefore((hist.versions.find((v) => v.current) || {}).created_at))}" max="${esc(new Date().toISOString().slice(0, 10))}">
+      <button type="button" id="changes-show">${t('show')}</button>
+      <button type="button" id="changes-clear" class="secondary">${t('clear')}</button>
+    </div>
+    <div id="changes-legend" aria-live="polite"></div>
+    <h3>${t('history')}</h3><ul>${hist.versions.map((v) => `<li>v${v.version}${v.current ? ' ★' : ''}${v.draft ? ` — <strong>${t('draftmark')}</strong>` : ''} — ${esc(v.created_at)} — ${esc(v.uploaded_by || '')} — ${esc(v.source_file)} (${v.feature_count})${v.note ? ` — ${esc(v.note)}` : ''}${v.approved_by ? ` — ${t('approvedby')} ${esc(v.approved_by)}` : ''}</li>`).join('')}</ul>`;
+  $('changes-show').addEventListener('click', () => showChanges(id));
+  $('changes-clear').addEventListener('click', clearChanges);
+  if (state.changes) renderChangesLegend();
   $('details-close').focus();
 }
-$('details-close').addEventListener('click', () => { $('details').hidden = true; });
+$('details-close').addEventListener('click', () => {
+  $('details').hidden = true;
+  state.detailsId = null;
+  clearChanges();
+});
+
+// ---- changes since a date ----
+/** The day before `iso` in Monterrey (UTC−6, as the server reads a bare date): the
+ * state then is the version before the one current, a useful first comparison. */
+function dayBefore(iso) {
+  const ms = Date.parse(iso || '');
+  if (Number.isNaN(ms)) return '';
+  return new Date(ms - 6 * 3600e3 - 86400e3).toISOString().slice(0, 10);
+}
+
+async function showChanges(id) {
+  const el = $('changes-legend');
+  const since = $('changes-since').value;
+  if (!since) { el.innerHTML = `<p class="error">${t('pickdate')}</p>`; return; }
+  el.innerHTML = `<p>${t('loading')}</p>`;
+  const url = `/collections/${encodeURIComponent(id)}/changes?since=${encodeURIComponent(since)}`;
+  let summary;
+  let fc;
+  try {
+    // The summary has the exact counts and the bbox; the GeoJSON may be only its first page.
+    [summary, fc] = await Promise.all([api(url), api(`${url}&f=geojson&limit=10000`)]);
+    await mapLoaded;
+  } catch (err) {
+    // 410: that date's version is no longer kept; the server says what to do instead.
+    if (state.detailsId === id) el.innerHTML = `<p class="error">${esc(err.message)}</p>`;
+    return;
+  }
+  if (state.detailsId !== id) return;
+  clearChanges();
+  map.addSource('changes', { type: 'geojson', data: fc });
+  for (const l of changeLayers('changes')) map.addLayer(l);
+  state.changes = { layer: id, since, summary, returned: fc.numberReturned, matched: fc.numberMatched };
+  window.datahub.changes = state.changes;
+  renderChangesLegend();
+  const b = summary.bbox;
+  // A jump, not a flight: the tiles a flight asks for on its way are cancelled after it.
+  if (b) map.fitBounds([[b[0], b[1]], [b[2], b[3]]], { padding: 40, maxZoom: 16, duration: 0 });
+}
+
+function renderChangesLegend() {
+  const el = $('changes-legend');
+  const c = state.changes;
+  if (!el || !c) return;
+  const s = c.summary;
+  const from = s.from ? `v${s.from.version}` : t('chg_nothing');
+  const capped = c.matched > c.returned ? `<p class="hint">${t('firstn')} ${esc(fmtValue(c.returned))} / ${esc(fmtValue(c.matched))}</p>` : '';
+  el.innerHTML = `<p class="changes-range"><strong>${esc(from)} → v${esc(s.to.version)}</strong></p>
+    <p class="changes-counts">${changeCounts(s.counts)}</p>${capped}`;
+}
+
+function clearChanges() {
+  for (const s of CHANGE_IDS) if (map.getLayer(s)) map.removeLayer(s);
+  if (map.getSource('changes')) map.removeSource('changes');
+  state.changes = null;
+  window.datahub.changes = null;
+  const el = $('changes-legend');
+  if (el) el.innerHTML = '';
+}
+
+/** A changed feature's popup: what happened to it and its attributes as they are (or,
+ * removed, as they were). True when the click was on one. */
+function changePopup(e) {
+  const layers = CHANGE_IDS.filter((s) => map.getLayer(s));
+  const f = layers.length && map.queryRenderedFeatures(e.point, { layers })[0];
+  if (!f) return false;
+  const p = f.properties;
+  const kind = CHANGE_KINDS.includes(p.datahub_change) ? p.datahub_change : 'modified';
+  const rows = Object.entries(p).filter(([k]) => !k.startsWith('datahub_'))
+    .map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(fmtValue(v))}</td></tr>`).join('');
+  const what = p.datahub_changed ? `<p>${t('chg_what')}: ${esc(String(p.datahub_changed).split(',').join(', '))}</p>` : '';
+  new maplibregl.Popup({ maxWidth: '340px' }).setLngLat(e.lngLat)
+    .setHTML(`<h3 style="margin:.2rem 0">${t(`chg1_${kind}`)}</h3>${what}<table class="attrs" data-change="${esc(kind)}">${rows}</table>`)
+    .addTo(map);
+  return true;
+}
 
 // ---- neighbourhood view ----
 function fillZoneSelects() {

@@ -904,7 +904,12 @@ impl FsStore {
 
     /// The version number `DRAFT` points at.
     pub fn draft_number(&self, id: &str) -> Result<Option<u32>> {
-        let p = self.layer_dir(id).join(DRAFT_FILE);
+        self.pointer(id, DRAFT_FILE)
+    }
+
+    /// The version number a pointer file (`CURRENT`, `DRAFT`) of the layer holds.
+    fn pointer(&self, id: &str, name: &str) -> Result<Option<u32>> {
+        let p = self.layer_dir(id).join(name);
         match fs::read_to_string(&p) {
             Ok(s) => s
                 .trim()
@@ -942,16 +947,7 @@ impl FsStore {
 
     /// The version number `CURRENT` points at.
     pub fn current_number(&self, id: &str) -> Result<Option<u32>> {
-        let p = self.layer_dir(id).join("CURRENT");
-        match fs::read_to_string(&p) {
-            Ok(s) => s
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| Error::Corrupt(format!("{}: not a version number", p.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(&p, e)),
-        }
+        self.pointer(id, "CURRENT")
     }
 }
 

@@ -791,16 +791,7 @@ impl PgStore {
                     .await
                     .map_err(db_err)?
                     .map(|r| r.get::<_, String>(0));
-                let cur = c
-                    .query_opt(
-                        "SELECT v.meta::text FROM datahub.layers l
-                         JOIN datahub.versions v ON v.layer = l.id AND v.version = l.current
-                         WHERE l.id = $1",
-                        &[&lid],
-                    )
-                    .await
-                    .map_err(db_err)?
-                    .map(|r| r.get::<_, String>(0));
+                let cur = current_record(&c, &lid).await?;
                 Ok((d, cur))
             }
             .await;
@@ -1045,6 +1036,22 @@ async fn lock_record(c: &impl deadpool_postgres::GenericClient, id: &str) -> Res
 
 /// Recreates the public view of `id`: present when its current version is public and
 /// the layer is not deleted, absent otherwise.
+/// The record of the layer's current version (None: no published version).
+async fn current_record(
+    c: &impl deadpool_postgres::GenericClient,
+    id: &str,
+) -> Result<Option<String>> {
+    Ok(c.query_opt(
+        "SELECT v.meta::text FROM datahub.layers l
+         JOIN datahub.versions v ON v.layer = l.id AND v.version = l.current
+         WHERE l.id = $1",
+        &[&id],
+    )
+    .await
+    .map_err(db_err)?
+    .map(|r| r.get::<_, String>(0)))
+}
+
 /// Retention: the newest `keep` published versions; never the current one, never
 /// the draft.
 async fn retain(c: &impl deadpool_postgres::GenericClient, id: &str, keep: i64) -> Result<()> {
@@ -1424,16 +1431,7 @@ impl LayerStore for PgStore {
                 )
                 .await
                 .map_err(db_err)?;
-                let cur = c
-                    .query_opt(
-                        "SELECT v.meta::text FROM datahub.layers l
-                         JOIN datahub.versions v ON v.layer = l.id AND v.version = l.current
-                         WHERE l.id = $1",
-                        &[&lid],
-                    )
-                    .await
-                    .map_err(db_err)?
-                    .map(|r| r.get::<_, String>(0));
+                let cur = current_record(&c, &lid).await?;
                 let next: i32 = c
                     .query_one(
                         "SELECT coalesce(max(version), 0) + 1 FROM datahub.versions WHERE layer = $1",
