@@ -5,7 +5,8 @@
 //! replica within 2 s, a replica killed mid-upload loses nothing, a database restart
 //! does not stop reads, a replica started while the database is down waits for it, a
 //! migrated hub is the same feature by feature, and QGIS-style clients see the public
-//! layers through a read-only role with GDAL's PostgreSQL driver.
+//! layers through a read-only role with GDAL's PostgreSQL driver; a draft made on one
+//! replica is reviewed and published on the other, and each version is notified once.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
@@ -13,6 +14,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::pg::{psql, PgCluster};
@@ -825,4 +827,188 @@ fn migrate_demo_hub_every_version_feature_by_feature() {
         None,
     );
     assert_eq!(s, 200, "{v}");
+}
+
+/// (subscription, version) of each notification a receiver got, in arrival order.
+type Notified = Arc<Mutex<Vec<(String, u64)>>>;
+
+/// A receiver on a free local port and what it got.
+fn webhook_receiver() -> (String, Notified) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let seen: Notified = Arc::default();
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+            let (mut line, mut len) = (String::new(), 0usize);
+            loop {
+                line.clear();
+                std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+                let t = line.trim_end().to_lowercase();
+                if t.is_empty() {
+                    break;
+                }
+                if let Some(v) = t.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            std::io::Read::read_exact(&mut r, &mut body).unwrap();
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            s2.lock().unwrap().push((
+                v["subscription"].as_str().unwrap().to_string(),
+                v["version"].as_u64().unwrap(),
+            ));
+            let _ = c.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn drafts_and_notifications_across_replicas() {
+    let pg = PgCluster::start();
+    let url = pg.database("hub");
+    let tmp = tempfile::tempdir().unwrap();
+    let (da, db) = (tmp.path().join("a"), tmp.path().join("b"));
+    cli(
+        &da,
+        &url,
+        &["ministry", "add", "obras-publicas", "--name", "Obras"],
+    );
+    let tok = |role: &str| {
+        cli(
+            &da,
+            &url,
+            &[
+                "token",
+                "create",
+                "--ministry",
+                "obras-publicas",
+                "--role",
+                role,
+            ],
+        )
+        .trim()
+        .to_string()
+    };
+    let (editor, admin) = (tok("editor"), tok("admin"));
+    let a = replica(&da, &url);
+    let b = replica(&db, &url);
+    let csv = tmp.path().join("obras.csv");
+    points_csv(&csv, 100, "v1");
+    let loc = upload(
+        &a.base,
+        &editor,
+        reqwest::Method::POST,
+        "/api/layers",
+        &csv,
+        Some(json!({"id": "obras", "access": "public", "title": "Obras", "id_field": "id"})),
+    );
+    assert_eq!(wait_job(&a.base, &editor, &loc)["state"], "succeeded");
+    // Subscribed through B; both replicas run a sender.
+    let (hook, seen) = webhook_receiver();
+    let (s, sub) = send(
+        &b.base,
+        Some(&admin),
+        reqwest::Method::POST,
+        "/api/subscriptions",
+        Some(json!({"url": hook, "layer": "obras"})),
+    );
+    assert_eq!(s, 201, "{sub}");
+
+    // A draft through A: on B its ministry sees it, the public keeps v1.
+    points_csv(&csv, 150, "v2");
+    let loc = upload(
+        &a.base,
+        &editor,
+        reqwest::Method::PUT,
+        "/api/layers/obras/data",
+        &csv,
+        Some(json!({"draft": true, "id_field": "id"})),
+    );
+    assert_eq!(
+        wait_job(&a.base, &editor, &loc)["result"]["draft"]["base"],
+        1
+    );
+    let t0 = Instant::now();
+    loop {
+        let (s, v) = send(
+            &b.base,
+            Some(&editor),
+            reqwest::Method::GET,
+            "/api/layers/obras/draft",
+            None,
+        );
+        if s == 200 {
+            assert_eq!(v["changes"]["counts"]["added"], 50, "{v}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "draft not on B: {s} {v}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(get(&b.base, "/collections/obras@draft/items").0, 404);
+    assert_eq!(matched(&b.base, "obras"), Some(100));
+    assert_eq!(
+        psql(&url, "SELECT count(*) FROM datahub_public.obras").trim(),
+        "100"
+    );
+    // Published through B: A serves it, the public view follows.
+    let (s, v) = send(
+        &b.base,
+        Some(&admin),
+        reqwest::Method::POST,
+        "/api/layers/obras/draft/publish",
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    let t0 = Instant::now();
+    while matched(&a.base, "obras") != Some(150) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "published draft not on A"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        psql(&url, "SELECT count(*) FROM datahub_public.obras").trim(),
+        "150"
+    );
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT count(*) FROM datahub.versions WHERE meta ? 'draft'"
+        )
+        .trim(),
+        "0"
+    );
+    // One more version through A; each version notified once, in order, although
+    // two replicas send.
+    points_csv(&csv, 160, "v3");
+    let loc = upload(
+        &a.base,
+        &editor,
+        reqwest::Method::PUT,
+        "/api/layers/obras/data",
+        &csv,
+        Some(json!({"id_field": "id"})),
+    );
+    assert_eq!(wait_job(&a.base, &editor, &loc)["state"], "succeeded");
+    let t0 = Instant::now();
+    while seen.lock().unwrap().len() < 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "notifications: {:?}",
+            seen.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let sid = sub["id"].as_str().unwrap().to_string();
+    assert_eq!(*seen.lock().unwrap(), vec![(sid.clone(), 2), (sid, 3)]);
 }
