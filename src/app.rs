@@ -120,10 +120,11 @@ pub fn approval_refused(
 pub fn publish_draft(
     ctx: &Ctx<'_>,
     id: &str,
+    expected: Option<u32>,
     template: &IngestRequest,
 ) -> layers::Result<(LayerMeta, Rejoined)> {
     let previous = ctx.store.current(id)?.map(|v| v.meta);
-    let m = ctx.store.publish_draft(id, ctx.actor)?;
+    let m = ctx.store.publish_draft(id, ctx.actor, expected)?;
     if let Err(e) =
         catalog::record_publish(ctx.catalog, previous.as_ref(), &m, ctx.actor, ctx.remote)
     {

@@ -75,11 +75,13 @@ impl Changes {
         }
         let all = store.versions(id)?;
         let Some(v) = all.iter().find(|v| v.meta.version == n) else {
-            return Err(not_kept(
-                id,
-                n,
-                &all.iter().map(|v| v.meta.version).collect::<Vec<_>>(),
-            ));
+            // Only published versions are named: a draft's number is its ministry's.
+            let kept: Vec<u32> = all
+                .iter()
+                .filter(|v| v.meta.draft.is_none())
+                .map(|v| v.meta.version)
+                .collect();
+            return Err(not_kept(id, n, &kept));
         };
         let l = Arc::new(LoadedLayer::load_for_scan(v)?.0);
         let mut kept = self.versions.lock().unwrap_or_else(|p| p.into_inner());
@@ -100,6 +102,8 @@ impl Changes {
         to: u32,
         key: &[String],
     ) -> Result<Arc<Computed>> {
+        // Against nothing every feature is added, whatever the key.
+        let key = if from == 0 { &[][..] } else { key };
         {
             let mut cache = self.diffs.lock().unwrap_or_else(|p| p.into_inner());
             let fresh =
@@ -354,6 +358,7 @@ pub fn history(
     store: &dyn LayerStore,
     current: &Arc<LoadedLayer>,
     fid: i64,
+    may_see: &dyn Fn(&LayerMeta) -> bool,
 ) -> Result<Option<Value>> {
     let id = current.meta.id.clone();
     let identity = diff::choose_identity(Some(current), current, &[])?;
@@ -364,7 +369,12 @@ pub fn history(
              layer with --id-field (an integer column with unique values) to get histories"
         )));
     }
-    let metas = published(store, &id)?;
+    // Versions the caller may not see (restricted then, say) are left out as a
+    // whole: the history goes on from the next one it may see.
+    let metas: Vec<LayerMeta> = published(store, &id)?
+        .into_iter()
+        .filter(|m| may_see(m))
+        .collect();
     let mut out = Vec::new();
     let mut prev: Option<(Arc<LoadedLayer>, u64)> = None;
     let mut seen = false;

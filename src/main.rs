@@ -903,6 +903,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let (m, rejoined) = app::publish_draft(
                 &cli_ctx(store.as_ref(), catalog.as_ref(), &actor, &settings.webhooks),
                 &layer,
+                Some(draft.version),
                 &template,
             )?;
             println!("layer {layer}: draft version {} published", m.version);

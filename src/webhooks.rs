@@ -164,6 +164,37 @@ pub fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The `host:port` of a checked receiver address.
+pub fn host_port(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.starts_with('[') {
+        if host.contains("]:") {
+            host.to_string()
+        } else {
+            format!("{host}:80")
+        }
+    } else if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    }
+}
+
+/// Addresses a receiver may not resolve to: the cloud metadata service and other
+/// link-local, unspecified, multicast and broadcast addresses (what an attacker with
+/// an admin token would aim a server-side request at).
+pub fn forbidden_address(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            a.is_link_local() || a.is_unspecified() || a.is_multicast() || a.is_broadcast()
+        }
+        std::net::IpAddr::V6(a) => {
+            a.is_unspecified() || a.is_multicast() || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
 /// Writes one pending delivery per subscription that wants this new version of
 /// `m` (`previous`: the version it replaces). Never fails a publish: problems are
 /// logged.
@@ -186,7 +217,8 @@ pub fn enqueue(
         .unwrap_or("")
         .trim_end_matches('/');
     for s in subs.iter().filter(|s| s.wants(m)) {
-        let now = crate::catalog::now();
+        // Milliseconds, as the sender compares: due at once, not in the next second.
+        let now = rfc3339(chrono::Utc::now());
         let changes = match previous {
             Some(p) => format!(
                 "{base}/collections/{}/changes?from={p}&to={}&f=geojson",
@@ -304,9 +336,11 @@ async fn attempt(
     if !claimed {
         return;
     }
-    let Some(sub) = catalog
-        .subscriptions()
+    let cat = catalog.clone();
+    let subs = tokio::task::spawn_blocking(move || cat.subscriptions()).await;
+    let Some(sub) = subs
         .ok()
+        .and_then(Result::ok)
         .and_then(|all| all.into_iter().find(|s| s.id == d.subscription))
     else {
         return;
@@ -381,7 +415,8 @@ async fn attempt(
     let r = tokio::task::spawn_blocking(move || {
         cat.update_delivery(&d)?;
         if let Some(s) = sub_update {
-            cat.put_subscription(&s)?;
+            // Never brings back a subscription removed while this was being sent.
+            cat.update_subscription(&s)?;
         }
         Ok::<_, layers::Error>(())
     })
@@ -419,5 +454,10 @@ mod tests {
         assert!(check_url("ftp://x").is_err());
         assert!(check_url("http://user:pw@x/").is_err());
         assert!(check_url("http:///x").is_err());
+        assert_eq!(host_port("http://a.local/x"), "a.local:80");
+        assert_eq!(host_port("http://a.local:8080/x?y"), "a.local:8080");
+        assert!(forbidden_address("169.254.169.254".parse().unwrap()));
+        assert!(forbidden_address("0.0.0.0".parse().unwrap()));
+        assert!(!forbidden_address("10.1.2.3".parse().unwrap()));
     }
 }

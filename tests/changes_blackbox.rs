@@ -519,6 +519,22 @@ fn drafts_are_their_ministrys_until_published() {
             }
         }
     }
+    // Nothing of the draft in an error either: an unknown key answers like a
+    // missing version, not with the draft's columns.
+    for q in [
+        "from=1&to=2&key=nope",
+        "from=2&to=1",
+        "from=1&to=2&f=geojson",
+    ] {
+        let (s, v) = get(&base, None, &format!("/collections/obras/changes?{q}"));
+        assert_eq!(s, 404, "{q}: {v}");
+    }
+    let (s, v) = get(&base, None, "/collections/obras/changes?from=9");
+    assert_eq!(s, 410);
+    assert!(
+        !v.to_string().contains('2'),
+        "the draft's number is not listed: {v}"
+    );
     // A draft tile: drawn for the ministry, nothing for others.
     let tile = "/tiles/obras@draft/12/2046/1361.mvt";
     assert_eq!(get_bytes(&base, Some(&a_view), tile).0, 200);
@@ -701,6 +717,33 @@ fn drafts_are_their_ministrys_until_published() {
     assert!(o.status.success(), "{}", stderr(&o));
     let o = run(&data, &["layer", "discard", "obras"]);
     assert!(!o.status.success() && stderr(&o).contains("has no draft"));
+    // A discarded draft's number is never given again (caches and replicas know
+    // versions by number).
+    let draft = |o: &std::process::Output| -> u32 {
+        let s = stdout(o);
+        s.split("version ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let args = [
+        "ingest",
+        v1.to_str().unwrap(),
+        "--layer",
+        "obras",
+        "--ministry",
+        A,
+        "--id-field",
+        "id",
+        "--draft",
+    ];
+    let first = draft(&run(&data, &args));
+    assert!(run(&data, &["layer", "discard", "obras"]).status.success());
+    assert_eq!(draft(&run(&data, &args)), first + 1);
 }
 
 /// A request a receiver got: (headers, body, the status it answered).
@@ -838,6 +881,12 @@ fn webhooks_are_signed_retried_in_order_and_logged() {
         "editors may not subscribe"
     );
     let (s, v) = post(&city, json!({"url": "https://x.example/h"}));
+    assert_eq!(s, 400, "{v}");
+    // Not the cloud metadata service.
+    let (s, v) = post(
+        &city,
+        json!({"url": "http://169.254.169.254/latest/meta-data"}),
+    );
     assert_eq!(s, 400, "{v}");
     let (s, sub) = post(&city, json!({"url": rx.url, "layer": "parques"}));
     assert_eq!(s, 201, "{sub}");

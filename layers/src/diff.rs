@@ -183,6 +183,9 @@ impl Diff {
     }
 }
 
+/// Most columns a key may combine (INEGI keys use two or three).
+const MAX_KEY_COLUMNS: usize = 4;
+
 /// Which identity to use: `key` asked by the caller, else what the versions declare.
 pub fn choose_identity(
     old: Option<&LoadedLayer>,
@@ -190,6 +193,16 @@ pub fn choose_identity(
     key: &[String],
 ) -> Result<Identity> {
     let has = |l: &LoadedLayer, f: &str| l.meta.schema.iter().any(|x| x.name == f);
+    // Keys are built per feature from these columns: a few, each once.
+    if key.len() > MAX_KEY_COLUMNS {
+        return Err(Error::bad(format!(
+            "a key has at most {MAX_KEY_COLUMNS} columns ({} given)",
+            key.len()
+        )));
+    }
+    if key.iter().collect::<BTreeSet<_>>().len() != key.len() {
+        return Err(Error::bad("a key column is named twice"));
+    }
     if !key.is_empty() {
         for k in key {
             for l in old.into_iter().chain(std::iter::once(new)) {
@@ -387,6 +400,19 @@ impl ColumnMap {
         self.retyped[i] = old.meta.schema[i].ftype != new.meta.schema[j].ftype;
     }
 
+    /// By the new version's column index: compared by text (its type changed).
+    fn new_text(&self, nn: usize) -> Vec<bool> {
+        let mut t = vec![false; nn];
+        for (i, j) in self.to_new.iter().enumerate() {
+            if let Some(j) = j {
+                if self.retyped[i] {
+                    t[*j] = true;
+                }
+            }
+        }
+        t
+    }
+
     fn is_identity(&self) -> bool {
         self.to_new
             .iter()
@@ -421,16 +447,21 @@ impl ColumnMap {
 #[derive(Debug, Clone, PartialEq)]
 enum Canon {
     Bool(bool),
+    /// Integers exactly (ids and codes beyond 2^53 stay distinct).
+    Int(i64),
     Num(f64),
     Text(Vec<u8>),
 }
+
+/// Integers up to this magnitude are exact as f64: they hash like the equal float.
+const EXACT: u64 = 1 << 53;
 
 impl Canon {
     fn of(v: RawValue<'_>, as_text: bool) -> Canon {
         let c = match v {
             RawValue::Bool(b) => Canon::Bool(b),
-            RawValue::I64(n) => Canon::Num(n as f64),
-            RawValue::U64(n) => Canon::Num(n as f64),
+            RawValue::I64(n) => Canon::Int(n),
+            RawValue::U64(n) => i64::try_from(n).map_or(Canon::Num(n as f64), Canon::Int),
             RawValue::F64(x) => Canon::Num(x),
             RawValue::Str(s) => Canon::Text(s.to_vec()),
         };
@@ -444,6 +475,7 @@ impl Canon {
     fn text(self) -> Canon {
         match self {
             Canon::Bool(b) => Canon::Text(b.to_string().into_bytes()),
+            Canon::Int(i) => Canon::Text(i.to_string().into_bytes()),
             Canon::Num(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => {
                 Canon::Text(format!("{}", x as i64).into_bytes())
             }
@@ -455,6 +487,8 @@ impl Canon {
     fn feed(&self, h: &mut impl Hasher) {
         match self {
             Canon::Bool(b) => (1u8, *b).hash(h),
+            Canon::Int(i) if i.unsigned_abs() < EXACT => (2u8, (*i as f64).to_bits()).hash(h),
+            Canon::Int(i) => (4u8, *i).hash(h),
             // NaN equals NaN here: a value that did not change is not a change.
             Canon::Num(x) => (
                 2u8,
@@ -472,7 +506,39 @@ impl Canon {
     fn same(a: &Option<Canon>, b: &Option<Canon>) -> bool {
         match (a, b) {
             (Some(Canon::Num(x)), Some(Canon::Num(y))) => x == y || (x.is_nan() && y.is_nan()),
+            (Some(Canon::Int(i)), Some(Canon::Num(x)))
+            | (Some(Canon::Num(x)), Some(Canon::Int(i))) => {
+                i.unsigned_abs() < EXACT && *i as f64 == *x
+            }
             _ => a == b,
+        }
+    }
+}
+
+/// A feature's values by column (None: null or absent).
+type Values = Vec<Option<Canon>>;
+
+/// One feature's values in both versions, by the new version's column index; the
+/// columns whose type changed as text on both sides.
+fn pair_values(
+    old: &LoadedLayer,
+    a: u64,
+    new: &LoadedLayer,
+    b: u64,
+    map: &ColumnMap,
+    text: &[bool],
+) -> Result<(Values, Values)> {
+    let nn = new.meta.schema.len();
+    let (mut va, mut vb) = (values(old, a, Some(map), nn)?, values(new, b, None, nn)?);
+    as_text(&mut va, text);
+    as_text(&mut vb, text);
+    Ok((va, vb))
+}
+
+fn as_text(v: &mut [Option<Canon>], text: &[bool]) {
+    for (slot, t) in v.iter_mut().zip(text) {
+        if *t {
+            *slot = slot.take().map(Canon::text);
         }
     }
 }
@@ -486,15 +552,15 @@ fn values(
 ) -> Result<Vec<Option<Canon>>> {
     let mut out = vec![None; n];
     l.for_each_value(offset, |i, v| {
-        let (j, text) = match map {
+        let j = match map {
             Some(m) => match m.to_new.get(i).copied().flatten() {
-                Some(j) => (j, m.retyped[i]),
+                Some(j) => j,
                 None => return,
             },
-            None => (i, false),
+            None => i,
         };
         if let Some(slot) = out.get_mut(j) {
-            *slot = Some(Canon::of(v, text));
+            *slot = Some(Canon::of(v, false));
         }
     })?;
     Ok(out)
@@ -647,14 +713,16 @@ fn find_renames(
     let (mut used_r, mut used_c) = (BTreeSet::new(), BTreeSet::new());
     let mut out = Vec::new();
     for (_, r, c) in cands {
-        if used_r.insert(r) && used_c.insert(c) {
-            out.push(Renamed {
-                from: old.meta.schema[oi[r]].name.clone(),
-                to: new.meta.schema[ni[c]].name.clone(),
-            });
-        } else {
-            used_r.insert(r);
+        // Best pairs first; a column taken by a better pair is not renamed twice.
+        if used_r.contains(&r) || used_c.contains(&c) {
+            continue;
         }
+        used_r.insert(r);
+        used_c.insert(c);
+        out.push(Renamed {
+            from: old.meta.schema[oi[r]].name.clone(),
+            to: new.meta.schema[ni[c]].name.clone(),
+        });
     }
     Ok(out)
 }
@@ -702,6 +770,7 @@ fn match_pairs(
     same_layout: bool,
 ) -> Result<(Vec<Change>, u64)> {
     let nn = new.meta.schema.len();
+    let text = map.new_text(nn);
     let results: Vec<Option<Change>> = pairs
         .par_iter()
         .map(|&(a, b)| -> Result<Option<Change>> {
@@ -731,8 +800,7 @@ fn match_pairs(
                         return Ok(None);
                     }
                     let geometry = geometry_digest(old, a.1)? != geometry_digest(new, b.1)?;
-                    let va = values(old, a.1, Some(map), nn)?;
-                    let vb = values(new, b.1, None, nn)?;
+                    let (va, vb) = pair_values(old, a.1, new, b.1, map, &text)?;
                     let attributes: Vec<String> = (0..nn)
                         .filter(|&j| {
                             // Columns only the new version has are schema changes,
@@ -781,10 +849,13 @@ fn by_content(old: &LoadedLayer, new: &LoadedLayer, map: &ColumnMap) -> Result<(
     // New columns with no old counterpart are left out: a column added to every
     // feature is a schema change, not every feature replaced.
     let shared: Vec<bool> = (0..nn).map(|j| map.to_new.contains(&Some(j))).collect();
+    let text = map.new_text(nn);
     let digest = |l: &LoadedLayer, off: u64, m: Option<&ColumnMap>| -> Result<u64> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         l.geometry_digest(off, &mut h)?;
-        for (j, v) in values(l, off, m, nn)?.iter().enumerate() {
+        let mut vals = values(l, off, m, nn)?;
+        as_text(&mut vals, &text);
+        for (j, v) in vals.iter().enumerate() {
             if shared[j] {
                 j.hash(&mut h);
                 match v {
@@ -865,8 +936,7 @@ pub fn compare(
     let map = ColumnMap::by_name(old, new);
     let nn = new.meta.schema.len();
     let geometry = geometry_digest(old, a)? != geometry_digest(new, b)?;
-    let va = values(old, a, Some(&map), nn)?;
-    let vb = values(new, b, None, nn)?;
+    let (va, vb) = pair_values(old, a, new, b, &map, &map.new_text(nn))?;
     // Columns of one version only are schema changes, not this feature's.
     let attributes = (0..nn)
         .filter(|&j| map.to_new.contains(&Some(j)) && !Canon::same(&va[j], &vb[j]))

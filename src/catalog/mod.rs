@@ -261,6 +261,9 @@ pub trait CatalogStore: Send + Sync {
     /// Adds or replaces a subscription (webhook).
     fn put_subscription(&self, s: &Subscription) -> layers::Result<()>;
     fn subscriptions(&self) -> layers::Result<Vec<Subscription>>;
+    /// Rewrites an existing subscription (its failing mark); false when it was
+    /// removed meanwhile (it is not brought back).
+    fn update_subscription(&self, s: &Subscription) -> layers::Result<bool>;
     /// Removes a subscription and its delivery log; false if there was none.
     fn remove_subscription(&self, id: &str) -> layers::Result<bool>;
     /// Queues a delivery; its sequence number.
@@ -326,7 +329,12 @@ pub fn rejoin_after_publish(
                     let previous = store
                         .versions(&r.layer)
                         .ok()
-                        .and_then(|v| v.into_iter().rev().nth(1))
+                        .and_then(|v| {
+                            v.into_iter()
+                                .filter(|v| v.meta.draft.is_none())
+                                .rev()
+                                .nth(1)
+                        })
                         .map(|v| v.meta);
                     if let Err(e) = record_publish(c, previous.as_ref(), &m, actor, remote) {
                         tracing::error!(error = %e, "cannot write the audit log");

@@ -545,6 +545,20 @@ impl CatalogStore for PgCatalog {
             .collect()
     }
 
+    fn update_subscription(&self, s: &Subscription) -> Result<bool> {
+        let doc = serde_json::to_string(s).map_err(|e| Error::Internal(e.to_string()))?;
+        let id = s.id.clone();
+        let n = self.db.run(move |c| async move {
+            c.execute(
+                "UPDATE datahub.subscriptions SET doc = $2 WHERE id = $1",
+                &[&id, &doc],
+            )
+            .await
+            .map_err(db_err)
+        })?;
+        Ok(n == 1)
+    }
+
     fn remove_subscription(&self, id: &str) -> Result<bool> {
         let id = id.to_string();
         self.db.run(move |mut c| async move {
@@ -607,7 +621,8 @@ impl CatalogStore for PgCatalog {
         let n = self.db.run(move |c| async move {
             c.execute(
                 "UPDATE datahub.deliveries SET claimed_until = $3
-                 WHERE seq = $1 AND state = 'pending' AND (claimed_until IS NULL OR claimed_until < $2)",
+                 WHERE seq = $1 AND state = 'pending' AND next_at <= $2
+                   AND (claimed_until IS NULL OR claimed_until < $2)",
                 &[&seq, &now, &until],
             )
             .await

@@ -507,6 +507,18 @@ impl CatalogStore for SqliteCatalog {
             .collect()
     }
 
+    fn update_subscription(&self, s: &Subscription) -> Result<bool> {
+        let doc = serde_json::to_string(s).map_err(|e| Error::Internal(e.to_string()))?;
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE subscriptions SET doc = ?2 WHERE id = ?1",
+                params![s.id, doc],
+            )
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
     fn remove_subscription(&self, id: &str) -> Result<bool> {
         let mut c = self.conn();
         let tx = c.transaction().map_err(db)?;
@@ -562,7 +574,8 @@ impl CatalogStore for SqliteCatalog {
             .conn()
             .execute(
                 "UPDATE deliveries SET claimed_until = ?3
-                 WHERE seq = ?1 AND state = 'pending' AND (claimed_until IS NULL OR claimed_until < ?2)",
+                 WHERE seq = ?1 AND state = 'pending' AND next_at <= ?2
+                   AND (claimed_until IS NULL OR claimed_until < ?2)",
                 params![seq, now, until],
             )
             .map_err(db)?;

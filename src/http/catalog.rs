@@ -383,10 +383,11 @@ async fn first_issued(state: &AppState, id: &str) -> Option<String> {
     let store = state.registry.shared_store();
     let id = id.to_string();
     tokio::task::spawn_blocking(move || {
-        store
-            .versions(&id)
-            .ok()
-            .and_then(|v| v.first().map(|v| v.meta.created_at.clone()))
+        store.versions(&id).ok().and_then(|v| {
+            v.iter()
+                .find(|v| v.meta.draft.is_none())
+                .map(|v| v.meta.created_at.clone())
+        })
     })
     .await
     .ok()
@@ -824,13 +825,25 @@ async fn create_layer(
     };
     cat::check_ministry(&state.catalog.ministries()?, &ministry)?;
     require_write(&caller, &ministry)?;
-    let exists = {
+    let (exists, draft_of) = {
         let store = state.registry.shared_store();
         let id = id.clone();
-        tokio::task::spawn_blocking(move || store.current(&id).map(|c| c.is_some()))
-            .await
-            .map_err(ApiError::internal)??
+        tokio::task::spawn_blocking(move || {
+            Ok::<_, layers::Error>((
+                store.current(&id)?.is_some(),
+                store.draft(&id)?.map(|d| d.meta.ministry),
+            ))
+        })
+        .await
+        .map_err(ApiError::internal)??
     };
+    // A new layer that exists only as another ministry's draft: its id is taken too
+    // (a new upload would replace that draft).
+    if draft_of.is_some_and(|m| m != ministry) && !caller.is_admin() {
+        return Err(ApiError::conflict(format!(
+            "layer id '{id}' is already taken; choose another id"
+        )));
+    }
     if exists {
         // Whether the caller may see it or not, the id is taken; say only that.
         return Err(ApiError::conflict(format!(
@@ -1344,6 +1357,16 @@ async fn restore(
     }
     let cur = visible_record(&state, &caller, &id).await?;
     require_write(&caller, &cur.ministry)?;
+    // A ministry that requires approval: a restore puts a version live at once, so
+    // only its admins (or the city-wide admin) may do it.
+    let admin_of = matches!(&caller, Caller::Token(p) if p.role == cat::Role::Admin
+        && p.ministry.as_deref().is_none_or(|m| m == cur.ministry));
+    if !admin_of && crate::app::requires_approval(state.catalog.as_ref(), &cur.ministry)? {
+        return Err(ApiError::forbidden(format!(
+            "{} requires approval of new versions: only its admins may restore one",
+            cur.ministry
+        )));
+    }
     let n: u32 = n
         .parse()
         .map_err(|_| ApiError::bad_request(format!("version must be a number, got '{n}'")))?;
@@ -1553,10 +1576,11 @@ async fn public_datasets(
         metas
             .into_iter()
             .map(|m| {
-                let issued = store
-                    .versions(&m.id)
-                    .ok()
-                    .and_then(|v| v.first().map(|v| v.meta.created_at.clone()));
+                let issued = store.versions(&m.id).ok().and_then(|v| {
+                    v.iter()
+                        .find(|v| v.meta.draft.is_none())
+                        .map(|v| v.meta.created_at.clone())
+                });
                 (m, issued)
             })
             .collect::<Vec<_>>()

@@ -110,6 +110,19 @@ pub(super) async fn changes(
             (None, None) => 0,
         };
         let to = to.unwrap_or(current.meta.version);
+        // Both versions' records decide first, before anything of them is read: a
+        // version the caller may not see (a draft, restricted then) answers like a
+        // missing one, with nothing of its columns or values in an error.
+        if from != 0 || to != current.meta.version {
+            let all = store.versions(&id)?;
+            for n in [from, to].into_iter().filter(|n| *n != 0) {
+                if let Some(v) = all.iter().find(|v| v.meta.version == n) {
+                    if !who.can_see(&v.meta) {
+                        return Err(layers::Error::UnknownLayer(format!("{id} v{n}")));
+                    }
+                }
+            }
+        }
         let c = cache.diff(store.as_ref(), Some(&current), &id, from, to, &key)?;
         // A draft's features are its ministry's only, whichever way it is named.
         if !who.can_see(&c.new.meta) || c.old.as_ref().is_some_and(|o| !who.can_see(&o.meta)) {
@@ -162,8 +175,9 @@ pub(super) async fn history(
     let n: i64 = fid.parse().map_err(|_| not_found())?;
     let store = state.registry.shared_store();
     let cache = state.changes.clone();
+    let who = caller.clone();
     let doc = heavy(&state, &caller, Work::Query, move || {
-        changes::history(&cache, store.as_ref(), &l, n)
+        changes::history(&cache, store.as_ref(), &l, n, &|m| who.can_see(m))
     })
     .await?
     .ok_or_else(not_found)?;

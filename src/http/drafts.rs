@@ -145,6 +145,7 @@ pub(super) async fn publish(
     }
     let st = state.clone();
     let actor = caller.actor();
+    let reviewed = m.version;
     let (m, rejoined) = tokio::task::spawn_blocking(move || {
         // Not while an upload of the layer is being published.
         let lock = st.jobs.layer_lock(&id);
@@ -156,7 +157,13 @@ pub(super) async fn publish(
             ..layers::ingest::IngestRequest::new("", &id, &m.ministry)
         };
         let done =
-            crate::app::publish_draft(&app_ctx(&st, &actor, remote.as_deref()), &id, &template)?;
+            // The draft whose approval was checked above, and no other.
+            crate::app::publish_draft(
+                &app_ctx(&st, &actor, remote.as_deref()),
+                &id,
+                Some(reviewed),
+                &template,
+            )?;
         reload(&st);
         Ok::<_, layers::Error>(done)
     })

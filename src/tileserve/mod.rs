@@ -297,6 +297,9 @@ impl TileService {
                         }
                     }
                 }
+                // The same version (its record was edited): tiles do not depend on the
+                // record. Also what a second refresh racing the first one sees.
+                (Some(old), Some(new)) if old.meta.version == new.meta.version => {}
                 _ => drop_all.push(id.clone()),
             }
         }
@@ -309,6 +312,16 @@ impl TileService {
         }
         let loaded: Vec<_> = changed.iter().filter_map(|id| registry.get(id)).collect();
         self.prepare(&loaded);
+        // Point indexes of versions no longer served (the previous version, a
+        // discarded or published draft) go: each is tens of MB for a large layer.
+        {
+            let keep = |id: &str, v: u32| {
+                registry.get(id).is_some_and(|l| l.meta.version == v)
+                    || registry.draft(id).is_some_and(|l| l.meta.version == v)
+            };
+            let mut map = self.points.lock().unwrap_or_else(|p| p.into_inner());
+            map.retain(|(id, v), _| keep(id, *v));
+        }
         // The tiles a change touched, rendered now for the new version: a one-feature
         // edit costs a handful of renders here instead of misses on the map.
         use std::sync::atomic::Ordering::Relaxed;
@@ -348,6 +361,16 @@ impl TileService {
             || old.meta.id != new.meta.id
         {
             return Ok(None);
+        }
+        if is_point_layer(new) {
+            // A point tile reads its uncoded fields in file order, which follows a
+            // Hilbert curve over the layer's extent; and which fields are coded depends
+            // on the whole layer. Either changing reorders unchanged points' features.
+            if old.meta.bbox != new.meta.bbox
+                || self.point_index(old).layout() != self.point_index(new).layout()
+            {
+                return Ok(None);
+            }
         }
         let limit = CARRY_MAX_CHANGES
             .min((new.len().max(old.len()) as f64 * CARRY_MAX_SHARE) as usize + 10);

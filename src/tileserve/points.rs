@@ -47,6 +47,12 @@ pub(super) struct PointTiles {
 }
 
 impl PointTiles {
+    /// Which fields are coded in memory (the others are read from the file, in file
+    /// order): two versions with the same layout encode their points alike.
+    pub fn layout(&self) -> Vec<bool> {
+        self.columns.iter().map(Option::is_some).collect()
+    }
+
     /// Indexes `layer`'s points and codes its low-cardinality attributes: one pass over
     /// the file, in file order (about 0.3 s per million points with two fields).
     pub fn build(layer: &LoadedLayer) -> PointTiles {

@@ -427,10 +427,11 @@ pub fn ingest(
         report,
         diagnosis: None,
         table: kept.then(|| req.table.clone()),
-        draft: req
-            .draft
-            .clone()
-            .map(|by| crate::store::DraftInfo { base: None, by }),
+        draft: req.draft.clone().map(|by| crate::store::DraftInfo {
+            base: None,
+            by,
+            base_record: None,
+        }),
         approved_by: None,
     };
     let _ = std::fs::remove_dir_all(&work);
@@ -457,6 +458,7 @@ pub fn ingest(
         // A draft is made on the version current now.
         if let Some(d) = m.draft.as_mut() {
             d.base = current.map(|c| c.version);
+            d.base_record = current.map(crate::store::record_fields);
         }
         if let (Some(cur), Some(expected)) = (current, &req.expect_ministry) {
             if &cur.ministry != expected {

@@ -129,6 +129,57 @@ pub struct DraftInfo {
     pub base: Option<u32>,
     /// The uploader (audit actor), who may not approve it when approval is required.
     pub by: String,
+    /// The catalogue record of the base version when the draft was made: edits made
+    /// to the layer's record while the draft waited (an access change) are kept when
+    /// it is published (see [`merge_record`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_record: Option<serde_json::Value>,
+}
+
+/// The fields of a version's record that belong to the layer (carried from version to
+/// version, edited by `datahub layer set` / PATCH).
+const RECORD_FIELDS: [&str; 12] = [
+    "title",
+    "ministry",
+    "description",
+    "keywords",
+    "theme",
+    "license",
+    "contact_name",
+    "contact_email",
+    "update_frequency",
+    "language",
+    "temporal",
+    "access",
+];
+
+/// The layer's record fields of `m`, as a JSON object.
+pub fn record_fields(m: &LayerMeta) -> serde_json::Value {
+    let all = serde_json::to_value(m).unwrap_or_default();
+    RECORD_FIELDS
+        .iter()
+        .map(|k| (k.to_string(), all.get(*k).cloned().unwrap_or_default()))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Three-way merge of the record as a draft goes live: a field edited on the served
+/// version since the draft was made (`current` differs from `base`) takes the edit;
+/// the others keep the draft's (the upload's own changes).
+pub(crate) fn merge_record(
+    draft: &mut LayerMeta,
+    base: &serde_json::Value,
+    current: &LayerMeta,
+) -> Result<()> {
+    let now = record_fields(current);
+    let mut out = serde_json::to_value(&*draft).map_err(|e| Error::Internal(e.to_string()))?;
+    for k in RECORD_FIELDS {
+        if now.get(k) != base.get(k) {
+            out[k] = now.get(k).cloned().unwrap_or_default();
+        }
+    }
+    *draft = serde_json::from_value(out).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(())
 }
 
 impl LayerMeta {
@@ -474,8 +525,9 @@ pub trait LayerStore: Send + Sync {
     /// Layers that have a draft (a new layer may have nothing else).
     fn draft_ids(&self) -> Result<Vec<String>>;
     /// Makes the draft the served version; 409 when the version it was made on is no
-    /// longer the current one. `by` approved it. Its record.
-    fn publish_draft(&self, id: &str, by: &str) -> Result<LayerMeta>;
+    /// longer the current one, or when the draft is not version `expected` (another
+    /// draft replaced the one reviewed). `by` approved it. Its record.
+    fn publish_draft(&self, id: &str, by: &str, expected: Option<u32>) -> Result<LayerMeta>;
     /// Removes the draft; its record.
     fn discard_draft(&self, id: &str) -> Result<LayerMeta>;
     /// Brings what this process reads up to date with a shared backend (a replica's
@@ -579,6 +631,8 @@ impl Drop for Staging {
 
 /// The file naming a layer's draft version (beside `CURRENT`).
 pub const DRAFT_FILE: &str = "DRAFT";
+/// The highest version number the layer has given (never reused).
+const LAST_FILE: &str = "LAST";
 
 /// A draft may go live only on the version it was made on: otherwise publishing it
 /// would silently undo the version published meanwhile.
@@ -609,6 +663,14 @@ pub(crate) fn check_draft_base(
          compared with the current version), or discard this draft",
         draft.version
     )))
+}
+
+/// The draft reviewed was replaced by another before it could be published.
+pub(crate) fn changed_draft(id: &str, n: u32) -> Error {
+    Error::Conflict(format!(
+        "the draft of '{id}' is now version {n}, not the one reviewed: another upload replaced \
+         it; review the new draft before publishing it"
+    ))
 }
 
 /// A draft's record as it goes live: no longer a draft, approved by `by`, dated now
@@ -1131,7 +1193,15 @@ impl LayerStore for FsStore {
         }
         let layer_dir = self.layer_dir(&id);
         fs::create_dir_all(&layer_dir).map_err(|e| Error::io(&layer_dir, e))?;
-        let n = self.version_numbers(&id)?.last().copied().unwrap_or(0) + 1;
+        // Never a number given before (a discarded draft's): caches, replicas and
+        // clients know versions by number.
+        let n = self
+            .version_numbers(&id)?
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .max(self.pointer(&id, LAST_FILE)?.unwrap_or(0))
+            + 1;
         meta.version = n;
         let meta_path = staging.dir.join("meta.json");
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Internal(e.to_string()))?;
@@ -1150,6 +1220,7 @@ impl LayerStore for FsStore {
         staging.published = true;
         fsync_dir(&layer_dir)?;
 
+        write_atomically(&layer_dir, LAST_FILE, format!("{n}\n").as_bytes())?;
         if meta.draft.is_some() {
             // One draft per layer: a new one replaces the one before.
             let before = self.draft_number(&id)?;
@@ -1161,7 +1232,10 @@ impl LayerStore for FsStore {
             write_atomically(&layer_dir, "CURRENT", format!("{n}\n").as_bytes())?;
         }
         drop(record);
-        self.retain(&id)?;
+        // Published: retention's own trouble is logged, not reported as a failed publish.
+        if let Err(e) = self.retain(&id) {
+            tracing::warn!(layer = %id, error = %e, "old versions not removed");
+        }
         Ok(n)
     }
 
@@ -1190,20 +1264,34 @@ impl LayerStore for FsStore {
         Ok(ids)
     }
 
-    fn publish_draft(&self, id: &str, by: &str) -> Result<LayerMeta> {
+    fn publish_draft(&self, id: &str, by: &str, expected: Option<u32>) -> Result<LayerMeta> {
         let record = self.lock_record(id)?;
         let n = self
             .draft_number(id)?
             .ok_or_else(|| Error::bad(format!("layer '{id}' has no draft")))?;
         let draft = self.read_version(id, n)?.meta;
         check_draft_base(id, &draft, self.current(id)?.map(|v| v.meta).as_ref())?;
+        if expected.is_some_and(|e| e != n) {
+            return Err(changed_draft(id, n));
+        }
         let layer_dir = self.layer_dir(id);
-        let m = self.rewrite_meta_locked(id, n, |m| went_live(m, by))?;
+        let current = self.current(id)?.map(|v| v.meta);
+        let base = draft.draft.as_ref().and_then(|d| d.base_record.clone());
+        let mut merged = draft.clone();
+        if let (Some(base), Some(cur)) = (&base, &current) {
+            merge_record(&mut merged, base, cur)?;
+        }
+        let m = self.rewrite_meta_locked(id, n, |m| {
+            *m = merged;
+            went_live(m, by);
+        })?;
         write_atomically(&layer_dir, "CURRENT", format!("{n}\n").as_bytes())?;
         let _ = fs::remove_file(layer_dir.join(DRAFT_FILE));
         fsync_dir(&layer_dir)?;
         drop(record);
-        self.retain(id)?;
+        if let Err(e) = self.retain(id) {
+            tracing::warn!(layer = %id, error = %e, "old versions not removed");
+        }
         Ok(m)
     }
 

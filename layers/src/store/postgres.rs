@@ -58,6 +58,9 @@ CREATE TABLE IF NOT EXISTS datahub.layers (
     current integer,
     hidden boolean NOT NULL DEFAULT false
 );
+-- The highest version number ever given: a discarded draft's number is never reused
+-- (replicas and caches know versions by number).
+ALTER TABLE datahub.layers ADD COLUMN IF NOT EXISTS last_version integer NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS datahub.versions (
     layer text NOT NULL REFERENCES datahub.layers(id),
     version integer NOT NULL,
@@ -775,7 +778,7 @@ impl PgStore {
 
     /// Runs `f` on the layer's draft record inside a transaction holding the record
     /// lock, with the current record; `f` returns what to do with the draft.
-    fn with_draft(&self, id: &str, go_live: Option<&str>) -> Result<LayerMeta> {
+    fn with_draft(&self, id: &str, go_live: Option<(&str, Option<u32>)>) -> Result<LayerMeta> {
         validate_id(id)?;
         let mut t = self.db.begin()?;
         let lid = id.to_string();
@@ -808,9 +811,18 @@ impl PgStore {
         let lid = id.to_string();
         let keep = self.keep_versions as i64;
         let result = match go_live {
-            Some(by) => {
+            Some((by, expected)) => {
                 super::check_draft_base(id, &draft, current.as_ref())?;
+                if expected.is_some_and(|e| e != draft.version) {
+                    return Err(super::changed_draft(id, draft.version));
+                }
                 let mut m = draft.clone();
+                if let (Some(base), Some(cur)) = (
+                    draft.draft.as_ref().and_then(|d| d.base_record.as_ref()),
+                    current.as_ref(),
+                ) {
+                    super::merge_record(&mut m, base, cur)?;
+                }
                 super::went_live(&mut m, by);
                 let json = serde_json::to_string(&m).map_err(|e| Error::Internal(e.to_string()))?;
                 t.step(move |c| async move {
@@ -1421,30 +1433,32 @@ impl LayerStore for PgStore {
             let mut t = self.db.begin()?;
             let lid = id.clone();
             let (current, next): (Option<String>, i32) = t.step(move |c| async move {
-            let r = async {
-                // A SQL client holding the public view must not stall every writer of
-                // the layer: its DROP waits 10 s at most, then the publish fails (503).
-                lock_record(&c, &lid).await?;
-                c.execute(
-                    "INSERT INTO datahub.layers (id) VALUES ($1) ON CONFLICT DO NOTHING",
-                    &[&lid],
-                )
-                .await
-                .map_err(db_err)?;
-                let cur = current_record(&c, &lid).await?;
-                let next: i32 = c
-                    .query_one(
-                        "SELECT coalesce(max(version), 0) + 1 FROM datahub.versions WHERE layer = $1",
+                let r = async {
+                    // A SQL client holding the public view must not stall every writer of
+                    // the layer: its DROP waits 10 s at most, then the publish fails (503).
+                    lock_record(&c, &lid).await?;
+                    c.execute(
+                        "INSERT INTO datahub.layers (id) VALUES ($1) ON CONFLICT DO NOTHING",
                         &[&lid],
                     )
                     .await
-                    .map_err(db_err)?
-                    .get(0);
-                Ok((cur, next))
-            }
-            .await;
-            (c, r)
-        })?;
+                    .map_err(db_err)?;
+                    let cur = current_record(&c, &lid).await?;
+                    let next: i32 = c
+                        .query_one(
+                            "SELECT greatest(coalesce(max(version), 0),
+                                (SELECT last_version FROM datahub.layers WHERE id = $1)) + 1
+                         FROM datahub.versions WHERE layer = $1",
+                            &[&lid],
+                        )
+                        .await
+                        .map_err(db_err)?
+                        .get(0);
+                    Ok((cur, next))
+                }
+                .await;
+                (c, r)
+            })?;
             let current: Option<LayerMeta> = match current {
                 Some(text) => Some(
                     serde_json::from_str(&text)
@@ -1472,6 +1486,12 @@ impl LayerStore for PgStore {
                     s = ident(&staged),
                     t = ident(&tb)
                 ))
+                .await
+                .map_err(db_err)?;
+                c.execute(
+                    "UPDATE datahub.layers SET last_version = greatest(last_version, $2) WHERE id = $1",
+                    &[&lid, &next],
+                )
                 .await
                 .map_err(db_err)?;
                 let stamp: i64 = c
@@ -1656,8 +1676,8 @@ impl LayerStore for PgStore {
         self.local.draft_ids()
     }
 
-    fn publish_draft(&self, id: &str, by: &str) -> Result<LayerMeta> {
-        self.with_draft(id, Some(by))
+    fn publish_draft(&self, id: &str, by: &str, expected: Option<u32>) -> Result<LayerMeta> {
+        self.with_draft(id, Some((by, expected)))
     }
 
     fn discard_draft(&self, id: &str) -> Result<LayerMeta> {
