@@ -410,8 +410,9 @@ async fn versions(
     let base = base_url(&headers);
     let items: Vec<Value> = all
         .iter()
-        // A draft is listed to its ministry only.
-        .filter(|v| caller.can_see(&v.meta))
+        // A draft is listed to its ministry only (the other versions follow the
+        // current record, as everywhere in the catalogue).
+        .filter(|v| v.meta.draft.is_none() || caller.can_see(&v.meta))
         .rev()
         .map(|v| {
             let m = &v.meta;

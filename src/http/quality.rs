@@ -93,7 +93,7 @@ pub async fn layer(
             }
         };
         // A draft among the versions is its ministry's only.
-        let Some(v) = v.filter(|v| caller.can_see(&v.meta)) else {
+        let Some(v) = v.filter(|v| v.meta.draft.is_none() || caller.can_see(&v.meta)) else {
             return Ok(None);
         };
         // Versions stored before diagnoses existed get one computed now, in a slot
