@@ -1092,7 +1092,9 @@ fn diff_cmd(
 }
 
 /// `datahub migrate --to URL`: the data folder into PostgreSQL, version by version
-/// (numbers, records and files unchanged), then the counts compared.
+/// (numbers, records and files unchanged; drafts and the numbers of discarded ones
+/// included) with the catalogue (approval rules, webhooks and their log), then the
+/// counts compared.
 fn migrate_cmd(settings: &Settings, store: &dyn LayerStore, to: &str) -> anyhow::Result<()> {
     use layers::store::postgres::PgStore;
     if settings.database.is_some() {
@@ -1113,22 +1115,31 @@ fn migrate_cmd(settings: &Settings, store: &dyn LayerStore, to: &str) -> anyhow:
         dump.tokens.len(),
         dump.audit.len(),
         dump.jobs.len(),
+        dump.subscriptions.len(),
+        dump.deliveries.len(),
     ];
     let added = pg_catalog.import(dump)?;
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "catalogue    ministries {} (+{}), tokens {} (+{}), audit entries {} (+{}), jobs {} (+{})",
-        want[0], added[0], want[1], added[1], want[2], added[2], want[3], added[3]
-    )?;
+    let tables = datahub::catalog::postgres::CATALOG_TABLE_NAMES;
+    let line: Vec<String> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{} {} (+{})", catalog_label(t), want[i], added[i]))
+        .collect();
+    writeln!(out, "catalogue    {}", line.join(", "))?;
     let mut ids = store.layer_ids()?;
     ids.extend(store.hidden_ids()?);
+    // A new layer uploaded as a draft has nothing else yet.
+    ids.extend(store.draft_ids()?);
     ids.sort();
     ids.dedup();
     let mut problems = Vec::new();
     let (mut versions_n, mut copied) = (0, 0);
     for id in &ids {
         let current = store.current_number(id)?;
+        let draft = store.draft(id)?.map(|d| d.meta.version);
+        // A discarded draft's number is not given again by the database either.
+        target.reserve_numbers(id, store.last_number(id)?)?;
         for v in store.versions(id)? {
             let n = v.meta.version;
             let new = target.import_version(&v, Some(n) == current)?;
@@ -1147,20 +1158,25 @@ fn migrate_cmd(settings: &Settings, store: &dyn LayerStore, to: &str) -> anyhow:
             writeln!(
                 out,
                 "layer        {id} v{n}{} {}: {rows} features {check}",
-                if Some(n) == current { " (current)" } else { "" },
+                if Some(n) == current {
+                    " (current)"
+                } else if Some(n) == draft {
+                    " (draft)"
+                } else {
+                    ""
+                },
                 if new { "copied" } else { "already there" }
             )?;
         }
     }
     let have = pg_catalog.counts()?;
-    for (i, what) in ["ministries", "tokens", "audit entries", "jobs"]
-        .iter()
-        .enumerate()
-    {
+    for (i, t) in tables.iter().enumerate() {
         if (have[i] as usize) < want[i] {
             problems.push(format!(
-                "{what}: {} in the database, {} in the folder",
-                have[i], want[i]
+                "{}: {} in the database, {} in the folder",
+                catalog_label(t),
+                have[i],
+                want[i]
             ));
         }
     }
@@ -1181,6 +1197,16 @@ fn migrate_cmd(settings: &Settings, store: &dyn LayerStore, to: &str) -> anyhow:
         "checked      every version's feature count and the catalogue's rows match"
     )?;
     Ok(())
+}
+
+/// A catalogue table as `migrate` reports it.
+fn catalog_label(table: &str) -> &str {
+    match table {
+        "audit" => "audit entries",
+        "deliveries" => "webhook deliveries",
+        "subscriptions" => "webhook subscriptions",
+        t => t,
+    }
 }
 
 /// Who runs the command line, for the audit log and version history.

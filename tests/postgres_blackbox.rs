@@ -167,7 +167,7 @@ impl Nginx {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
             .unwrap_or(false);
         let conf = format!(
-            "{user}worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\ndaemon off;\n\
+            "{user}master_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\ndaemon off;\n\
              events {{ worker_connections 512; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
@@ -183,6 +183,9 @@ impl Nginx {
         std::fs::write(&conf_path, conf).unwrap();
         let child = Command::new("/usr/sbin/nginx")
             .args(["-p", &d.to_string(), "-c", &conf_path.to_string_lossy()])
+            // One process (no master): killing it on drop leaves no worker behind
+            // holding the test's output open.
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nginx (apt-get install nginx-light; make test does it)");
@@ -688,9 +691,10 @@ fn ogr_features(src: &str, extra: &[&str]) -> Vec<Value> {
 }
 
 /// `datahub migrate`: every version of a files-and-SQLite hub (new versions, a
-/// restore, a deleted layer, tokens, the audit log) is in PostgreSQL afterwards, feature
-/// by feature (PostGIS rows read with GDAL against the folder's FlatGeobuf), a second
-/// run copies nothing, and a replica on the database accepts the old tokens.
+/// restore, a deleted layer, tokens, the audit log, drafts, webhooks, approval rules)
+/// is in PostgreSQL afterwards, feature by feature (PostGIS rows read with GDAL against
+/// the folder's FlatGeobuf), a second run copies nothing, and a replica on the database
+/// accepts the old tokens, keeps the approval rule, numbering and subscriptions.
 #[test]
 fn migrate_demo_hub_every_version_feature_by_feature() {
     let pg = PgCluster::start();
@@ -733,14 +737,91 @@ fn migrate_demo_hub_every_version_feature_by_feature() {
     files(&["layer", "restore", "reportes", "1"]);
     files(&["layer", "delete", "red-pluvial"]);
 
+    // Change over time goes along: a subscription and its delivery log (v4 notified
+    // by a files server), a discarded draft's number (v5), a new layer that is only
+    // a draft, and a ministry that requires approval.
+    let steward = files(&[
+        "token",
+        "create",
+        "--ministry",
+        "servicios-publicos",
+        "--role",
+        "admin",
+    ])
+    .trim()
+    .to_string();
+    let (hook, seen) = webhook_receiver();
+    let sub_id = {
+        let s = Server::start(&data);
+        let (st, sub) = send(
+            &s.base,
+            Some(&admin),
+            reqwest::Method::POST,
+            "/api/subscriptions",
+            Some(json!({"url": hook, "layer": "reportes"})),
+        );
+        assert_eq!(st, 201, "{sub}");
+        let loc = upload(
+            &s.base,
+            &admin,
+            reqwest::Method::PUT,
+            "/api/layers/reportes/data",
+            &src,
+            None,
+        );
+        let j = wait_job(&s.base, &admin, &loc);
+        assert_eq!(j["result"]["version"], 4, "{j}");
+        let id = sub["id"].as_str().unwrap().to_string();
+        let t0 = Instant::now();
+        while !seen.lock().unwrap().contains(&(id.clone(), 4)) {
+            assert!(t0.elapsed() < Duration::from_secs(30), "v4 not notified");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Recorded as delivered before the server stops.
+        let log = format!("/api/subscriptions/{id}/deliveries");
+        while send(&s.base, Some(&admin), reqwest::Method::GET, &log, None).1["deliveries"][0]
+            ["state"]
+            != "delivered"
+        {
+            assert!(t0.elapsed() < Duration::from_secs(30), "v4 not recorded");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        id
+    };
+    let src_s = src.to_string_lossy().to_string();
+    let ingest_draft = |layer: &str| {
+        files(&[
+            "ingest",
+            &src_s,
+            "--layer",
+            layer,
+            "--ministry",
+            "servicios-publicos",
+            "--draft",
+        ])
+    };
+    ingest_draft("reportes");
+    files(&["layer", "discard", "reportes"]);
+    ingest_draft("baches");
+    files(&[
+        "ministry",
+        "set",
+        "servicios-publicos",
+        "--require-approval",
+        "true",
+    ]);
+
     let out = files(&["migrate", "--to", &url]);
     assert!(out.contains("checked"), "{out}");
-    assert!(out.contains("reportes v3 (current) copied"), "{out}");
+    assert!(out.contains("reportes v4 (current) copied"), "{out}");
+    assert!(out.contains("baches v1 (draft) copied"), "{out}");
+    assert!(out.contains("webhook subscriptions 1 (+1)"), "{out}");
     let again = files(&["migrate", "--to", &url]);
     assert!(again.contains("(0 copied now)"), "{again}");
+    assert!(again.contains("webhook subscriptions 1 (+0)"), "{again}");
 
     let mut compared = 0;
-    for layer in ["colonias", "reportes", "red-pluvial"] {
+    for layer in ["colonias", "reportes", "red-pluvial", "baches"] {
         for entry in std::fs::read_dir(data.join("layers").join(layer))
             .unwrap()
             .flatten()
@@ -789,7 +870,10 @@ fn migrate_demo_hub_every_version_feature_by_feature() {
             compared += 1;
         }
     }
-    assert_eq!(compared, 5, "colonias v1, reportes v1–v3, red-pluvial v1");
+    assert_eq!(
+        compared, 7,
+        "colonias v1, reportes v1–v4, red-pluvial v1, baches v1"
+    );
 
     // A replica on the migrated database: same layers, the deleted one hidden, the
     // old admin token valid, the audit log carried over.
@@ -827,6 +911,64 @@ fn migrate_demo_hub_every_version_feature_by_feature() {
         None,
     );
     assert_eq!(s, 200, "{v}");
+
+    // The draft-only layer: its ministry sees the draft, nobody else sees a layer.
+    let (s, v) = send(
+        &r.base,
+        Some(&steward),
+        reqwest::Method::GET,
+        "/api/layers/baches/draft",
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["version"], 1, "{v}");
+    assert_eq!(get(&r.base, "/collections/baches").0, 404);
+    // The subscription and its log came along.
+    let (s, v) = send(
+        &r.base,
+        Some(&admin),
+        reqwest::Method::GET,
+        &format!("/api/subscriptions/{sub_id}/deliveries"),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["deliveries"][0]["version"], 4, "{v}");
+    assert_eq!(v["deliveries"][0]["state"], "delivered", "{v}");
+    // Approval is still required: the next upload is a draft, numbered after the
+    // discarded v5; the uploader may not publish it, the ministry's admin may, and
+    // the subscriber hears of v6.
+    let loc = upload(
+        &r.base,
+        &admin,
+        reqwest::Method::PUT,
+        "/api/layers/reportes/data",
+        &src,
+        None,
+    );
+    let j = wait_job(&r.base, &admin, &loc);
+    assert_eq!(j["result"]["version"], 6, "{j}");
+    assert!(j["result"]["draft"].is_object(), "{j}");
+    let (s, v) = send(
+        &r.base,
+        Some(&admin),
+        reqwest::Method::POST,
+        "/api/layers/reportes/draft/publish",
+        None,
+    );
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = send(
+        &r.base,
+        Some(&steward),
+        reqwest::Method::POST,
+        "/api/layers/reportes/draft/publish",
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    let t0 = Instant::now();
+    while !seen.lock().unwrap().contains(&(sub_id.clone(), 6)) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "v6 not notified");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// (subscription, version) of each notification a receiver got, in arrival order.

@@ -22,6 +22,17 @@ use super::{
 use layers::pg::{db_err, lock_key, Client, Db, CHANNEL};
 use layers::{Error, Result};
 
+/// The catalogue tables a migration copies, in the order of `import` and `counts`.
+pub const CATALOG_TABLE_NAMES: [&str; CATALOG_TABLES] = [
+    "ministries",
+    "tokens",
+    "audit",
+    "jobs",
+    "subscriptions",
+    "deliveries",
+];
+pub const CATALOG_TABLES: usize = 6;
+
 const SCHEMA: &str = r#"
 CREATE SCHEMA IF NOT EXISTS datahub;
 CREATE TABLE IF NOT EXISTS datahub.ministries (
@@ -709,7 +720,7 @@ impl PgCatalog {
     /// Copies a catalogue's rows (a migration): rows already here are left as they are,
     /// so a migration run again adds only what is missing. Audit entries keep their
     /// sequence numbers. Returns the rows added per table.
-    pub fn import(&self, d: super::CatalogDump) -> Result<[u64; 4]> {
+    pub fn import(&self, d: super::CatalogDump) -> Result<[u64; CATALOG_TABLES]> {
         self.db.run(move |mut c| async move {
             let tx = c.transaction().await.map_err(db_err)?;
             // The audit keeps its sequence numbers: a database whose log already has
@@ -733,13 +744,15 @@ impl PgCatalog {
                     }
                 }
             }
-            let mut n = [0u64; 4];
-            for (slug, name, email, at) in &d.ministries {
+            let mut n = [0u64; CATALOG_TABLES];
+            // Only what is missing: a migration run again after going live never
+            // undoes a change made since (an approval switched off, say).
+            for (slug, name, email, at, approval) in &d.ministries {
                 n[0] += tx
                     .execute(
-                        "INSERT INTO datahub.ministries (slug, name, email, created_at)
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (slug) DO NOTHING",
-                        &[slug, name, email, at],
+                        "INSERT INTO datahub.ministries (slug, name, email, created_at, require_approval)
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (slug) DO NOTHING",
+                        &[slug, name, email, at, approval],
                     )
                     .await
                     .map_err(db_err)?;
@@ -784,16 +797,44 @@ impl PgCatalog {
                     .await
                     .map_err(db_err)?;
             }
+            for (id, doc) in &d.subscriptions {
+                n[4] += tx
+                    .execute(
+                        "INSERT INTO datahub.subscriptions (id, doc) VALUES ($1, $2)
+                         ON CONFLICT (id) DO NOTHING",
+                        &[id, doc],
+                    )
+                    .await
+                    .map_err(db_err)?;
+            }
+            // Sequence numbers kept, as the audit's: a second run adds nothing, and
+            // pending ones go out from the replicas in their order.
+            for (seq, sub, state, next_at, doc) in &d.deliveries {
+                n[5] += tx
+                    .execute(
+                        "INSERT INTO datahub.deliveries (seq, subscription, state, next_at, doc)
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
+                        &[seq, sub, state, next_at, doc],
+                    )
+                    .await
+                    .map_err(db_err)?;
+            }
+            tx.batch_execute(
+                "SELECT setval(pg_get_serial_sequence('datahub.deliveries', 'seq'),
+                   greatest((SELECT max(seq) FROM datahub.deliveries), 1))",
+            )
+            .await
+            .map_err(db_err)?;
             tx.commit().await.map_err(db_err)?;
             Ok(n)
         })
     }
 
-    /// Rows per catalogue table: ministries, tokens, audit entries, jobs.
-    pub fn counts(&self) -> Result<[i64; 4]> {
+    /// Rows per catalogue table, in the order of [`CATALOG_TABLE_NAMES`].
+    pub fn counts(&self) -> Result<[i64; CATALOG_TABLES]> {
         self.db.run(|c| async move {
-            let mut out = [0i64; 4];
-            for (i, t) in ["ministries", "tokens", "audit", "jobs"].iter().enumerate() {
+            let mut out = [0i64; CATALOG_TABLES];
+            for (i, t) in CATALOG_TABLE_NAMES.iter().enumerate() {
                 out[i] = c
                     .query_one(&format!("SELECT count(*) FROM datahub.{t}"), &[])
                     .await

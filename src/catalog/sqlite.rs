@@ -626,7 +626,8 @@ pub(super) fn delivery(seq: i64, doc: &str) -> Result<Delivery> {
 /// their hashes): what `datahub migrate` copies to PostgreSQL.
 #[derive(Debug, Default)]
 pub struct CatalogDump {
-    pub ministries: Vec<(String, String, Option<String>, String)>,
+    /// slug, name, email, created, whether publishes need approval.
+    pub ministries: Vec<(String, String, Option<String>, String, bool)>,
     /// id, secret hash, ministry, role, label, created, expires, revoked.
     #[allow(clippy::type_complexity)]
     pub tokens: Vec<(
@@ -641,6 +642,11 @@ pub struct CatalogDump {
     )>,
     pub audit: Vec<AuditEntry>,
     pub jobs: Vec<(String, String)>,
+    /// id, document (secret included: receivers keep verifying with it).
+    pub subscriptions: Vec<(String, String)>,
+    /// seq, subscription, state, next attempt, document: the delivery log with what
+    /// is still pending (claims are not carried: their process is gone).
+    pub deliveries: Vec<(i64, String, String, String, String)>,
 }
 
 impl SqliteCatalog {
@@ -649,10 +655,20 @@ impl SqliteCatalog {
         let c = self.conn();
         let mut d = CatalogDump::default();
         let mut st = c
-            .prepare("SELECT slug, name, email, created_at FROM ministries ORDER BY slug")
+            .prepare(
+                "SELECT slug, name, email, created_at, require_approval FROM ministries ORDER BY slug",
+            )
             .map_err(db)?;
         d.ministries = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get::<_, i64>(4)? != 0,
+                ))
+            })
             .map_err(db)?
             .collect::<rusqlite::Result<_>>()
             .map_err(db)?;
@@ -692,6 +708,26 @@ impl SqliteCatalog {
             .map_err(db)?;
         d.jobs = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db)?;
+        drop(st);
+        let mut st = c
+            .prepare("SELECT id, doc FROM subscriptions ORDER BY id")
+            .map_err(db)?;
+        d.subscriptions = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db)?;
+        drop(st);
+        let mut st = c
+            .prepare("SELECT seq, subscription, state, next_at, doc FROM deliveries ORDER BY seq")
+            .map_err(db)?;
+        d.deliveries = st
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .map_err(db)?
             .collect::<rusqlite::Result<_>>()
             .map_err(db)?;

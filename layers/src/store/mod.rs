@@ -524,6 +524,16 @@ pub trait LayerStore: Send + Sync {
     fn draft(&self, id: &str) -> Result<Option<StoredVersion>>;
     /// Layers that have a draft (a new layer may have nothing else).
     fn draft_ids(&self) -> Result<Vec<String>>;
+    /// The highest version number ever given to the layer (kept or not: a discarded
+    /// draft's number is never given again); 0 for none.
+    fn last_number(&self, id: &str) -> Result<u32> {
+        Ok(self
+            .versions(id)?
+            .iter()
+            .map(|v| v.meta.version)
+            .max()
+            .unwrap_or(0))
+    }
     /// Makes the draft the served version; 409 when the version it was made on is no
     /// longer the current one, or when the draft is not version `expected` (another
     /// draft replaced the one reviewed). `by` approved it. Its record.
@@ -1195,13 +1205,7 @@ impl LayerStore for FsStore {
         fs::create_dir_all(&layer_dir).map_err(|e| Error::io(&layer_dir, e))?;
         // Never a number given before (a discarded draft's): caches, replicas and
         // clients know versions by number.
-        let n = self
-            .version_numbers(&id)?
-            .last()
-            .copied()
-            .unwrap_or(0)
-            .max(self.pointer(&id, LAST_FILE)?.unwrap_or(0))
-            + 1;
+        let n = LayerStore::last_number(self, &id)? + 1;
         meta.version = n;
         let meta_path = staging.dir.join("meta.json");
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Internal(e.to_string()))?;
@@ -1245,6 +1249,16 @@ impl LayerStore for FsStore {
             Some(n) => self.read_version(id, n).map(Some),
             None => Ok(None),
         }
+    }
+
+    fn last_number(&self, id: &str) -> Result<u32> {
+        validate_id(id)?;
+        Ok(self
+            .version_numbers(id)?
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .max(self.pointer(id, LAST_FILE)?.unwrap_or(0)))
     }
 
     fn draft_ids(&self) -> Result<Vec<String>> {

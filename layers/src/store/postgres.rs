@@ -965,6 +965,23 @@ impl PgStore {
         Ok(!exists)
     }
 
+    /// Numbers up to `last` count as given for `id` (a files hub's discarded drafts):
+    /// the database never gives them again.
+    pub fn reserve_numbers(&self, id: &str, last: u32) -> Result<()> {
+        validate_id(id)?;
+        let (lid, last) = (id.to_string(), last as i32);
+        self.db.run(move |c| async move {
+            c.execute(
+                "INSERT INTO datahub.layers (id, last_version) VALUES ($1, $2)
+                 ON CONFLICT (id) DO UPDATE SET last_version = greatest(datahub.layers.last_version, $2)",
+                &[&lid, &last],
+            )
+            .await
+            .map_err(db_err)
+            .map(|_| ())
+        })
+    }
+
     /// Whether the folder a migrated version comes from marks its layer deleted.
     fn local_hidden_hint(&self, v: &StoredVersion) -> bool {
         v.fgb_path
