@@ -32,6 +32,9 @@ pub struct WebhookSettings {
     /// The DataHub's public address, for absolute links in the notifications
     /// (relative links when absent).
     pub public_url: Option<String>,
+    /// Finished deliveries kept in each subscription's log (the newest); older ones
+    /// are forgotten so the log cannot grow without bound.
+    pub keep_deliveries: usize,
 }
 
 impl Default for WebhookSettings {
@@ -41,6 +44,7 @@ impl Default for WebhookSettings {
             max_attempts: 8,
             timeout_s: 10,
             public_url: None,
+            keep_deliveries: 1000,
         }
     }
 }
@@ -412,8 +416,12 @@ async fn attempt(
         }
     }
     let cat = catalog.clone();
+    let keep = settings.keep_deliveries.max(1);
     let r = tokio::task::spawn_blocking(move || {
         cat.update_delivery(&d)?;
+        if d.state != "pending" {
+            cat.prune_deliveries(&d.subscription, keep)?;
+        }
         if let Some(s) = sub_update {
             // Never brings back a subscription removed while this was being sent.
             cat.update_subscription(&s)?;

@@ -826,7 +826,7 @@ fn webhooks_are_signed_retried_in_order_and_logged() {
     let b_adm = token(&data, &["--ministry", B, "--role", "admin"]);
     let a_ed = token(&data, &["--ministry", A, "--role", "editor"]);
     let cfg = tmp.path().join("c.toml");
-    std::fs::write(&cfg, "[webhooks]\nretry_base_s = 1\nmax_attempts = 3\ntimeout_s = 2\npublic_url = \"http://datahub.test\"\n").unwrap();
+    std::fs::write(&cfg, "[webhooks]\nretry_base_s = 1\nmax_attempts = 3\ntimeout_s = 2\nkeep_deliveries = 2\npublic_url = \"http://datahub.test\"\n").unwrap();
     let srv = Server::start_with(&data, &["--config", cfg.to_str().unwrap()]);
     let base = srv.base.clone();
     let src = vector("spdata/cycle_hire.geojson");
@@ -1058,6 +1058,31 @@ fn webhooks_are_signed_retried_in_order_and_logged() {
             .contains("changes?since="),
         "{d}"
     );
+    // The log is bounded (`keep_deliveries = 2` here): after v4 the city's holds v4
+    // and v3, v2 forgotten.
+    ingest("parques", "internal", "v4");
+    let log_of = |id: &str| {
+        get(
+            &base,
+            Some(&city),
+            &format!("/api/subscriptions/{id}/deliveries"),
+        )
+        .1
+    };
+    wait_for(30, "v4 delivered and the log cut to 2", || {
+        let l = log_of(&sid);
+        l["deliveries"][0]["state"] == "delivered"
+            && l["deliveries"][0]["version"] == 4
+            && l["deliveries"].as_array().unwrap().len() == 2
+    });
+    let versions: Vec<u64> = log_of(&sid)["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, vec![4, 3], "bounded log");
+
     // Removed: gone with its log.
     let (s, _) = call(
         &base,

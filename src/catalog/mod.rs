@@ -277,6 +277,9 @@ pub trait CatalogStore: Send + Sync {
     fn update_delivery(&self, d: &Delivery) -> layers::Result<()>;
     /// A subscription's newest deliveries, newest first.
     fn deliveries(&self, subscription: &str, limit: usize) -> layers::Result<Vec<Delivery>>;
+    /// Forgets a subscription's finished (delivered or given up) deliveries older
+    /// than its newest `keep`; pending ones are never dropped. How many went.
+    fn prune_deliveries(&self, subscription: &str, keep: usize) -> layers::Result<u64>;
 }
 
 pub use crate::webhooks::{Delivery, Subscription};

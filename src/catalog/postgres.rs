@@ -657,6 +657,20 @@ impl CatalogStore for PgCatalog {
         })
     }
 
+    fn prune_deliveries(&self, subscription: &str, keep: usize) -> Result<u64> {
+        let (s, keep) = (subscription.to_string(), keep as i64);
+        self.db.run(move |c| async move {
+            c.execute(
+                "DELETE FROM datahub.deliveries WHERE subscription = $1 AND state <> 'pending'
+                   AND seq <= (SELECT seq FROM datahub.deliveries WHERE subscription = $1
+                               ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+                &[&s, &keep],
+            )
+            .await
+            .map_err(db_err)
+        })
+    }
+
     fn deliveries(&self, subscription: &str, limit: usize) -> Result<Vec<Delivery>> {
         let (s, limit) = (subscription.to_string(), limit as i64);
         let rows: Vec<(i64, String)> = self.db.run(move |c| async move {

@@ -594,6 +594,21 @@ impl CatalogStore for SqliteCatalog {
         Ok(())
     }
 
+    fn prune_deliveries(&self, subscription: &str, keep: usize) -> Result<u64> {
+        // The (subscription, seq) index finds the cut; one statement, so a delivery
+        // added meanwhile is either counted or newer than the cut.
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM deliveries WHERE subscription = ?1 AND state <> 'pending'
+                   AND seq <= (SELECT seq FROM deliveries WHERE subscription = ?1
+                               ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                params![subscription, keep as i64],
+            )
+            .map_err(db)?;
+        Ok(n as u64)
+    }
+
     fn deliveries(&self, subscription: &str, limit: usize) -> Result<Vec<Delivery>> {
         let c = self.conn();
         let mut st = c
@@ -748,6 +763,55 @@ pub fn still_valid(p: &Principal) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_log_keeps_the_newest_finished_and_every_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SqliteCatalog::open(dir.path()).unwrap();
+        let mk = |sub: &str, version: u32, state: &str| Delivery {
+            seq: 0,
+            subscription: sub.into(),
+            event: "layer.published".into(),
+            layer: "obras".into(),
+            version,
+            created_at: "2026-12-01T00:00:00.000Z".into(),
+            state: state.into(),
+            attempts: 1,
+            next_at: "2026-12-01T00:00:00.000Z".into(),
+            last_status: None,
+            last_error: None,
+            delivered_at: None,
+            payload: "{}".into(),
+        };
+        // A pending one far back (a receiver down) is never dropped.
+        let states = [
+            "delivered",
+            "pending",
+            "delivered",
+            "failed",
+            "delivered",
+            "pending",
+        ];
+        for (i, st) in states.iter().enumerate() {
+            c.add_delivery(&mk("a", i as u32 + 1, st)).unwrap();
+            c.add_delivery(&mk("b", i as u32 + 1, st)).unwrap();
+        }
+        assert_eq!(c.prune_deliveries("a", 2).unwrap(), 3);
+        let left: Vec<u32> = c
+            .deliveries("a", 100)
+            .unwrap()
+            .iter()
+            .map(|d| d.version)
+            .collect();
+        assert_eq!(left, vec![6, 5, 2]);
+        assert_eq!(
+            c.deliveries("b", 100).unwrap().len(),
+            6,
+            "other logs untouched"
+        );
+        assert_eq!(c.prune_deliveries("a", 2).unwrap(), 0);
+        assert_eq!(c.prune_deliveries("a", 100).unwrap(), 0);
+    }
 
     #[test]
     fn tokens_verify_revoke_expire_and_audit_is_append_only() {
