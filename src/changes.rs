@@ -24,6 +24,10 @@ pub struct Changes {
 /// How many loaded versions and diffs are kept (each holds an mmap and an id list).
 const KEEP_VERSIONS: usize = 6;
 const KEEP_DIFFS: usize = 8;
+/// And the diffs together in at most this much memory (a diff against nothing of a
+/// 1 M-feature layer holds over 100 MB): the oldest go first, a bigger one is not
+/// kept.
+const DIFF_CACHE_BYTES: usize = 256 << 20;
 
 /// A diff with the versions it points into.
 pub struct Computed {
@@ -129,7 +133,8 @@ impl Changes {
             n => Some(self.version(store, current, id, n)?),
         };
         let t0 = std::time::Instant::now();
-        let d = diff::diff(old.as_deref(), &new, key)?;
+        // Stopped with the request (budget spent, client gone), on every thread.
+        let d = diff::diff_until(old.as_deref(), &new, key, &crate::limits::stopper())?;
         tracing::debug!(layer = %id, from, to, changes = d.changes.len(), ms = t0.elapsed().as_millis() as u64, "diff computed");
         let c = Arc::new(Computed {
             layer: id.to_string(),
@@ -139,11 +144,36 @@ impl Changes {
             diff: d,
         });
         let mut cache = self.diffs.lock().unwrap_or_else(|p| p.into_inner());
-        cache.push_back(c.clone());
-        while cache.len() > KEEP_DIFFS {
-            cache.pop_front();
-        }
+        keep_bounded(
+            &mut cache,
+            c.clone(),
+            |c| c.diff.heap_bytes(),
+            KEEP_DIFFS,
+            DIFF_CACHE_BYTES,
+        );
         Ok(c)
+    }
+}
+
+/// Adds `item` as the newest, then drops the oldest until at most `max_items` are
+/// kept in at most `max_bytes`; an item bigger than `max_bytes` alone is not kept.
+fn keep_bounded<T>(
+    cache: &mut VecDeque<T>,
+    item: T,
+    bytes: impl Fn(&T) -> usize,
+    max_items: usize,
+    max_bytes: usize,
+) {
+    if bytes(&item) > max_bytes {
+        return;
+    }
+    cache.push_back(item);
+    let mut total: usize = cache.iter().map(&bytes).sum();
+    while cache.len() > max_items || total > max_bytes {
+        match cache.pop_front() {
+            Some(old) => total -= bytes(&old),
+            None => break,
+        }
     }
 }
 
@@ -463,6 +493,24 @@ mod tests {
                        "features_repaired": 0, "problems": {}, "notes": []}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn the_diff_cache_is_bounded_in_items_and_bytes() {
+        let mut c = VecDeque::new();
+        let size = |x: &usize| *x;
+        for x in [10, 20, 30] {
+            keep_bounded(&mut c, x, size, 8, 100);
+        }
+        assert_eq!(c, [10, 20, 30]);
+        keep_bounded(&mut c, 50, size, 8, 100);
+        assert_eq!(c, [30, 50], "oldest dropped until within 100 bytes");
+        keep_bounded(&mut c, 101, size, 8, 100);
+        assert_eq!(c, [30, 50], "too big alone: not kept, nothing dropped");
+        for x in [1, 1, 1] {
+            keep_bounded(&mut c, x, size, 3, 100);
+        }
+        assert_eq!(c, [1, 1, 1], "at most 3 items");
     }
 
     #[test]

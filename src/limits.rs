@@ -214,6 +214,13 @@ pub fn check() -> layers::Result<()> {
     })
 }
 
+/// This thread's budget as a check other threads can call (the workers of a
+/// parallel diff, which do not inherit the thread-local budget).
+pub fn stopper() -> impl Fn() -> layers::Result<()> + Send + Sync {
+    let budget = current();
+    move || budget.as_ref().map_or(Ok(()), Budget::check)
+}
+
 /// [`check`] on every 1024th `i`.
 #[inline]
 pub fn check_every(i: usize) -> layers::Result<()> {

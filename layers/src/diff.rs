@@ -142,6 +142,19 @@ pub struct Diff {
 }
 
 impl Diff {
+    /// Roughly the memory it holds (for caches bounded in bytes).
+    pub fn heap_bytes(&self) -> usize {
+        self.changes.capacity() * std::mem::size_of::<Change>()
+            + self
+                .changes
+                .iter()
+                .map(|c| {
+                    c.attributes.capacity() * std::mem::size_of::<String>()
+                        + c.attributes.iter().map(String::capacity).sum::<usize>()
+                })
+                .sum::<usize>()
+    }
+
     pub fn counts(&self) -> Counts {
         let mut c = Counts {
             unchanged: self.unchanged,
@@ -271,14 +284,41 @@ pub fn choose_identity(
     })
 }
 
+/// Asked now and then while a diff runs (from every worker thread): an error stops
+/// the diff with it (a request's budget ran out, its client went away).
+pub type Stop<'a> = dyn Fn() -> Result<()> + Sync + 'a;
+
+/// How many features are compared between two calls of a [`Stop`].
+const STOP_EVERY: usize = 4096;
+
+fn poll(stop: &Stop, i: usize) -> Result<()> {
+    if i.is_multiple_of(STOP_EVERY) {
+        stop()
+    } else {
+        Ok(())
+    }
+}
+
 /// `new` against `old` (None: against nothing, every feature is added).
 pub fn diff(old: Option<&LoadedLayer>, new: &LoadedLayer, key: &[String]) -> Result<Diff> {
+    diff_until(old, new, key, &|| Ok(()))
+}
+
+/// [`diff`], stopped when `stop` says so.
+pub fn diff_until(
+    old: Option<&LoadedLayer>,
+    new: &LoadedLayer,
+    key: &[String],
+    stop: &Stop,
+) -> Result<Diff> {
     let identity = choose_identity(old, new, key)?;
     let Some(old) = old else {
         let changes = new
             .ids()
             .par_iter()
-            .map(|&(fid, off)| {
+            .enumerate()
+            .map(|(i, &(fid, off))| {
+                poll(stop, i)?;
                 Ok(Change {
                     kind: ChangeKind::Added,
                     old: None,
@@ -307,8 +347,8 @@ pub fn diff(old: Option<&LoadedLayer>, new: &LoadedLayer, key: &[String]) -> Res
     let sample = match identity.kind {
         IdentityKind::IdField => sample_by_id(old, new),
         IdentityKind::Key => {
-            let ko = key_index(old, &identity.fields)?;
-            let kn = key_index(new, &identity.fields)?;
+            let ko = key_index(old, &identity.fields, stop)?;
+            let kn = key_index(new, &identity.fields, stop)?;
             ko.iter()
                 .filter_map(|(k, &a)| kn.get(k).map(|&b| (a, b)))
                 .take(SAMPLE)
@@ -332,11 +372,11 @@ pub fn diff(old: Option<&LoadedLayer>, new: &LoadedLayer, key: &[String]) -> Res
     let (changes, unchanged) = match identity.kind {
         IdentityKind::IdField => {
             let pairs = merge_by_id(old.ids(), new.ids());
-            match_pairs(old, new, &map, &pairs, same_layout)?
+            match_pairs(old, new, &map, &pairs, same_layout, stop)?
         }
         IdentityKind::Key => {
-            let ko = key_index(old, &identity.fields)?;
-            let kn = key_index(new, &identity.fields)?;
+            let ko = key_index(old, &identity.fields, stop)?;
+            let kn = key_index(new, &identity.fields, stop)?;
             let mut pairs: Vec<Pair> = Vec::new();
             for (k, &a) in &ko {
                 pairs.push((Some(a), kn.get(k).copied()));
@@ -347,9 +387,9 @@ pub fn diff(old: Option<&LoadedLayer>, new: &LoadedLayer, key: &[String]) -> Res
                 }
             }
             pairs.sort_by_key(|(a, b)| b.or(*a).map(|x| x.0));
-            match_pairs(old, new, &map, &pairs, same_layout)?
+            match_pairs(old, new, &map, &pairs, same_layout, stop)?
         }
-        IdentityKind::Content => by_content(old, new, &map)?,
+        IdentityKind::Content => by_content(old, new, &map, stop)?,
     };
     Ok(Diff {
         identity,
@@ -728,14 +768,19 @@ fn find_renames(
 }
 
 /// The key of each feature (values of `fields` joined), refused when not unique.
-fn key_index(l: &LoadedLayer, fields: &[String]) -> Result<HashMap<Vec<u8>, (i64, u64)>> {
+fn key_index(
+    l: &LoadedLayer,
+    fields: &[String],
+    stop: &Stop,
+) -> Result<HashMap<Vec<u8>, (i64, u64)>> {
     let cols: Vec<usize> = fields
         .iter()
         .filter_map(|f| l.meta.schema.iter().position(|g| &g.name == f))
         .collect();
     let n = l.meta.schema.len();
     let mut out = HashMap::with_capacity(l.len());
-    for &(fid, off) in l.ids() {
+    for (i, &(fid, off)) in l.ids().iter().enumerate() {
+        poll(stop, i)?;
         let v = values(l, off, None, n)?;
         let mut k = Vec::new();
         for &c in &cols {
@@ -768,12 +813,15 @@ fn match_pairs(
     map: &ColumnMap,
     pairs: &[Pair],
     same_layout: bool,
+    stop: &Stop,
 ) -> Result<(Vec<Change>, u64)> {
     let nn = new.meta.schema.len();
     let text = map.new_text(nn);
     let results: Vec<Option<Change>> = pairs
         .par_iter()
-        .map(|&(a, b)| -> Result<Option<Change>> {
+        .enumerate()
+        .map(|(i, &(a, b))| -> Result<Option<Change>> {
+            poll(stop, i)?;
             match (a, b) {
                 (Some(a), None) => Ok(Some(Change {
                     kind: ChangeKind::Removed,
@@ -844,7 +892,12 @@ fn match_pairs(
 }
 
 /// Features matched by content: a multiset difference of (geometry, attributes).
-fn by_content(old: &LoadedLayer, new: &LoadedLayer, map: &ColumnMap) -> Result<(Vec<Change>, u64)> {
+fn by_content(
+    old: &LoadedLayer,
+    new: &LoadedLayer,
+    map: &ColumnMap,
+    stop: &Stop,
+) -> Result<(Vec<Change>, u64)> {
     let nn = new.meta.schema.len();
     // New columns with no old counterpart are left out: a column added to every
     // feature is a schema change, not every feature replaced.
@@ -869,12 +922,20 @@ fn by_content(old: &LoadedLayer, new: &LoadedLayer, map: &ColumnMap) -> Result<(
     let dold: Vec<u64> = old
         .ids()
         .par_iter()
-        .map(|&(_, off)| digest(old, off, Some(map)))
+        .enumerate()
+        .map(|(i, &(_, off))| {
+            poll(stop, i)?;
+            digest(old, off, Some(map))
+        })
         .collect::<Result<_>>()?;
     let dnew: Vec<u64> = new
         .ids()
         .par_iter()
-        .map(|&(_, off)| digest(new, off, None))
+        .enumerate()
+        .map(|(i, &(_, off))| {
+            poll(stop, i)?;
+            digest(new, off, None)
+        })
         .collect::<Result<_>>()?;
     let mut count: HashMap<u64, i64> = HashMap::with_capacity(dold.len());
     for d in &dold {
@@ -943,4 +1004,103 @@ pub fn compare(
         .map(|j| new.meta.schema[j].name.clone())
         .collect();
     Ok((geometry, attributes))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::{FsStore, LayerStore};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Two versions of a 10,000-point layer with an id field: in the second, point 7
+    /// moved, point 8 renamed, point 9 removed and point 20,000 added.
+    fn two_versions(dir: &std::path::Path) -> (LoadedLayer, LoadedLayer) {
+        let store = FsStore::open(dir.join("data"), 5).unwrap();
+        let write = |name: &str, second: bool| {
+            let mut fs = Vec::new();
+            for i in 0..10_000u32 {
+                if second && i == 9 {
+                    continue;
+                }
+                let x = -100.3 + f64::from(i) * 1e-5 + if second && i == 7 { 1e-3 } else { 0.0 };
+                let nombre = if second && i == 8 {
+                    "otro".to_string()
+                } else {
+                    format!("p{i}")
+                };
+                fs.push(format!(
+                    r#"{{"type":"Feature","properties":{{"id":{i},"nombre":"{nombre}"}},"geometry":{{"type":"Point","coordinates":[{x},25.67]}}}}"#
+                ));
+            }
+            if second {
+                fs.push(r#"{"type":"Feature","properties":{"id":20000,"nombre":"nuevo"},"geometry":{"type":"Point","coordinates":[-100.2,25.7]}}"#.into());
+            }
+            let p = dir.join(name);
+            std::fs::write(
+                &p,
+                format!(
+                    r#"{{"type":"FeatureCollection","features":[{}]}}"#,
+                    fs.join(",")
+                ),
+            )
+            .unwrap();
+            p
+        };
+        for (name, second) in [("v1.geojson", false), ("v2.geojson", true)] {
+            let mut req =
+                crate::ingest::IngestRequest::new(write(name, second), "puntos", "pruebas");
+            req.id_field = Some("id".into());
+            crate::ingest::ingest(&store, &req, &|_| {}).unwrap();
+        }
+        let vs = store.versions("puntos").unwrap();
+        let load = |i: usize| LoadedLayer::load_for_scan(&vs[i]).unwrap().0;
+        (load(0), load(1))
+    }
+
+    #[test]
+    fn diff_by_id_and_stopped_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = two_versions(dir.path());
+        let d = diff(Some(&old), &new, &[]).unwrap();
+        assert_eq!(d.identity.kind, IdentityKind::IdField);
+        let c = d.counts();
+        assert_eq!((c.added, c.removed, c.modified), (1, 1, 2), "{c:?}");
+        assert_eq!(d.unchanged, 9_997);
+        let moved = d
+            .changes
+            .iter()
+            .find(|c| c.old.map(|o| o.0) == Some(7))
+            .unwrap();
+        assert!(moved.geometry && moved.attributes.is_empty());
+        let renamed = d
+            .changes
+            .iter()
+            .find(|c| c.old.map(|o| o.0) == Some(8))
+            .unwrap();
+        assert!(!renamed.geometry);
+        assert_eq!(renamed.attributes, vec!["nombre".to_string()]);
+        assert!(d.heap_bytes() >= 4 * std::mem::size_of::<Change>());
+
+        // Asked every few thousand features, from the worker threads too: the
+        // first "no" stops the diff with its error, whichever identity is used.
+        for key in [&[][..], &["nombre".to_string()][..]] {
+            let calls = AtomicUsize::new(0);
+            let stop = || {
+                if calls.fetch_add(1, Ordering::Relaxed) >= 1 {
+                    Err(Error::Limit("the client went away".into()))
+                } else {
+                    Ok(())
+                }
+            };
+            let Err(e) = diff_until(Some(&old), &new, key, &stop) else {
+                panic!("not stopped (key {key:?})")
+            };
+            assert!(e.to_string().contains("went away"), "{e}");
+        }
+        let Err(e) = diff_until(None, &new, &[], &|| Err(Error::Limit("budget".into()))) else {
+            panic!("not stopped")
+        };
+        assert!(e.to_string().contains("budget"), "{e}");
+    }
 }
