@@ -504,9 +504,11 @@ mod tests {
         }
         assert_eq!(c, [10, 20, 30]);
         keep_bounded(&mut c, 50, size, 8, 100);
-        assert_eq!(c, [30, 50], "oldest dropped until within 100 bytes");
+        assert_eq!(c, [20, 30, 50], "oldest dropped until within 100 bytes");
+        keep_bounded(&mut c, 60, size, 8, 100);
+        assert_eq!(c, [60], "as many as it takes");
         keep_bounded(&mut c, 101, size, 8, 100);
-        assert_eq!(c, [30, 50], "too big alone: not kept, nothing dropped");
+        assert_eq!(c, [60], "too big alone: not kept, nothing dropped");
         for x in [1, 1, 1] {
             keep_bounded(&mut c, x, size, 3, 100);
         }
