@@ -319,14 +319,9 @@ pub fn geojson_page(c: &Computed, page: &Page<'_>, base: &str) -> Result<Value> 
         .skip(page.offset)
         .take(page.limit)
     {
-        let feature = |l: &LoadedLayer, off: u64| -> Result<Value> {
-            let mut buf = Vec::new();
-            l.write_geojson(off, &mut buf)?;
-            serde_json::from_slice(&buf).map_err(|e| Error::Internal(e.to_string()))
-        };
         let mut f = match (ch.kind, &c.old, ch.old, ch.new) {
-            (ChangeKind::Removed, Some(old), Some((_, off)), _) => feature(old, off)?,
-            (_, _, _, Some((_, off))) => feature(&c.new, off)?,
+            (ChangeKind::Removed, Some(old), Some((_, off)), _) => old.feature_json(off)?,
+            (_, _, _, Some((_, off))) => c.new.feature_json(off)?,
             _ => continue,
         };
         f["properties"]["datahub_change"] = json!(ch.kind.as_str());
@@ -338,7 +333,7 @@ pub fn geojson_page(c: &Computed, page: &Page<'_>, base: &str) -> Result<Value> 
             what.extend(ch.attributes.iter().cloned());
             f["properties"]["datahub_changed"] = json!(what.join(","));
             if let (Some(old), Some((_, off))) = (&c.old, ch.old) {
-                let b = feature(old, off)?;
+                let b = old.feature_json(off)?;
                 f["before"] = json!({"geometry": b["geometry"], "properties": b["properties"]});
             }
             f["changed"] = json!(what);
@@ -429,24 +424,19 @@ pub fn history(
                 "feature": f,
             })
         };
-        let feature = |l: &LoadedLayer, off: u64| -> Result<Value> {
-            let mut buf = Vec::new();
-            l.write_geojson(off, &mut buf)?;
-            serde_json::from_slice(&buf).map_err(|e| Error::Internal(e.to_string()))
-        };
         match (&prev, here) {
             (None, Some(off)) => {
                 // In the oldest kept version (not the first one): it was there already,
                 // added in a version no longer kept.
                 let first_kept = out.is_empty() && prev_version.is_none() && m.version != 1;
                 let what = if first_kept { "present" } else { "added" };
-                out.push(entry(what, false, Vec::new(), Some(feature(&l, off)?)));
+                out.push(entry(what, false, Vec::new(), Some(l.feature_json(off)?)));
                 seen = true;
             }
             (Some((pl, poff)), Some(off)) => {
                 let (g, a) = diff::compare(pl, *poff, &l, off)?;
                 if g || !a.is_empty() {
-                    out.push(entry("modified", g, a, Some(feature(&l, off)?)));
+                    out.push(entry("modified", g, a, Some(l.feature_json(off)?)));
                 }
             }
             (Some(_), None) => out.push(entry("removed", false, Vec::new(), None)),

@@ -210,6 +210,13 @@ impl LoadedLayer {
         self.view.write_geojson(offset, out)
     }
 
+    /// The feature at `offset` as a GeoJSON value (to add members before sending).
+    pub fn feature_json(&self, offset: u64) -> Result<serde_json::Value> {
+        let mut buf = Vec::new();
+        self.write_geojson(offset, &mut buf)?;
+        serde_json::from_slice(&buf).map_err(|e| Error::Internal(format!("feature JSON: {e}")))
+    }
+
     /// [`LoadedLayer::write_geojson`] with the geometry mapped first (another CRS).
     pub fn write_geojson_with(
         &self,

@@ -607,10 +607,7 @@ pub async fn nearest(
             let Some((_, offset)) = layer.at(h.pos) else {
                 continue;
             };
-            let mut buf = Vec::new();
-            layer.write_geojson(offset, &mut buf)?;
-            let mut f: Value = serde_json::from_slice(&buf)
-                .map_err(|e| layers::Error::Internal(format!("feature JSON: {e}")))?;
+            let mut f = layer.feature_json(offset)?;
             if let Some(props) = f.get_mut("properties").and_then(Value::as_object_mut) {
                 props.insert(
                     "distance_m".into(),
