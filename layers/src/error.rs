@@ -39,8 +39,6 @@ pub enum Error {
     /// ask for less. The message names the setting.
     #[error("{0}")]
     Limit(String),
-    /// The shared database (PostgreSQL) cannot be reached: what is loaded keeps being
-    /// served, changes are refused until it is back.
     /// A version that is no longer kept (retention dropped it) was asked for.
     #[error("{0}")]
     Gone(String),
@@ -48,6 +46,8 @@ pub enum Error {
     /// was replaced); the message says what to do.
     #[error("{0}")]
     Conflict(String),
+    /// The shared database (PostgreSQL) cannot be reached: what is loaded keeps being
+    /// served, changes are refused until it is back.
     #[error("the database is unavailable ({0}); layers already loaded are still served, changes are refused until it is back: try again shortly")]
     Database(String),
 }

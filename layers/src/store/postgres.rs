@@ -776,8 +776,8 @@ impl PgStore {
         write_atomically(&layer_dir, pointer, format!("{n}\n").as_bytes())
     }
 
-    /// Runs `f` on the layer's draft record inside a transaction holding the record
-    /// lock, with the current record; `f` returns what to do with the draft.
+    /// Publishes (`go_live`: who approved it, the draft number reviewed) or discards
+    /// (None) the layer's draft, in a transaction holding the record lock.
     fn with_draft(&self, id: &str, go_live: Option<(&str, Option<u32>)>) -> Result<LayerMeta> {
         validate_id(id)?;
         let mut t = self.db.begin()?;
@@ -1063,8 +1063,6 @@ async fn lock_record(c: &impl deadpool_postgres::GenericClient, id: &str) -> Res
     .map(|_| ())
 }
 
-/// Recreates the public view of `id`: present when its current version is public and
-/// the layer is not deleted, absent otherwise.
 /// The record of the layer's current version (None: no published version).
 async fn current_record(
     c: &impl deadpool_postgres::GenericClient,
@@ -1139,6 +1137,8 @@ async fn drop_versions(
     Ok(())
 }
 
+/// Recreates the public view of `id`: present when its current version is public and
+/// the layer is not deleted, absent otherwise.
 async fn refresh_view(c: &impl deadpool_postgres::GenericClient, id: &str) -> Result<()> {
     let row = c
         .query_opt(
