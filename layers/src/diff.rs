@@ -176,10 +176,7 @@ impl Diff {
 
     /// The bbox of every change (None when nothing with a geometry changed).
     pub fn bbox(&self) -> Option<[f64; 4]> {
-        self.changes
-            .iter()
-            .filter_map(|c| c.bbox)
-            .reduce(|a, b| union(a, Some(b)))
+        self.changes.iter().filter_map(|c| c.bbox).reduce(union)
     }
 
     /// Attribute names per change, then the counts per attribute, most changed first.
@@ -619,16 +616,13 @@ fn feature_bbox(l: &LoadedLayer, offset: u64) -> Result<Option<[f64; 4]>> {
         .map(|r| [r.min().x, r.min().y, r.max().x, r.max().y]))
 }
 
-fn union(a: [f64; 4], b: Option<[f64; 4]>) -> [f64; 4] {
-    match b {
-        None => a,
-        Some(b) => [
-            a[0].min(b[0]),
-            a[1].min(b[1]),
-            a[2].max(b[2]),
-            a[3].max(b[3]),
-        ],
-    }
+fn union(a: [f64; 4], b: [f64; 4]) -> [f64; 4] {
+    [
+        a[0].min(b[0]),
+        a[1].min(b[1]),
+        a[2].max(b[2]),
+        a[3].max(b[3]),
+    ]
 }
 
 /// (DataHub id, offset) of a feature in one version.
@@ -860,11 +854,16 @@ fn match_pairs(
                     if !geometry && attributes.is_empty() {
                         return Ok(None);
                     }
+                    let after = feature_bbox(new, b.1)?;
+                    // A moved feature's change spans where it was and where it is (a
+                    // geometry added to a feature that had none: where it is).
                     let bbox = if geometry {
-                        feature_bbox(old, a.1)?
-                            .map(|x| union(x, feature_bbox(new, b.1).ok().flatten()))
+                        match (feature_bbox(old, a.1)?, after) {
+                            (Some(x), Some(y)) => Some(union(x, y)),
+                            (before, after) => before.or(after),
+                        }
                     } else {
-                        feature_bbox(new, b.1)?
+                        after
                     };
                     Ok(Some(Change {
                         kind: ChangeKind::Modified,
