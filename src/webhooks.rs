@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use layers::store::{Access, LayerMeta};
+use layers::store::LayerMeta;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -80,12 +80,8 @@ impl Subscription {
         {
             return false;
         }
-        // The access rule of a token of `ministry` (an admin: it registered it).
-        match (m.access, &self.ministry) {
-            (_, None) => true,
-            (Access::Public | Access::Internal, Some(_)) => true,
-            (Access::Restricted, Some(min)) => *min == m.ministry,
-        }
+        // The access rule of the admin who registered it.
+        crate::catalog::Caller::admin_of(self.ministry.as_deref()).can_see(m)
     }
 
     /// As listed: everything but the secret.
@@ -199,6 +195,37 @@ pub fn forbidden_address(ip: std::net::IpAddr) -> bool {
     }
 }
 
+/// Why a receiver's resolved addresses are refused: any of them forbidden (a name
+/// that also points at the metadata service is no receiver), or none at all.
+pub const FORBIDDEN_RECEIVER: &str = "the receiver resolves to a link-local, unspecified or \
+     multicast address (such as the cloud metadata service): not a place to send notifications";
+
+/// The addresses a receiver's name resolved to, when it may be sent to.
+pub fn receiver_addrs(
+    addrs: impl Iterator<Item = std::net::SocketAddr>,
+) -> Result<Vec<std::net::SocketAddr>, &'static str> {
+    let addrs: Vec<_> = addrs.collect();
+    if addrs.is_empty() || addrs.iter().any(|a| forbidden_address(a.ip())) {
+        return Err(FORBIDDEN_RECEIVER);
+    }
+    Ok(addrs)
+}
+
+/// The sender's resolver: receivers' names are resolved again at every send and
+/// checked as at registration, so a name re-pointed later at the metadata service
+/// (DNS rebinding) is refused then too.
+struct ReceiverResolver;
+
+impl reqwest::dns::Resolve for ReceiverResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs = receiver_addrs(tokio::net::lookup_host((host.as_str(), 0)).await?)?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// Writes one pending delivery per subscription that wants this new version of
 /// `m` (`previous`: the version it replaces). Never fails a publish: problems are
 /// logged.
@@ -223,16 +250,13 @@ pub fn enqueue(
     for s in subs.iter().filter(|s| s.wants(m)) {
         // Milliseconds, as the sender compares: due at once, not in the next second.
         let now = rfc3339(chrono::Utc::now());
-        let changes = match previous {
-            Some(p) => format!(
-                "{base}/collections/{}/changes?from={p}&to={}&f=geojson",
-                m.id, m.version
-            ),
-            None => format!(
-                "{base}/collections/{}/changes?from=0&to={}&f=geojson",
-                m.id, m.version
-            ),
-        };
+        // A first version is compared with nothing (from=0): all of it is added.
+        let changes = format!(
+            "{base}/collections/{}/changes?from={}&to={}&f=geojson",
+            m.id,
+            previous.unwrap_or(0),
+            m.version
+        );
         let payload = json!({
             "event": "layer.published",
             "subscription": s.id,
@@ -290,6 +314,7 @@ pub async fn run(
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(settings.timeout_s.max(1)))
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(ReceiverResolver))
         .user_agent(concat!("Monterrey-DataHub/", env!("CARGO_PKG_VERSION")))
         .build()
     {
@@ -365,12 +390,12 @@ async fn attempt(
         .send()
         .await;
     d.attempts += 1;
+    if let Ok(r) = &result {
+        d.last_status = Some(r.status().as_u16());
+    }
     let error = match result {
         Ok(r) if r.status().is_success() => None,
-        Ok(r) => {
-            d.last_status = Some(r.status().as_u16());
-            Some(format!("the receiver answered {}", r.status()))
-        }
+        Ok(r) => Some(format!("the receiver answered {}", r.status())),
         Err(e) if e.is_timeout() => Some(format!(
             "no answer within {} s (setting [webhooks] timeout_s)",
             settings.timeout_s
@@ -383,7 +408,6 @@ async fn attempt(
             d.state = "delivered".into();
             d.delivered_at = Some(rfc3339(chrono::Utc::now()));
             d.last_error = None;
-            d.last_status = Some(200);
             if sub.failing {
                 sub_update = Some(Subscription {
                     failing: false,
@@ -437,6 +461,34 @@ async fn attempt(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn receivers_resolving_to_forbidden_addresses_are_refused() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert_eq!(
+            receiver_addrs([a("10.1.2.3:0"), a("[::1]:0")].into_iter()),
+            Ok(vec![a("10.1.2.3:0"), a("[::1]:0")])
+        );
+        for bad in [
+            vec![a("169.254.169.254:0")],
+            vec![a("10.1.2.3:0"), a("169.254.169.254:0")],
+            vec![a("[fe80::1]:0")],
+            vec![a("0.0.0.0:0")],
+            vec![],
+        ] {
+            assert_eq!(receiver_addrs(bad.into_iter()), Err(FORBIDDEN_RECEIVER));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sender_resolves_through_the_check() {
+        use reqwest::dns::Resolve;
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let addrs: Vec<_> = ReceiverResolver.resolve(name).await.unwrap().collect();
+        assert!(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()));
+        let bad: reqwest::dns::Name = "nombre-que-no-existe.invalid".parse().unwrap();
+        assert!(ReceiverResolver.resolve(bad).await.is_err());
+    }
 
     #[test]
     fn hmac_matches_rfc_4231() {

@@ -106,21 +106,29 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// What an admin token of `ministry` (None: the city-wide admin) is, for rules
+    /// applied without a request (a subscription sees what its registrar sees).
+    pub fn admin_of(ministry: Option<&str>) -> Caller {
+        Caller::Token(std::sync::Arc::new(Principal {
+            token_id: String::new(),
+            ministry: ministry.map(str::to_string),
+            role: Role::Admin,
+            label: String::new(),
+            expires_at: None,
+        }))
+    }
+
     /// The one access rule: anonymous sees `public`; a ministry's token sees `public`,
     /// `internal` and its own ministry's `restricted`; the city-wide admin sees all.
     pub fn can_see(&self, m: &LayerMeta) -> bool {
         // A draft is its ministry's until published (and the city-wide admin's, who
-        // may approve it).
-        if m.draft.is_some() {
-            return match self {
-                Caller::Anonymous => false,
-                Caller::Token(p) => match &p.ministry {
-                    None => p.role == Role::Admin,
-                    Some(min) => *min == m.ministry,
-                },
-            };
-        }
-        match (self, m.access) {
+        // may approve it): seen as a restricted layer is, whatever its access.
+        let access = if m.draft.is_some() {
+            Access::Restricted
+        } else {
+            m.access
+        };
+        match (self, access) {
             (_, Access::Public) => true,
             (Caller::Anonymous, _) => false,
             (Caller::Token(_), Access::Internal) => true,
@@ -146,6 +154,11 @@ impl Caller {
     /// The city-wide administrator.
     pub fn is_admin(&self) -> bool {
         matches!(self, Caller::Token(p) if p.role == Role::Admin && p.ministry.is_none())
+    }
+
+    /// An admin of `ministry` or the city-wide admin.
+    pub fn is_admin_of(&self, ministry: &str) -> bool {
+        self.can_audit(Some(ministry))
     }
 
     /// May read the audit entries of `ministry` (None: entries of no ministry).

@@ -1360,9 +1360,9 @@ async fn restore(
     require_write(&caller, &cur.ministry)?;
     // A ministry that requires approval: a restore puts a version live at once, so
     // only its admins (or the city-wide admin) may do it.
-    let admin_of = matches!(&caller, Caller::Token(p) if p.role == cat::Role::Admin
-        && p.ministry.as_deref().is_none_or(|m| m == cur.ministry));
-    if !admin_of && crate::app::requires_approval(state.catalog.as_ref(), &cur.ministry)? {
+    if !caller.is_admin_of(&cur.ministry)
+        && crate::app::requires_approval(state.catalog.as_ref(), &cur.ministry)?
+    {
         return Err(ApiError::forbidden(format!(
             "{} requires approval of new versions: only its admins may restore one",
             cur.ministry

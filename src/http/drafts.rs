@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::auth::Remote;
 use super::catalog::{app_ctx, rejoined_json, reload, require_write};
 use super::{base_url, ApiError, ApiResult, AppState};
-use crate::catalog::{Caller, Role};
+use crate::catalog::Caller;
 
 /// The draft the caller may see, else 404 (as if it did not exist).
 async fn visible_draft(state: &AppState, caller: &Caller, id: &str) -> ApiResult<LayerMeta> {
@@ -32,12 +32,6 @@ async fn visible_draft(state: &AppState, caller: &Caller, id: &str) -> ApiResult
     }
 }
 
-/// An admin of the draft's ministry or the city-wide admin.
-fn is_admin_of(caller: &Caller, ministry: &str) -> bool {
-    matches!(caller, Caller::Token(p) if p.role == Role::Admin
-        && p.ministry.as_deref().is_none_or(|m| m == ministry))
-}
-
 pub(super) async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -51,7 +45,7 @@ pub(super) async fn show(
             state.catalog.as_ref(),
             &m,
             &caller.actor(),
-            is_admin_of(&caller, &m.ministry),
+            caller.is_admin_of(&m.ministry),
         )?
     } else {
         Some(format!(
@@ -139,7 +133,7 @@ pub(super) async fn publish(
         state.catalog.as_ref(),
         &m,
         &caller.actor(),
-        is_admin_of(&caller, &m.ministry),
+        caller.is_admin_of(&m.ministry),
     )? {
         return Err(ApiError::forbidden(why));
     }

@@ -55,22 +55,12 @@ pub(super) async fn create(
         ))
     })?;
     crate::webhooks::check_url(&input.url).map_err(ApiError::bad_request)?;
-    let addrs: Vec<std::net::SocketAddr> =
-        tokio::net::lookup_host(crate::webhooks::host_port(&input.url))
-            .await
-            .map_err(|e| {
-                ApiError::bad_request(format!("the receiver's host cannot be resolved: {e}"))
-            })?
-            .collect();
-    if addrs
-        .iter()
-        .any(|a| crate::webhooks::forbidden_address(a.ip()))
-    {
-        return Err(ApiError::bad_request(
-            "the receiver resolves to a link-local, unspecified or multicast address \
-             (such as the cloud metadata service): not a place to send notifications",
-        ));
-    }
+    let addrs = tokio::net::lookup_host(crate::webhooks::host_port(&input.url))
+        .await
+        .map_err(|e| {
+            ApiError::bad_request(format!("the receiver's host cannot be resolved: {e}"))
+        })?;
+    crate::webhooks::receiver_addrs(addrs).map_err(ApiError::bad_request)?;
     if let Some(l) = &input.layer {
         // A layer the admin may not see is answered like a missing one.
         if super::visible(&state, &caller, l).is_none() {
