@@ -1139,7 +1139,8 @@ fn migrate_cmd(settings: &Settings, store: &dyn LayerStore, to: &str) -> anyhow:
         let current = store.current_number(id)?;
         let draft = store.draft(id)?.map(|d| d.meta.version);
         // A discarded draft's number is not given again by the database either.
-        target.reserve_numbers(id, store.last_number(id)?)?;
+        let last = store.last_number(id)?;
+        target.reserve_numbers(id, last)?;
         for v in store.versions(id)? {
             let n = v.meta.version;
             let new = target.import_version(&v, Some(n) == current)?;
@@ -1168,6 +1169,14 @@ fn migrate_cmd(settings: &Settings, store: &dyn LayerStore, to: &str) -> anyhow:
                 if new { "copied" } else { "already there" }
             )?;
         }
+        let given = target.last_number(id)?;
+        if given < last {
+            problems.push(format!(
+                "{id}: the database would number the next version {}, the folder {}",
+                given + 1,
+                last + 1
+            ));
+        }
     }
     let have = pg_catalog.counts()?;
     for (i, t) in tables.iter().enumerate() {
@@ -1194,7 +1203,7 @@ fn migrate_cmd(settings: &Settings, store: &dyn LayerStore, to: &str) -> anyhow:
     }
     writeln!(
         out,
-        "checked      every version's feature count and the catalogue's rows match"
+        "checked      every version's feature count, the version numbering and the catalogue's rows match"
     )?;
     Ok(())
 }

@@ -1693,6 +1693,24 @@ impl LayerStore for PgStore {
         self.local.draft_ids()
     }
 
+    fn last_number(&self, id: &str) -> Result<u32> {
+        validate_id(id)?;
+        let lid = id.to_string();
+        // As a publish numbers: kept versions and the numbers given before.
+        let n: i32 = self.db.run(move |c| async move {
+            Ok(c.query_one(
+                "SELECT greatest(coalesce(max(version), 0),
+                    coalesce((SELECT last_version FROM datahub.layers WHERE id = $1), 0))
+                 FROM datahub.versions WHERE layer = $1",
+                &[&lid],
+            )
+            .await
+            .map_err(db_err)?
+            .get(0))
+        })?;
+        Ok(n.max(0) as u32)
+    }
+
     fn publish_draft(&self, id: &str, by: &str, expected: Option<u32>) -> Result<LayerMeta> {
         self.with_draft(id, Some((by, expected)))
     }
